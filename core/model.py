@@ -1,0 +1,412 @@
+"""MultitaskBert: one shared minBERT encoder, a pooling, and one head per task.
+
+    Pooling       token states -> one vector, chosen by name (cls, mean, max, mean_max)
+    MLP           1..n fully connected layers
+    PairFeatures  [u; v; |u - v|; u * v] (+ cos(u, v)) for bi-encoder pair heads
+    TaskHead      single sentence | bi-encoder | cross-encoder | scaled cosine
+    MultitaskBert the model, its checkpoint format, and the batched predict/embed API
+
+Outputs of ``forward(task, inputs)``: sst -> logits [B, 5]; qqp -> logit [B];
+sts -> score in [0, 5] [B].
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.bert import BertConfig, BertModel, load_tokenizer
+from core.config import Config, HeadConfig
+from core.data import Encoded, encode_pairs, encode_texts, pad_batch, sorted_batches
+from core.errors import CheckpointError, MinbertError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "minbert-checkpoint"
+CHECKPOINT_VERSION = 1
+N_SENTIMENT = 5
+STS_MAX = 5.0
+
+# Zero-shot paraphrase probability from the cosine of mean-pooled all-MiniLM-L6-v2
+# embeddings: sigmoid((cos - center) * scale). Fitted once by logistic regression on
+# quora-train.csv (never on dev), see `python -m core.zeroshot`.
+ZERO_SHOT_PARAPHRASE = {"center": 0.8133, "scale": 10.3411}
+
+
+# ----------------------------------------------------------------------- pooling
+class Pooling(nn.Module):
+    """Reduce token states [B, T, H] to one vector per sequence; padding is ignored."""
+
+    MODES = ("cls", "mean", "max", "mean_max")
+
+    def __init__(self, mode: str = "mean"):
+        super().__init__()
+        if mode not in self.MODES:
+            raise MinbertError(f"unknown pooling {mode!r}; choose one of {self.MODES}")
+        self.mode = mode
+
+    def output_dim(self, hidden_size: int) -> int:
+        return 2 * hidden_size if self.mode == "mean_max" else hidden_size
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.mode == "cls":
+            return tokens[:, 0]
+        m = mask.unsqueeze(-1).to(tokens.dtype)
+        mean = (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
+        if self.mode == "mean":
+            return mean
+        mx = tokens.masked_fill(m == 0, torch.finfo(tokens.dtype).min).max(1).values
+        return mx if self.mode == "max" else torch.cat([mean, mx], dim=-1)
+
+
+# ------------------------------------------------------------------------- heads
+class MLP(nn.Module):
+    """``layers`` fully connected layers: (dropout, linear, ReLU) ... dropout, linear."""
+
+    def __init__(self, in_dim: int, out_dim: int, layers: int = 1, hidden: int = 256,
+                 dropout: float = 0.1):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+        blocks: list[nn.Module] = []
+        for i in range(layers):
+            blocks += [nn.Dropout(dropout), nn.Linear(dims[i], dims[i + 1])]
+            if i < layers - 1:
+                blocks.append(nn.ReLU())
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class PairFeatures(nn.Module):
+    """Combine two sentence vectors: any of u, v, |u - v|, u * v, and optionally cos."""
+
+    def __init__(self, features: Sequence[str], cosine: bool = False):
+        super().__init__()
+        self.features, self.cosine = list(features), cosine
+
+    def output_dim(self, dim: int) -> int:
+        return dim * len(self.features) + int(self.cosine)
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        parts = {"u": lambda: u, "v": lambda: v, "abs_diff": lambda: (u - v).abs(),
+                 "prod": lambda: u * v}
+        out = [parts[name]() for name in self.features]
+        if self.cosine:
+            out.append(F.cosine_similarity(u, v, dim=-1).unsqueeze(-1))
+        return torch.cat(out, dim=-1)
+
+
+def scaled_cosine(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """STS score in [0, 5] from the cosine: (1 + cos) * 5 / 2 (report 000)."""
+    return (1.0 + F.cosine_similarity(u, v, dim=-1)) * (STS_MAX / 2)
+
+
+@dataclass
+class Encoding:
+    """What the encoder gives a head for one batch of sequences."""
+    tokens: torch.Tensor   # [B, T, H]
+    mask: torch.Tensor     # [B, T]
+    pooled: torch.Tensor   # [B, D]
+
+
+class TaskHead(nn.Module):
+    uses_tokens = False  # heads that read token states (not only pooled) set this
+
+    def __init__(self, cfg: HeadConfig, in_dim: int, out_dim: int):
+        super().__init__()
+        self.mode = cfg.mode
+        if cfg.mode == "bi":
+            self.pair = PairFeatures(cfg.features, cfg.cosine_feature)
+            in_dim = self.pair.output_dim(in_dim)
+        self.mlp = None if cfg.mode == "cosine" else MLP(in_dim, out_dim, cfg.layers, cfg.hidden, cfg.dropout)
+
+    def forward(self, a: Encoding, b: Encoding | None = None) -> torch.Tensor:
+        if self.mode == "cosine":
+            return scaled_cosine(a.pooled, b.pooled)
+        x = self.pair(a.pooled, b.pooled) if self.mode == "bi" else a.pooled
+        return self.mlp(x)
+
+
+# ------------------------------------------------------------------------ inputs
+@dataclass
+class TaskFeatures:
+    """A task's inputs tokenized once, unpadded: ``a`` (and ``b``) for single/bi-encoder
+    inputs, ``ab`` for the joint cross-encoder input."""
+    parts: dict[str, Encoded]
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(next(iter(self.parts.values())))
+
+    @property
+    def lengths(self) -> list[int]:
+        per_part = [p.lengths for p in self.parts.values()]
+        return [max(ls) for ls in zip(*per_part)]
+
+    def batch(self, idx: Sequence[int], device: torch.device | str = "cpu") -> dict[str, dict[str, torch.Tensor]]:
+        out = {}
+        for name, enc in self.parts.items():
+            padded = pad_batch([enc.input_ids[i] for i in idx],
+                               [enc.token_type_ids[i] for i in idx], self.pad_id)
+            out[name] = {k: v.to(device, non_blocking=True) for k, v in padded.items()}
+        return out
+
+
+# ------------------------------------------------------------------------- model
+class MultitaskBert(nn.Module):
+    def __init__(self, config: Config, encoder: BertModel, tokenizer, tasks: Sequence[str] | None = None):
+        super().__init__()
+        self.config = config
+        self.bert = encoder
+        self.tokenizer = tokenizer
+        self.pooling = Pooling(config.model.pooling)
+        dim = self.pooling.output_dim(encoder.config.hidden_size)
+        out_dims = {"sst": N_SENTIMENT, "qqp": 1, "sts": 1}
+        tasks = config.train.tasks if tasks is None else tasks
+        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dim, out_dims[t]) for t in tasks})
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def from_config(cls, config: Config) -> "MultitaskBert":
+        """A fresh model: pretrained encoder from ``config.model.encoder``, new heads."""
+        encoder = BertModel.from_pretrained(config.model.encoder)
+        return cls(config, encoder, load_tokenizer(config.model.encoder))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def heads_use_pooled_only(self) -> bool:
+        """True when no head reads token states, so pooled vectors can be cached."""
+        return not any(h.uses_tokens for h in self.heads.values())
+
+    def head_mode(self, task: str) -> str:
+        if task in self.heads:
+            return self.heads[task].mode
+        return {"sst": "single", "qqp": "bi", "sts": "cosine"}[task]
+
+    # ----------------------------------------------------------------- forward
+    def encode(self, inputs: dict[str, torch.Tensor]) -> Encoding:
+        out = self.bert(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+        mask = inputs["attention_mask"]
+        return Encoding(out.last_hidden_state, mask, self.pooling(out.last_hidden_state, mask))
+
+    def forward(self, task: str, inputs: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+        mode = self.head_mode(task)
+        if mode == "cross" or mode == "single":
+            a, b = self.encode(inputs["ab" if mode == "cross" else "a"]), None
+        else:
+            a, b = self._encode_two(inputs["a"], inputs["b"])
+        return self.head_forward(task, a, b)
+
+    def head_forward(self, task: str, a: Encoding, b: Encoding | None = None) -> torch.Tensor:
+        """The task output from already-encoded inputs (cached encodings included)."""
+        mode = self.head_mode(task)
+        if task not in self.heads:
+            return self._zero_shot(task, a, b)
+        out = self.heads[task](a, b)
+        if task == "sst":
+            return out
+        out = out.squeeze(-1)
+        if task == "sts" and mode != "cosine":
+            out = torch.sigmoid(out) * STS_MAX
+        return out
+
+    def _encode_two(self, a: dict, b: dict) -> tuple[Encoding, Encoding]:
+        """Encode both sides of a bi-encoder pair in one encoder call."""
+        n, T = a["input_ids"].shape[0], max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+        both = {k: torch.cat([F.pad(a[k], (0, T - a[k].shape[1])), F.pad(b[k], (0, T - b[k].shape[1]))])
+                for k in a}
+        enc = self.encode(both)
+        split = lambda t: (t[:n], t[n:])
+        (ta, tb), (ma, mb), (pa, pb) = split(enc.tokens), split(enc.mask), split(enc.pooled)
+        return Encoding(ta, ma, pa), Encoding(tb, mb, pb)
+
+    def _zero_shot(self, task: str, a: Encoding, b: Encoding | None) -> torch.Tensor:
+        if task == "sst":
+            raise MinbertError(
+                "this model has no sentiment head (zero-shot 'pretrained' only scores "
+                "similarity and paraphrase); train one, e.g. configs/starter.yaml")
+        cos = F.cosine_similarity(a.pooled, b.pooled, dim=-1)
+        if task == "sts":  # similarity: 5 * cos, clipped to the 0..5 scale
+            return cos.clamp(0.0, 1.0) * STS_MAX
+        z = ZERO_SHOT_PARAPHRASE
+        return (cos - z["center"]) * z["scale"]  # a logit, like the trained head
+
+    # ------------------------------------------------------------------ inputs
+    def featurize(self, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None) -> TaskFeatures:
+        """Tokenize a task's inputs once, in the layout its head needs."""
+        max_len, tok = self.config.model.max_len, self.tokenizer
+        mode = self.head_mode(task)
+        if mode == "single":
+            parts = {"a": encode_texts(tok, list(texts_a), max_len)}
+        elif mode == "cross":
+            parts = {"ab": encode_pairs(tok, list(texts_a), list(texts_b), max_len)}
+        else:
+            parts = {"a": encode_texts(tok, list(texts_a), max_len),
+                     "b": encode_texts(tok, list(texts_b), max_len)}
+        return TaskFeatures(parts, pad_id=tok.pad_token_id or 0)
+
+    # ----------------------------------------------------------------- predict
+    @torch.inference_mode()
+    def _run(self, features: TaskFeatures, fn: Callable[[dict], torch.Tensor], batch_size: int) -> np.ndarray:
+        was_training = self.training
+        self.eval()
+        try:
+            order = sorted_batches(features.lengths, batch_size)
+            results: list[np.ndarray | None] = [None] * len(features)
+            for idx in order:
+                out = fn(features.batch(idx, self.device)).float().cpu().numpy()
+                for i, row in zip(idx, out):
+                    results[i] = row
+            return np.stack(results) if results else np.zeros((0,), dtype=np.float32)
+        finally:
+            self.train(was_training)
+
+    def predict_task(self, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
+                     batch_size: int = 64) -> np.ndarray:
+        """sst: probabilities [n, 5]; qqp: probability [n]; sts: score in [0, 5] [n]."""
+        texts_a = _as_texts(texts_a, "texts")
+        if task != "sst":
+            texts_b = _as_texts(texts_b, "second texts")
+            if len(texts_a) != len(texts_b):
+                raise MinbertError(f"pair inputs differ in length: {len(texts_a)} vs {len(texts_b)}")
+        if not texts_a:
+            return np.zeros((0, N_SENTIMENT) if task == "sst" else (0,), dtype=np.float32)
+        if task == "sst" and "sst" not in self.heads:
+            self._zero_shot("sst", None, None)
+        feats = self.featurize(task, texts_a, texts_b)
+        post = {"sst": lambda x: x.softmax(-1), "qqp": torch.sigmoid, "sts": lambda x: x}[task]
+        return self._run(feats, lambda batch: post(self(task, batch)), batch_size).astype(np.float32)
+
+    def predict_sentiment(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.predict_task("sst", texts, batch_size=batch_size)
+
+    def predict_paraphrase(self, a: Sequence[str], b: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.predict_task("qqp", a, b, batch_size=batch_size)
+
+    def predict_similarity(self, a: Sequence[str], b: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.predict_task("sts", a, b, batch_size=batch_size)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Sentence embeddings [n, d] with this checkpoint's pooling."""
+        texts = _as_texts(texts, "texts")
+        if not texts:
+            return np.zeros((0, self.pooling.output_dim(self.bert.config.hidden_size)), dtype=np.float32)
+        feats = TaskFeatures({"a": encode_texts(self.tokenizer, texts, self.config.model.max_len)},
+                             pad_id=self.tokenizer.pad_token_id or 0)
+        return self._run(feats, lambda batch: self.encode(batch["a"]).pooled, batch_size).astype(np.float32)
+
+    # ------------------------------------------------------------- checkpoints
+    def save(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and the tokenizer files."""
+        from safetensors.torch import save_file
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = directory / "model.safetensors.tmp"
+        save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
+        os.replace(tmp, directory / "model.safetensors")  # never leave a half-written file
+        meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                "config": self.config.to_dict(), "encoder_config": self.bert.config.to_dict(),
+                "tasks": list(self.heads.keys()), "has_pooler": self.bert.pooler is not None,
+                **(extra or {})}
+        _write_json_atomic(directory / "config.json", meta)
+        self.tokenizer.save_pretrained(str(directory))
+        return directory
+
+    @classmethod
+    def load(cls, path: str | os.PathLike = "pretrained", device: str | torch.device = "cpu") -> "MultitaskBert":
+        """A trained checkpoint directory, or "pretrained" (the packaged encoder, no
+        trained heads: zero-shot similarity and paraphrase from embedding cosine)."""
+        if str(path) == "pretrained":
+            config = Config(name="pretrained")
+            model = cls(config, BertModel.from_pretrained(config.model.encoder),
+                        load_tokenizer(config.model.encoder), tasks=[])
+            return model.to(device).eval()
+        directory = Path(path)
+        if not directory.is_dir():
+            raise CheckpointError(f"checkpoint directory not found: {directory}")
+        meta = read_checkpoint_meta(directory)
+        try:
+            config = Config.from_dict(meta["config"])
+            bert_config = BertConfig.from_dict(meta["encoder_config"])
+        except (MinbertError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{directory / 'config.json'} is corrupt or from an incompatible version: {e}") from None
+        state = read_checkpoint_weights(directory)
+        tokenizer = _checkpoint_tokenizer(directory, config)
+        model = cls(config, BertModel(bert_config, add_pooler=meta.get("has_pooler", True)), tokenizer,
+                    tasks=meta.get("tasks"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{directory / 'model.safetensors'} does not match its config.json: "
+                f"{len(missing)} missing tensors {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
+        model.checkpoint_dir = directory
+        return model.to(device).eval()
+
+
+# --------------------------------------------------------------------- helpers
+def _as_texts(texts, what: str) -> list[str]:
+    if texts is None:
+        raise MinbertError(f"{what} are missing: pair tasks need two lists of sentences")
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise MinbertError(f"{what} must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+    return texts
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def read_checkpoint_meta(directory: Path) -> dict:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a checkpoint: config.json is missing")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt (not valid JSON: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a minBERT checkpoint config (format != {CHECKPOINT_FORMAT!r})")
+    if meta.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has format_version {meta['format_version']}; this code reads "
+                              f"up to {CHECKPOINT_VERSION}: update minBERT Studio")
+    return meta
+
+
+def read_checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = Path(directory) / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is incomplete: model.safetensors is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is corrupt (not a readable safetensors file: {e})") from None
+
+
+def _checkpoint_tokenizer(directory: Path, config: Config):
+    if (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file():
+        try:
+            return load_tokenizer(directory)
+        except MinbertError as e:
+            raise CheckpointError(f"{directory}: tokenizer files are corrupt ({e})") from None
+    log.warning("%s has no tokenizer files; using the tokenizer of %s", directory, config.model.encoder)
+    return load_tokenizer(config.model.encoder)
