@@ -1,0 +1,206 @@
+"""Comparing checkpoints on the dev sets, from the files training leaves behind.
+
+Every checkpoint directory holds ``metrics.json`` (best dev metrics, per-epoch
+history, training time) and ``predictions/{sst,qqp,sts}-dev.csv`` (one row per dev
+example: texts, gold label, prediction). Nothing here runs a model: the Compare page
+reads these files only, so it is instant for any number of checkpoints.
+
+    checkpoint_table(root)          one row per checkpoint: dev metrics, recipe, time
+    load_predictions(dir, task)     the per-example dev predictions of one task
+    sst_confusion(df)               5x5 counts, row = gold, column = predicted
+    qqp_precision_recall(df)        precision/recall curve over thresholds + the 0.5 point
+    disagreements(df_a, df_b, task) dev examples where two checkpoints disagree
+
+No Streamlit here.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.data import TASK_LABELS, TASKS
+from core.evaluate import PRIMARY, mean_score
+from core.metrics import confusion_matrix, precision_recall_f1, task_metrics
+
+QUORA_NOTE = ("all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora "
+              "duplicates, so its Quora figures overstate what it would do on unseen paraphrase data")
+METRIC_COLUMNS = ["mean_score", "sst_acc", "sst_macro_f1", "qqp_acc", "qqp_f1", "sts_pearson", "sts_spearman"]
+STS_DISAGREE = 1.0   # similarity predictions further apart than this count as a disagreement
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
+    """Directories under ``root`` with something to compare: a ``metrics.json`` or dev
+    predictions (``python -m core.evaluate pretrained`` writes ``pretrained/predictions``)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and not p.name.startswith(".") and (
+                (p / "metrics.json").is_file() or any((p / "predictions").glob("*-dev.csv"))):
+            out.append(p)
+    return out
+
+
+def load_predictions(directory: str | os.PathLike, task: str, split: str = "dev") -> pd.DataFrame | None:
+    """``predictions/<task>-<split>.csv`` as a DataFrame (ids as strings), or None."""
+    path = Path(directory) / "predictions" / f"{task}-{split}.csv"
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values=[""])
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+    return df if {"id", "pred"} <= set(df.columns) else None
+
+
+def metrics_from_predictions(directory: str | os.PathLike) -> dict:
+    """Dev metrics recomputed from the per-example prediction files."""
+    metrics: dict = {}
+    for task in TASKS:
+        df = load_predictions(directory, task)
+        if df is None or "label" not in df.columns or not len(df):
+            continue
+        if task == "sst":
+            scores = df[[f"prob_{k}" for k in range(5)]].to_numpy() if "prob_0" in df else df["pred"].to_numpy()
+        elif task == "qqp":
+            scores = df["prob"].to_numpy() if "prob" in df else df["pred"].to_numpy()
+        else:
+            scores = df["pred"].to_numpy(dtype=float)
+        metrics.update(task_metrics(task, df["label"].to_numpy(), scores))
+    return metrics
+
+
+def checkpoint_record(directory: str | os.PathLike) -> dict:
+    """One checkpoint's row: dev metrics, mean score, recipe, training time and size."""
+    directory = Path(directory)
+    meta = _read_json(directory / "config.json")
+    summary = _read_json(directory / "metrics.json")
+    config = meta.get("config") or {}
+    dev = summary.get("dev") or {}
+    source = "metrics.json"
+    if not dev:
+        dev, source = metrics_from_predictions(directory), "predictions"
+    tasks = meta.get("tasks") or [t for t in TASKS if PRIMARY[t] in dev]
+    score = summary.get("mean_score")
+    if score is None and dev:
+        score = mean_score(dev, [t for t in TASKS if PRIMARY[t] in dev])
+    train_cfg = config.get("train") or {}
+    return {
+        "name": directory.name,
+        "path": str(directory),
+        **{k: dev.get(k) for k in METRIC_COLUMNS if k != "mean_score"},
+        "mean_score": score,
+        "tasks": ", ".join(tasks),
+        "recipe": config.get("name") or directory.name,
+        "description": config.get("description", ""),
+        "frozen_encoder": bool(train_cfg.get("freeze_encoder", False)),
+        "epochs": train_cfg.get("epochs"),
+        "best_epoch": summary.get("best_epoch"),
+        "steps": summary.get("steps"),
+        "train_time_s": summary.get("wall_time_s"),
+        "device": summary.get("device"),
+        "finished": summary.get("finished"),
+        "dev_examples": {t: dev.get(f"{t}_n") for t in TASKS if dev.get(f"{t}_n")},
+        "metrics_source": source,
+        "config": config,
+        "history": summary.get("history") or [],
+    }
+
+
+def checkpoint_table(root: str | os.PathLike) -> pd.DataFrame:
+    """Every comparable checkpoint under ``root``, best mean dev score first."""
+    records = [checkpoint_record(d) for d in checkpoint_dirs(root)]
+    columns = ["name", *METRIC_COLUMNS, "tasks", "recipe", "description", "frozen_encoder", "epochs",
+               "best_epoch", "steps", "train_time_s", "device", "finished", "dev_examples",
+               "metrics_source", "path", "config", "history"]
+    df = pd.DataFrame(records, columns=columns)
+    if len(df):
+        df = df.sort_values("mean_score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    return df
+
+
+def metrics_long(table: pd.DataFrame) -> pd.DataFrame:
+    """(checkpoint, metric, value) rows of the dev metrics, for grouped bar charts."""
+    long = table.melt(id_vars=["name"], value_vars=METRIC_COLUMNS[1:], var_name="metric", value_name="value")
+    return long.dropna(subset=["value"]).reset_index(drop=True)
+
+
+def history_long(record: dict) -> pd.DataFrame:
+    """(epoch, metric, value) rows of a checkpoint's per-epoch dev metrics."""
+    rows = [{"epoch": h.get("epoch"), "metric": k, "value": h[k]}
+            for h in record.get("history") or [] for k in METRIC_COLUMNS[1:] + ["score"] if k in h]
+    return pd.DataFrame(rows, columns=["epoch", "metric", "value"])
+
+
+# ----------------------------------------------------------------- per task
+def sst_confusion(df: pd.DataFrame) -> np.ndarray:
+    """[5, 5] counts; row = gold class, column = predicted class."""
+    return confusion_matrix(df["label"].astype(int), df["pred"].astype(int), len(TASK_LABELS["sst"]))
+
+
+def qqp_precision_recall(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Precision and recall of "paraphrase" over decision thresholds (from the predicted
+    probabilities), and the precision / recall / F1 at the 0.5 threshold."""
+    labels = df["label"].astype(int).to_numpy()
+    probs = (df["prob"] if "prob" in df else df["pred"]).astype(float).to_numpy()
+    rows = []
+    for threshold in np.round(np.linspace(0.05, 0.95, 19), 2):
+        p, r, f = precision_recall_f1(labels, (probs >= threshold).astype(int))
+        rows.append({"threshold": float(threshold), "precision": p, "recall": r, "f1": f})
+    p, r, f = precision_recall_f1(labels, (probs >= 0.5).astype(int))
+    return pd.DataFrame(rows), {"precision": p, "recall": r, "f1": f}
+
+
+def _text_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in ("sentence", "sentence1", "sentence2") if c in df.columns]
+
+
+def disagreements(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str, names: tuple[str, str] = ("A", "B"),
+                  sts_gap: float = STS_DISAGREE) -> pd.DataFrame:
+    """Dev examples (matched by id) on which two checkpoints disagree: a different class
+    (sst, qqp) or similarity scores more than ``sts_gap`` apart (sts). Most confident /
+    largest disagreements first; ``right`` says which checkpoint matches the gold label."""
+    a, b = names
+    keep = ["id", *_text_columns(df_a), *(["label"] if "label" in df_a else [])]
+    extra = {"sst": ["pred", "confidence"], "qqp": ["pred", "prob"], "sts": ["pred"]}[task]
+    left = df_a[keep + [c for c in extra if c in df_a]].rename(columns={c: f"{c} ({a})" for c in extra})
+    right = df_b[["id"] + [c for c in extra if c in df_b]].rename(columns={c: f"{c} ({b})" for c in extra})
+    merged = left.merge(right, on="id", how="inner")
+    pa, pb = merged[f"pred ({a})"], merged[f"pred ({b})"]
+    if task == "sts":
+        gap = (pa.astype(float) - pb.astype(float)).abs()
+        out = merged[gap > sts_gap].assign(gap=gap[gap > sts_gap]).sort_values("gap", ascending=False)
+        if "label" in out:
+            err_a = (out[f"pred ({a})"] - out["label"]).abs()
+            err_b = (out[f"pred ({b})"] - out["label"]).abs()
+            out["closer to gold"] = np.where(err_a < err_b, a, np.where(err_b < err_a, b, "tie"))
+    else:
+        out = merged[pa.astype(int) != pb.astype(int)].copy()
+        if "label" in out:
+            ok_a, ok_b = out[f"pred ({a})"] == out["label"], out[f"pred ({b})"] == out["label"]
+            out["right"] = np.select([ok_a & ~ok_b, ok_b & ~ok_a], [a, b], "neither")
+        if task == "sst":
+            for col in (f"pred ({a})", f"pred ({b})", "label"):
+                if col in out:
+                    out[col] = out[col].astype(int).map(dict(enumerate(TASK_LABELS["sst"])))
+    return out.reset_index(drop=True)
+
+
+def agreement(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str, sts_gap: float = STS_DISAGREE) -> dict:
+    """How many shared dev examples the two checkpoints agree on."""
+    n = len(df_a[["id"]].merge(df_b[["id"]], on="id"))
+    d = len(disagreements(df_a, df_b, task, sts_gap=sts_gap))
+    return {"shared": n, "disagree": d, "agree_rate": (n - d) / n if n else float("nan")}

@@ -1,0 +1,133 @@
+"""What every page of the app shares: paths, cached models, checkpoint choices, messages.
+
+Pages stay thin: the work happens in ``core/`` and ``analysis/``; this module only adds
+Streamlit caching and presentation. Models are cached with ``st.cache_resource`` keyed
+by the checkpoint path and the mtime of its weights, so a checkpoint that a training job
+rewrites is loaded afresh.
+
+Environment: ``MINBERT_CHECKPOINTS`` (where checkpoints live, default ``checkpoints/``)
+and ``MINBERT_JOBS_ROOT`` (job database and job checkpoints, default the same).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from analysis.checkpoints import PRETRAINED, checkpoints_root, list_checkpoints, resolve_checkpoint  # noqa: E402
+from core.data import TASK_NAMES  # noqa: E402
+from core.errors import MinbertError  # noqa: E402
+from core.jobs import Job, JobManager  # noqa: E402
+
+SHIPPED = "minbert-multitask"
+STARTER_RECIPE = ROOT / "configs" / "starter.yaml"
+TASK_TITLES = {"sst": "Sentiment", "qqp": "Paraphrase", "sts": "Similarity"}
+QUORA_CAPTION = ":material/info: all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora duplicates."
+
+__all__ = ["PRETRAINED", "ROOT", "SHIPPED", "STARTER_RECIPE", "TASK_NAMES", "TASK_TITLES",
+           "QUORA_CAPTION", "MinbertError", "page_setup", "checkpoints_root", "jobs_root", "job_manager",
+           "load_model", "model_choices", "default_models", "checkpoint_tasks", "trained_checkpoints",
+           "fmt_duration", "latest_job", "resolve_checkpoint"]
+
+
+def page_setup(title: str, icon: str = ":material/psychology:") -> None:
+    """Tab title and wide layout (the navigation in app/main.py sets them too)."""
+    st.set_page_config(page_title=f"{title} · minBERT Studio", page_icon=icon, layout="wide")
+
+
+# ----------------------------------------------------------------- jobs
+def jobs_root() -> Path:
+    return Path(os.environ.get("MINBERT_JOBS_ROOT") or checkpoints_root())
+
+
+def job_manager() -> JobManager:
+    """A manager on the jobs root (cheap: the state lives in SQLite, not here)."""
+    return JobManager(jobs_root())
+
+
+def latest_job(recipe: Path) -> Job | None:
+    """The newest job started from ``recipe``, if any."""
+    recipe = recipe.resolve()
+    for job in job_manager().list():
+        if Path(job.recipe) == recipe:
+            return job
+    return None
+
+
+# --------------------------------------------------------------- models
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _load_model(path: str, stamp: float):
+    from core.model import MultitaskBert
+    return MultitaskBert.load(path)
+
+
+def _stamp(path: str) -> float:
+    weights = Path(path) / "model.safetensors"
+    return weights.stat().st_mtime if weights.is_file() else 0.0
+
+
+def load_model(name: str):
+    """The model behind a checkpoint choice (``"pretrained"``, a name under the
+    checkpoints root, or a path), cached across reruns and sessions."""
+    path = resolve_checkpoint(name)
+    with st.spinner(f"Loading {name}…"):
+        return _load_model(path, _stamp(path))
+
+
+def _meta(name: str) -> dict:
+    try:
+        return json.loads((Path(resolve_checkpoint(name)) / "config.json").read_text())
+    except (MinbertError, OSError, json.JSONDecodeError):
+        return {}
+
+
+def checkpoint_tasks(name: str) -> list[str]:
+    """Tasks a checkpoint predicts without loading it: its trained heads (zero-shot
+    similarity and paraphrase for ``pretrained``)."""
+    if name == PRETRAINED:
+        return ["qqp", "sts"]
+    tasks = _meta(name).get("tasks") or []
+    return [t for t in ("sst", "qqp", "sts") if t in tasks]
+
+
+def _mean_score(name: str) -> float:
+    try:
+        score = json.loads((Path(resolve_checkpoint(name)) / "metrics.json").read_text()).get("mean_score")
+        return float(score) if score is not None else float("-inf")
+    except (MinbertError, OSError, json.JSONDecodeError, TypeError, ValueError):
+        return float("-inf")
+
+
+def trained_checkpoints() -> list[str]:
+    """Names of checkpoints with trained heads and weights, best mean dev score first."""
+    root = checkpoints_root()
+    names = [n for n in list_checkpoints(root)
+             if n != PRETRAINED and (root / n / "model.safetensors").is_file()]
+    return sorted(names, key=lambda n: (n != SHIPPED, -_mean_score(n), n))
+
+
+def model_choices() -> list[str]:
+    """Every checkpoint to pick from: trained ones (shipped one first), then pretrained."""
+    return trained_checkpoints() + [PRETRAINED]
+
+
+def default_models(choices: list[str]) -> list[str]:
+    """The shipped checkpoint when present, else the best trained one, else pretrained."""
+    return [choices[0]] if choices else [PRETRAINED]
+
+
+# ----------------------------------------------------------- formatting
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h {m:02d}m" if h else (f"{m}m {s:02d}s" if m else f"{s}s")

@@ -1,0 +1,91 @@
+"""minBERT Studio: the app's entry point and landing page.
+
+    streamlit run app/main.py
+
+Builds the navigation from the page files in ``app/pages/`` (``N_Title.py``: pages 1-3
+are the studio, later ones the analysis tools) and renders the home page.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from analysis.compare import checkpoint_record  # noqa: E402
+from app.common import (PRETRAINED, SHIPPED, checkpoint_tasks, checkpoints_root,  # noqa: E402
+                        fmt_duration, job_manager, trained_checkpoints)
+
+
+def home() -> None:
+    """The landing page: what this is, where to go, which checkpoints and jobs exist."""
+    st.title(":material/psychology: minBERT Studio")
+    st.markdown(
+        "A BERT encoder written from scratch in PyTorch, loaded with the **all-MiniLM-L6-v2** weights and "
+        "fine-tuned jointly on three tasks: **sentiment** (Stanford Sentiment Treebank, 5 classes), "
+        "**paraphrase** detection (Quora question pairs) and semantic **similarity** (STS, 0–5).")
+
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.page_link("pages/1_Predict.py", label="**Predict**", icon=":material/online_prediction:")
+        st.caption("Type a sentence or a pair and see predictions as you type; compare checkpoints; "
+                   "batch-predict a CSV.")
+    with c2:
+        st.page_link("pages/2_Train.py", label="**Train**", icon=":material/model_training:")
+        st.caption("Edit a recipe, launch a background training job, watch its loss curves and dev metrics.")
+    with c3:
+        st.page_link("pages/3_Compare.py", label="**Compare**", icon=":material/compare_arrows:")
+        st.caption("Every checkpoint's dev metrics; confusion matrices, scatter plots and disagreements of two.")
+
+    st.subheader("Checkpoints")
+    root = checkpoints_root()
+    names = trained_checkpoints()
+    if not names:
+        st.info(f"No trained checkpoint under `{root}` yet. The Predict page works right away with the zero-shot "
+                "pretrained encoder, and has a one-click *Train a starter model* (a few minutes on CPU).")
+    rows = []
+    for name in names:
+        r = checkpoint_record(root / name)
+        rows.append({"checkpoint": name + (" (shipped)" if name == SHIPPED else ""),
+                     "tasks": ", ".join(checkpoint_tasks(name)), "mean dev score": r["mean_score"],
+                     "recipe": r["recipe"], "training time": fmt_duration(r["train_time_s"]),
+                     "finished": r["finished"]})
+    rows.append({"checkpoint": PRETRAINED, "tasks": "qqp, sts (zero-shot)", "mean dev score": None,
+                 "recipe": "all-MiniLM-L6-v2, no fine-tuning", "training time": "–", "finished": True})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={"mean dev score": st.column_config.NumberColumn(format="%.3f")})
+
+    jobs = job_manager().refresh()
+    active = [j for j in jobs if j.active]
+    st.subheader("Training jobs")
+    if not jobs:
+        st.caption("No jobs yet.")
+    else:
+        st.write(f"{len(active)} active, {len(jobs)} in total.")
+        for job in active[:5]:
+            st.progress(job.progress().fraction, text=f"job {job.id} · {job.name}: {job.state}")
+    st.caption(f"Checkpoints and the job database live in `{root}`.")
+
+
+PAGE_ICONS = {"Predict": ":material/online_prediction:", "Train": ":material/model_training:",
+              "Compare": ":material/compare_arrows:"}
+
+
+def _pages() -> dict[str, list]:
+    """Home, then every ``app/pages/N_Title.py`` in number order, in two sections."""
+    sections: dict[str, list] = {"Studio": [st.Page(home, title="Home", icon=":material/home:", default=True)]}
+    files = [p for p in (Path(__file__).parent / "pages").glob("*.py") if re.match(r"^\d+_", p.stem)]
+    for path in sorted(files, key=lambda p: (int(p.stem.split("_", 1)[0]), p.stem)):
+        title = path.stem.split("_", 1)[1].replace("_", " ")
+        section = "Studio" if int(path.stem.split("_", 1)[0]) <= 3 else "Analysis"
+        sections.setdefault(section, []).append(
+            st.Page(path, title=title, icon=PAGE_ICONS.get(title, ":material/analytics:")))
+    return sections
+
+
+st.set_page_config(page_title="minBERT Studio", page_icon=":material/psychology:", layout="wide")
+st.navigation(_pages()).run()

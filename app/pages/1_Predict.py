@@ -1,0 +1,219 @@
+"""Predict: type a sentence (or a pair) and see every picked checkpoint's prediction as
+you type; or upload a CSV and download the predictions."""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import pandas as pd  # noqa: E402
+import plotly.express as px  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from app.common import (PRETRAINED, QUORA_CAPTION, STARTER_RECIPE, TASK_TITLES, MinbertError,  # noqa: E402
+                        checkpoint_tasks, default_models, fmt_duration, job_manager, latest_job, load_model,
+                        model_choices, page_setup, trained_checkpoints)
+from core.predict import (EXAMPLES, MAX_BATCH_ROWS, MAX_TEXT_CHARS, MAX_UPLOAD_MB, SENTIMENT_LABELS,  # noqa: E402
+                          guess_columns, predict_frame, predict_one, read_csv_upload, sentiment_frame)
+
+page_setup("Predict", ":material/online_prediction:")
+st.title(":material/online_prediction: Predict")
+st.caption("Sentiment of a sentence (5 classes), paraphrase probability and similarity (0–5) of a pair. "
+           f"Texts up to {MAX_TEXT_CHARS:,} characters.")
+
+
+# ------------------------------------------------------------ starter model
+@st.fragment(run_every=2)
+def starter_progress() -> None:
+    job = latest_job(STARTER_RECIPE)
+    if job is None:
+        return
+    job_manager().refresh()
+    job = job_manager().get(job.id)
+    if job.state in ("queued", "running"):
+        p = job.progress()
+        eta = f", about {fmt_duration(p.eta_s)} left" if p.eta_s else ""
+        label = {"preparing": "encoding the training sentences once", "evaluating": "dev evaluation"}.get(
+            p.phase, f"step {p.step}/{p.total_steps or '?'}")
+        st.progress(p.fraction, text=f"Training the starter model (job {job.id}, {job.state}): {label}{eta}")
+        if st.button("Cancel starter training", key="cancel_starter"):
+            job_manager().cancel(job.id, grace_s=5)
+            st.rerun(scope="app")
+    elif job.state == "succeeded" and st.session_state.get("starter_seen") != job.id:
+        st.session_state["starter_seen"] = job.id
+        st.rerun(scope="app")  # the new checkpoint joins the model list
+    elif job.state in ("failed", "cancelled"):
+        st.warning(f"The starter job {job.id} {job.state}. {job.message.splitlines()[0] if job.message else ''} "
+                   "See the Train page for its log.")
+
+
+def starter_panel(trained: list[str]) -> None:
+    job = latest_job(STARTER_RECIPE)
+    active = job is not None and job.state in ("queued", "running")
+    if not trained:
+        st.info("No trained checkpoint yet: predictions come from the **zero-shot pretrained** encoder "
+                "(cosine similarity of sentence embeddings), which scores similarity and paraphrase but has "
+                "no sentiment head. Train heads on the frozen encoder in a few minutes on CPU:",
+                icon=":material/lightbulb:")
+    if not trained and not active:
+        if st.button("Train a starter model", icon=":material/rocket_launch:", type="primary",
+                     help="configs/starter.yaml: task heads on the frozen encoder, a few minutes on CPU"):
+            try:
+                job_manager().submit(STARTER_RECIPE, name="starter")
+            except MinbertError as e:
+                st.error(f"Could not start the starter job: {e}")
+            st.rerun()
+    if job is not None:
+        starter_progress()
+
+
+choices = model_choices()
+trained = trained_checkpoints()
+starter_panel(trained)
+
+models = st.multiselect("Checkpoints", choices, default=default_models(choices), max_selections=4,
+                        help="Pick one or several to see them side by side. 'pretrained' is the zero-shot encoder.")
+task = st.radio("Task", list(TASK_TITLES), format_func=TASK_TITLES.get, horizontal=True, key="task")
+if not models:
+    st.info("Pick at least one checkpoint above.")
+    st.stop()
+usable = [m for m in models if task in checkpoint_tasks(m)]
+for name in models:
+    if name not in usable:
+        st.warning(f"**{name}** has no {TASK_TITLES[task].lower()} head"
+                   + (" (the zero-shot model only does similarity and paraphrase)." if name == PRETRAINED else "."))
+
+live_tab, batch_tab = st.tabs([":material/keyboard: Type", ":material/table: Batch (CSV)"])
+
+
+# ------------------------------------------------------------------- live
+def _use_example(task: str) -> None:
+    choice = st.session_state.get(f"example_{task}")
+    if not choice:
+        return
+    if task == "sst":
+        st.session_state["text_sst"] = choice
+    else:
+        a, b = choice
+        st.session_state[f"text_{task}_a"], st.session_state[f"text_{task}_b"] = a, b
+
+
+def show_results(task: str, names: list[str], a: str, b: str | None) -> None:
+    results = {}
+    for name in names:
+        try:
+            results[name] = predict_one(load_model(name), task, a, b)
+        except MinbertError as e:
+            st.error(f"{name}: {e}")
+    if not results:
+        return
+    quiet = dict(delta_color="off", delta_arrow="off", border=True)
+    cols = st.columns(max(len(results), 2))
+    for col, (name, r) in zip(cols, results.items()):
+        with col:
+            if task == "sst":
+                st.metric(name, r["label"], f"{max(r['probs']):.0%} confident", **quiet)
+            elif task == "qqp":
+                st.metric(name, f"{r['prob']:.0%}", "paraphrase probability", **quiet)
+                st.progress(r["prob"])
+            else:
+                st.metric(name, f"{r['score']:.2f} / 5", "similarity", **quiet)
+                st.progress(r["score"] / 5)
+    if task == "sst":
+        frame = sentiment_frame({n: r["probs"] for n, r in results.items()})
+        fig = px.bar(frame, x="label", y="probability", color="model", barmode="group",
+                     category_orders={"label": SENTIMENT_LABELS}, range_y=[0, 1], height=300,
+                     title="Sentiment distribution")
+        fig.update_layout(margin=dict(t=40, b=10), legend_title_text="")
+        st.plotly_chart(fig, width="stretch")
+    if task == "qqp":
+        st.caption(QUORA_CAPTION)
+
+
+@st.fragment
+def live_panel(task: str, names: list[str]) -> None:
+    examples = EXAMPLES[task]
+    st.selectbox("Start from an example", [None, *examples], key=f"example_{task}",
+                 format_func=lambda e: "—" if e is None else (e if isinstance(e, str) else f"{e[0]}  ↔  {e[1]}"),
+                 on_change=_use_example, args=(task,))
+    if task == "sst":
+        a = st.text_input("Sentence", key="text_sst", live=True, placeholder="Type a sentence…")
+        b = None
+    else:
+        first, second = ("Question", "Other question") if task == "qqp" else ("Sentence", "Other sentence")
+        a = st.text_input(first, key=f"text_{task}_a", live=True, placeholder="Type the first text…")
+        b = st.text_input(second, key=f"text_{task}_b", live=True, placeholder="Type the second text…")
+    if not (a or "").strip() or (b is not None and not b.strip()):
+        st.caption("Predictions appear as you type" + (" both texts." if task != "sst" else "."))
+        return
+    too_long = [t for t in (a, b) if t is not None and len(t.strip()) > MAX_TEXT_CHARS]
+    if too_long:
+        st.error(f"That text is {len(too_long[0].strip()):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
+                 "characters. Shorten it (the models read at most a few hundred words).")
+        return
+    if names:
+        show_results(task, names, a, b)
+
+
+with live_tab:
+    live_panel(task, usable)
+
+
+# ------------------------------------------------------------------ batch
+def _predict_batch(df: pd.DataFrame, task: str, names: list[str], col_a: str, col_b: str | None) -> pd.DataFrame:
+    loaded = {n: load_model(n) for n in names}
+    chunk = 128
+    bar = st.progress(0.0, text="Predicting…")
+    parts = []
+    for start in range(0, len(df), chunk):
+        parts.append(predict_frame(loaded, task, df.iloc[start:start + chunk], col_a, col_b))
+        done = min(len(df), start + chunk)
+        bar.progress(done / len(df), text=f"Predicting… {done:,}/{len(df):,} rows")
+    bar.empty()
+    out = pd.concat(parts)
+    if "note" in out:
+        out["note"] = out["note"].fillna("")
+    return out
+
+
+with batch_tab:
+    need = "two text columns (one pair per row, e.g. sentence1,sentence2)" if task != "sst" else \
+        "one text column (e.g. sentence)"
+    st.write(f"Upload a CSV with {need}; up to {MAX_UPLOAD_MB} MB and {MAX_BATCH_ROWS:,} rows. "
+             "Predictions are added as columns, one set per checkpoint.")
+    upload = st.file_uploader("CSV file", type=["csv", "tsv", "txt"], key="batch_file")
+    if upload is not None:
+        raw = upload.getvalue()
+        try:
+            df = read_csv_upload(raw)
+            guess = guess_columns(df, task)
+        except MinbertError as e:
+            st.error(f"{upload.name}: {e}")
+        else:
+            cols = list(df.columns)
+            c1, c2 = st.columns(2)
+            col_a = c1.selectbox("Text column" if task == "sst" else "First text column", cols,
+                                 index=cols.index(guess[0]))
+            col_b = c2.selectbox("Second text column", cols, index=cols.index(guess[1])) if task != "sst" else None
+            st.caption(f"{len(df):,} rows, columns: {', '.join(cols)}")
+            if not usable:
+                st.warning("None of the picked checkpoints can predict this task.")
+            else:
+                key = (hashlib.sha256(raw).hexdigest(), task, col_a, col_b, tuple(usable))
+                if st.session_state.get("batch_key") != key:
+                    try:
+                        st.session_state["batch_result"] = _predict_batch(df, task, usable, col_a, col_b)
+                        st.session_state["batch_key"] = key
+                    except MinbertError as e:
+                        st.error(str(e))
+                        st.session_state.pop("batch_key", None)
+                if st.session_state.get("batch_key") == key:
+                    result = st.session_state["batch_result"]
+                    st.dataframe(result, width="stretch", height=360)
+                    st.download_button("Download predictions (CSV)", result.to_csv(index=False).encode(),
+                                       file_name=f"{Path(upload.name).stem}-{task}-predictions.csv",
+                                       mime="text/csv", icon=":material/download:")
+                    if task == "qqp":
+                        st.caption(QUORA_CAPTION)

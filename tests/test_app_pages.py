@@ -1,0 +1,197 @@
+"""Every page of the Streamlit app, headless (``streamlit.testing.v1.AppTest``).
+
+The app reads checkpoints from ``$MINBERT_CHECKPOINTS`` and keeps jobs under
+``$MINBERT_JOBS_ROOT``; each test points both at a temporary directory that holds copies
+of the session's tiny checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO, TINY
+from core.jobs import JobManager
+from core.predict import SENTIMENT_LABELS
+
+APP = REPO / "app"
+TIMEOUT = 120
+
+
+def page(name: str) -> AppTest:
+    path = APP / "main.py" if name == "main" else next((APP / "pages").glob(f"*_{name}.py"))
+    return AppTest.from_file(str(path), default_timeout=TIMEOUT)
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, tiny_checkpoint):
+    """A checkpoints root with two checkpoints whose dev predictions differ."""
+    root = tmp_path_factory.mktemp("studio")
+    shutil.copytree(tiny_checkpoint, root / "tiny")
+    other = root / "tiny-b"
+    shutil.copytree(tiny_checkpoint, other)
+    sst = pd.read_csv(other / "predictions" / "sst-dev.csv", dtype={"id": str})
+    sst["pred"] = (sst["pred"] + 1) % 5
+    sst.to_csv(other / "predictions" / "sst-dev.csv", index=False)
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["mean_score"] = (metrics["mean_score"] or 0) - 0.1
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
+@pytest.fixture
+def env(studio, monkeypatch):
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(studio))
+    monkeypatch.setenv("MINBERT_JOBS_ROOT", str(studio))
+    return studio
+
+
+@pytest.fixture
+def empty_env(tmp_path, monkeypatch):
+    root = tmp_path / "empty"
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
+    monkeypatch.setenv("MINBERT_JOBS_ROOT", str(root))
+    yield root
+    jm = JobManager(root)
+    for job in jm.list(["queued", "running"]):
+        jm.cancel(job.id, grace_s=5)
+
+
+def test_home_lists_checkpoints(env):
+    at = page("main").run()
+    no_exceptions(at)
+    assert "minBERT Studio" in at.title[0].value
+    table = at.dataframe[0].value
+    assert {"tiny", "tiny-b", "pretrained"} <= set(table["checkpoint"])
+
+
+def test_predict_sentence_as_typed(env):
+    at = page("Predict").run()
+    no_exceptions(at)
+    assert at.multiselect[0].value == ["tiny"]          # the best trained checkpoint by default
+    at.text_input(key="text_sst").input("A gorgeous, witty, seductive movie.").run()
+    no_exceptions(at)
+    assert not at.error
+    (metric,) = at.metric
+    assert metric.label == "tiny" and metric.value in SENTIMENT_LABELS
+    assert "confident" in metric.delta
+
+
+def test_predict_pairs_side_by_side(env):
+    at = page("Predict").run()
+    at.multiselect[0].set_value(["tiny", "pretrained"]).run()
+    at.radio(key="task").set_value("sts").run()
+    at.text_input(key="text_sts_a").input("A man is playing a guitar.")
+    at.text_input(key="text_sts_b").input("A person plays the guitar.").run()
+    no_exceptions(at)
+    assert [m.label for m in at.metric] == ["tiny", "pretrained"]
+    for m in at.metric:
+        assert 0.0 <= float(m.value.split("/")[0]) <= 5.0
+    at.radio(key="task").set_value("qqp").run()
+    at.text_input(key="text_qqp_a").input("How do I learn Python?")
+    at.text_input(key="text_qqp_b").input("What is the best way to learn Python?").run()
+    no_exceptions(at)
+    assert all(m.value.endswith("%") for m in at.metric)
+    assert any("Quora duplicates" in c.value for c in at.caption)
+
+
+def test_predict_bad_inputs_give_messages(env):
+    at = page("Predict").run()
+    at.text_input(key="text_sst").input("x" * 20_000).run()
+    no_exceptions(at)
+    assert any("20,000 characters" in e.value and "2,000" in e.value for e in at.error)
+    assert not at.metric
+    at.text_input(key="text_sst").input("   ").run()
+    no_exceptions(at)
+    assert not at.error and not at.metric
+
+
+def test_predict_batch_csv(env):
+    at = page("Predict").run()
+    at.file_uploader(key="batch_file").upload(
+        "reviews.csv", b"id,sentence\n1,A gorgeous film.\n2,\n3,Dull and far too long.\n", "text/csv").run()
+    no_exceptions(at)
+    result = next(df.value for df in at.dataframe if "tiny: sentiment" in df.value.columns)
+    assert len(result) == 3
+    assert result["tiny: sentiment"].iloc[[0, 2]].isin(SENTIMENT_LABELS).all()
+    assert result["note"].iloc[1] == "empty sentence"
+    # a pair task on a file with one text column: a clear message, no traceback
+    at.radio(key="task").set_value("qqp").run()
+    no_exceptions(at)
+    assert any("two text columns" in e.value for e in at.error)
+
+
+def test_predict_without_trained_models_offers_starter(empty_env):
+    at = page("Predict").run()
+    no_exceptions(at)
+    assert at.multiselect[0].value == ["pretrained"]
+    assert any("zero-shot" in i.value for i in at.info)
+    assert any("no sentiment head" in w.value for w in at.warning)
+    starter = next(b for b in at.button if "starter" in b.label)
+    starter.click().run()
+    no_exceptions(at)
+    (job,) = JobManager(empty_env).list()
+    assert job.name == "starter" and job.recipe.endswith("starter.yaml")
+    assert not any(b.label == "Train a starter model" for b in at.button)  # no second launch
+
+
+def test_train_form_submits_a_job(empty_env):
+    at = page("Train").run()
+    no_exceptions(at)
+    assert at.selectbox(key="recipe").value.name in {p.name for p in (REPO / "configs").glob("*.yaml")}
+    at.selectbox(key="recipe").set_value(REPO / "configs" / "quick.yaml").run()
+    at.text_input(key="quick:job_name").input("from-form")
+    at.radio(key="quick:device").set_value("cpu")
+    at.text_area(key="quick:extra").input("\n".join(TINY))
+    at.number_input(key="quick:train.epochs").set_value(2)
+    at.button[0].click().run()   # the form's submit button
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("Job 1" in s.value for s in at.success)
+    (job,) = JobManager(empty_env).list()
+    assert job.name == "from-form" and job.device == "cpu"
+    assert "train.epochs=2" in job.overrides and "data.limit=16" in job.overrides
+    assert "epochs: 2" in job.config_path.read_text()
+
+
+def test_train_form_rejects_bad_values(empty_env):
+    at = page("Train").run()
+    at.selectbox(key="recipe").set_value(REPO / "configs" / "quick.yaml").run()
+    at.text_input(key="quick:train.lr").input("fast")
+    at.button[0].click().run()
+    no_exceptions(at)
+    assert any("train.lr must be a number" in e.value for e in at.error)
+    at.text_input(key="quick:train.lr").input("-1")
+    at.button[0].click().run()
+    assert any("Not launched" in e.value and "train.lr" in e.value for e in at.error)
+    at.text_input(key="quick:train.lr").input("4e-05")
+    at.text_area(key="quick:extra").input("this is not an override")
+    at.button[0].click().run()
+    assert any("key=value" in e.value for e in at.error)
+    assert JobManager(empty_env).list() == []
+
+
+def test_compare_two_checkpoints(env):
+    at = page("Compare").run()
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert list(table["name"]) == ["tiny", "tiny-b"]          # best mean score first
+    assert at.selectbox(key="cmp_a").value == "tiny" and at.selectbox(key="cmp_b").value == "tiny-b"
+    assert sum("Quora duplicates" in c.value for c in at.caption) >= 2
+    # every SST dev prediction of tiny-b was shifted by one class: all of them disagree
+    assert any("16** of 16" in m.value for m in at.markdown)
+    at.radio(key="diff_task").set_value("sts").run()
+    no_exceptions(at)
+
+
+def test_compare_with_nothing_to_compare(empty_env):
+    at = page("Compare").run()
+    no_exceptions(at)
+    assert any("No checkpoint" in i.value for i in at.info)

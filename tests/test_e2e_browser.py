@@ -1,0 +1,139 @@
+"""End to end, in a real headless Chromium: start `streamlit run app/main.py`, type a
+sentence and see a prediction, launch a tiny training job and see it finish, look at
+the comparison. Saves the README's screenshots to docs/screenshots/ (or to
+``$MINBERT_SCREENSHOTS``).
+
+Needs Debian's ``chromium`` (``.ci/install-browser.sh``) and Playwright for Python;
+skips with the reason when either is missing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY
+from core.jobs import JobManager
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(os.environ.get("MINBERT_SCREENSHOTS") or REPO / "docs" / "screenshots")
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"{CHROMIUM} is missing: run .ci/install-browser.sh (apt-get install -y chromium)",
+                allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_checkpoint):
+    root = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(tiny_checkpoint, root / "tiny")
+    port = free_port()
+    env = {**os.environ, "MINBERT_CHECKPOINTS": str(root), "MINBERT_JOBS_ROOT": str(root)}
+    log = (root / "streamlit.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("streamlit did not start:\n" + (root / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield url, root
+    jm = JobManager(root)
+    for job in jm.list(["queued", "running"]):
+        jm.cancel(job.id, grace_s=5)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with playwright_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000})
+        yield context
+        context.close()
+
+
+def screenshot(pg, name: str, height: int) -> None:
+    """The whole page: Streamlit scrolls inside its own container, so grow the viewport."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.set_viewport_size({"width": 1400, "height": height})
+    pg.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
+    time.sleep(1.5)
+    pg.screenshot(path=str(SHOTS / name))
+    pg.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_predict_train_compare_in_a_browser(server, browser):
+    url, root = server
+    pg = browser.new_page()
+    pg.set_default_timeout(120_000)
+
+    # --- Home first, as a person would (a fresh server serves deep links with the
+    # plain pages/ navigation until the entry point has run once)
+    pg.goto(url)
+    pg.get_by_text("minBERT Studio").first.wait_for()
+    assert pg.get_by_text("tiny", exact=True).count() or pg.locator('[data-testid="stDataFrame"]').count()
+
+    # --- Predict: type a sentence, see its sentiment
+    pg.goto(f"{url}/Predict")
+    box = pg.get_by_role("textbox", name="Sentence", exact=True)
+    box.click()
+    box.type("A gorgeous, witty, seductive movie.", delay=15)
+    pg.get_by_text("confident").first.wait_for()
+    metric = pg.locator('[data-testid="stMetric"]').first.inner_text()
+    assert "tiny" in metric and any(label in metric for label in ("negative", "neutral", "positive"))
+    screenshot(pg, "predict.png", 1150)
+
+    # --- Train: launch a tiny job from the form, watch it finish
+    pg.goto(f"{url}/Train")
+    pg.get_by_role("textbox", name="Job name").fill("browser-job")
+    pg.get_by_role("textbox", name="Extra overrides, one key=value per line").fill("\n".join(TINY))
+    pg.get_by_role("button", name="Validate and launch").click()
+    pg.get_by_text("Job 1 (browser-job) is").wait_for()
+    pg.get_by_text("browser-job — succeeded").wait_for(timeout=300_000)
+    job = JobManager(root).get(1)
+    assert job.state == "succeeded", job.message
+    pg.get_by_text("Dev metrics per epoch").wait_for()
+    screenshot(pg, "train.png", 2450)
+
+    # --- Compare: the shipped-in-test checkpoint and the one just trained
+    pg.goto(f"{url}/Compare")
+    pg.get_by_text("Two checkpoints side by side").wait_for()
+    pg.get_by_text("Quora duplicates").first.wait_for()
+    pg.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for()
+    screenshot(pg, "compare.png", 2000)
+    assert not pg.locator('[data-testid="stException"]').count()
