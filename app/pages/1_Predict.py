@@ -26,47 +26,47 @@ st.caption("Sentiment of a sentence (5 classes), paraphrase probability and simi
 
 # ------------------------------------------------------------ starter model
 @st.fragment(run_every=2)
-def starter_progress() -> None:
-    job = latest_job(STARTER_RECIPE)
-    if job is None:
-        return
-    job_manager().refresh()
-    job = job_manager().get(job.id)
-    if job.state in ("queued", "running"):
-        p = job.progress()
-        eta = f", about {fmt_duration(p.eta_s)} left" if p.eta_s else ""
-        label = {"preparing": "encoding the training sentences once", "evaluating": "dev evaluation"}.get(
-            p.phase, f"step {p.step}/{p.total_steps or '?'}")
-        st.progress(p.fraction, text=f"Training the starter model (job {job.id}, {job.state}): {label}{eta}")
-        if st.button("Cancel starter training", key="cancel_starter"):
-            job_manager().cancel(job.id, grace_s=5)
-            st.rerun(scope="app")
-    elif job.state == "succeeded" and st.session_state.get("starter_seen") != job.id:
-        st.session_state["starter_seen"] = job.id
-        st.rerun(scope="app")  # the new checkpoint joins the model list
-    elif job.state in ("failed", "cancelled"):
-        st.warning(f"The starter job {job.id} {job.state}. {job.message.splitlines()[0] if job.message else ''} "
-                   "See the Train page for its log.")
+def starter_progress(job_id: int) -> None:
+    """Live progress of the starter job; a full rerun when it ends (new checkpoint)."""
+    jm = job_manager()
+    jm.refresh()
+    job = jm.get(job_id)
+    if not job.active:
+        st.rerun(scope="app")
+    p = job.progress()
+    eta = f", about {fmt_duration(p.eta_s)} left" if p.eta_s else ""
+    label = {"preparing": "encoding the training sentences once", "evaluating": "dev evaluation"}.get(
+        p.phase, f"step {p.step}/{p.total_steps or '?'}")
+    st.progress(p.fraction, text=f"Training the starter model (job {job.id}, {job.state}): {label}{eta}")
+    if st.button("Cancel starter training", key="cancel_starter"):
+        with st.spinner("Stopping…"):
+            jm.cancel(job.id, grace_s=5)
+        st.rerun(scope="app")
 
 
 def starter_panel(trained: list[str]) -> None:
+    """Without a trained checkpoint: say so, offer the starter job, show its progress."""
     job = latest_job(STARTER_RECIPE)
-    active = job is not None and job.state in ("queued", "running")
-    if not trained:
-        st.info("No trained checkpoint yet: predictions come from the **zero-shot pretrained** encoder "
-                "(cosine similarity of sentence embeddings), which scores similarity and paraphrase but has "
-                "no sentiment head. Train heads on the frozen encoder in a few minutes on CPU:",
-                icon=":material/lightbulb:")
-    if not trained and not active:
+    if job is not None and job.active:
+        starter_progress(job.id)
+    if trained:
+        return
+    st.info("No trained checkpoint yet: predictions come from the **zero-shot pretrained** encoder "
+            "(cosine similarity of sentence embeddings), which scores similarity and paraphrase but has "
+            "no sentiment head. Train heads on the frozen encoder in a few minutes on CPU:",
+            icon=":material/lightbulb:")
+    if job is not None and job.state in ("failed", "cancelled"):
+        reason = job.message.splitlines()[0] if job.message else ""
+        st.warning(f"The last starter job ({job.id}) {job.state}. {reason} The Train page shows its log.")
+    if job is None or not job.active:
         if st.button("Train a starter model", icon=":material/rocket_launch:", type="primary",
                      help="configs/starter.yaml: task heads on the frozen encoder, a few minutes on CPU"):
             try:
                 job_manager().submit(STARTER_RECIPE, name="starter")
             except MinbertError as e:
                 st.error(f"Could not start the starter job: {e}")
-            st.rerun()
-    if job is not None:
-        starter_progress()
+            else:
+                st.rerun()
 
 
 choices = model_choices()
