@@ -1,0 +1,113 @@
+"""The fast inference paths give the reference's answers: fp32 equals transformers,
+length-sorted batches come back in input order, int8 stays close to fp32."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import MinbertError
+from core.metrics import pearson
+
+# Deliberately mixed lengths, so sorted batches reorder them and padding differs.
+TEXTS = ["A man is playing a guitar on the street corner while people walk by.", "Hi.",
+         "The cat sleeps.", "Stocks fell sharply on Monday after the central bank raised rates again.",
+         "Two dogs run.", "What is the best way to learn a new language quickly and well?",
+         "Rain.", "She reads a book in the park every Sunday morning."]
+
+
+@pytest.fixture(scope="module")
+def int8_pretrained():
+    from core.model import MultitaskBert
+    return MultitaskBert.load("pretrained", quantize="int8")
+
+
+def test_fp32_fast_path_equals_transformers(pretrained):
+    """Sorted batches + SDPA + inference mode == HF BertModel, padded file-order batch."""
+    import transformers
+    from core.bert import packaged_model_dir
+    path = str(packaged_model_dir())
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    ref = transformers.BertModel.from_pretrained(path).eval()
+    batch = tok(TEXTS, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        hidden = ref(**batch).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    expected = ((hidden * m).sum(1) / m.sum(1)).numpy()
+    ours = pretrained.embed(TEXTS, batch_size=3)
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
+
+
+def test_sorted_batches_restore_input_order(tiny_model):
+    one_by_one = np.stack([tiny_model.predict_sentiment([t])[0] for t in TEXTS])
+    batched = tiny_model.predict_sentiment(TEXTS, batch_size=3)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    pairs = tiny_model.predict_similarity(TEXTS, TEXTS[::-1], batch_size=3)
+    singles = [tiny_model.predict_similarity([a], [b])[0] for a, b in zip(TEXTS, TEXTS[::-1])]
+    np.testing.assert_allclose(pairs, singles, atol=1e-4)
+
+
+def test_int8_is_close_to_fp32(pretrained, int8_pretrained):
+    assert int8_pretrained.quantization == "int8"
+    linear = [m for m in int8_pretrained.bert.modules() if isinstance(m, torch.nn.Linear)]
+    assert not linear, "every encoder Linear layer should be quantized"
+    a, b = pretrained.embed(TEXTS), int8_pretrained.embed(TEXTS)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.95 and cos.mean() > 0.98, cos
+
+
+def test_int8_metric_gap_on_sts_dev(pretrained, int8_pretrained, repo):
+    """Zero-shot STS dev Pearson (first 150 pairs): int8 within 1 point of fp32."""
+    from core.data import load_task
+    data = load_task("sts", "dev", repo / "data", limit=150)
+    fp32 = pearson(data.labels, pretrained.predict_similarity(data.texts_a, data.texts_b))
+    int8 = pearson(data.labels, int8_pretrained.predict_similarity(data.texts_a, data.texts_b))
+    assert abs(fp32 - int8) < 0.01, (fp32, int8)
+
+
+def test_int8_checkpoint_heads_agree(tiny_checkpoint, tiny_model):
+    from core.model import MultitaskBert
+    q = MultitaskBert.load(tiny_checkpoint, quantize="int8")
+    np.testing.assert_allclose(q.predict_sentiment(TEXTS), tiny_model.predict_sentiment(TEXTS), atol=0.05)
+
+
+def test_int8_models_refuse_to_be_saved_and_bad_modes(int8_pretrained, tmp_path):
+    from core.model import MultitaskBert
+    with pytest.raises(MinbertError, match="quantized"):
+        int8_pretrained.save(tmp_path / "q")
+    with pytest.raises(MinbertError, match="unknown quantize"):
+        MultitaskBert.load("pretrained", quantize="int4")
+
+
+def test_full_range_activations_are_at_least_as_accurate():
+    """8-bit activations (VNNI CPUs) vs torch's default 7-bit, on one FFN block."""
+    from core.quantize import quantize_linear_int8
+    torch.manual_seed(0)
+    make = lambda: torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+    ref = make()
+    x = torch.randn(32, 64) * 3
+    with torch.no_grad():
+        y = ref(x)
+        errors = {}
+        for full in (False, True):
+            q = make()
+            q.load_state_dict(ref.state_dict())
+            errors[full] = (quantize_linear_int8(q, full_range=full)(x) - y).abs().mean().item()
+    assert errors[True] <= errors[False] * 1.05 and errors[True] < 0.05, errors
+
+
+def test_bf16_autocast_runs_on_cpu(pretrained):
+    """The bf16 training path (train.precision=bf16) works on CPU: forward + backward."""
+    enc = pretrained.featurize("sst", TEXTS[:4]).batch([0, 1, 2, 3])["a"]
+    bert = pretrained.bert
+    with torch.no_grad():
+        fp32 = bert(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = bert(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
+    out.float().pow(2).mean().backward()
+    grads = [p.grad for p in bert.parameters() if p.grad is not None]
+    bert.zero_grad(set_to_none=True)
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    cos = torch.nn.functional.cosine_similarity(out.float(), fp32, dim=-1)   # per token
+    assert cos.min() > 0.98, cos.min()
