@@ -310,6 +310,9 @@ class MultitaskBert(nn.Module):
     def save(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write ``model.safetensors``, ``config.json`` and the tokenizer files."""
         from safetensors.torch import save_file
+        if getattr(self, "quantization", None):
+            raise MinbertError(f"this model is {self.quantization}-quantized for inference and cannot be "
+                               f"saved as a checkpoint; save the fp32 model (load it without quantize=)")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -325,14 +328,20 @@ class MultitaskBert(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, path: str | os.PathLike = "pretrained", device: str | torch.device = "cpu") -> "MultitaskBert":
+    def load(cls, path: str | os.PathLike = "pretrained", device: str | torch.device = "cpu",
+             quantize: str | None = None) -> "MultitaskBert":
         """A trained checkpoint directory, or "pretrained" (the packaged encoder, no
-        trained heads: zero-shot similarity and paraphrase from embedding cosine)."""
+        trained heads: zero-shot similarity and paraphrase from embedding cosine).
+        ``quantize="int8"``: int8 dynamic quantization of the encoder's Linear layers
+        for fast CPU inference (see core/quantize.py; inference only)."""
+        from core.quantize import quantize_model
+        if quantize is not None and torch.device(device).type != "cpu":
+            raise MinbertError(f"quantize={quantize!r} is for CPU inference; use device='cpu' or quantize=None")
         if str(path) == "pretrained":
             config = Config(name="pretrained")
             model = cls(config, BertModel.from_pretrained(config.model.encoder),
                         load_tokenizer(config.model.encoder), tasks=[])
-            return model.to(device).eval()
+            return quantize_model(model.to(device).eval(), quantize)
         directory = Path(path)
         if not directory.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {directory}")
@@ -352,7 +361,7 @@ class MultitaskBert(nn.Module):
                 f"{directory / 'model.safetensors'} does not match its config.json: "
                 f"{len(missing)} missing tensors {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
         model.checkpoint_dir = directory
-        return model.to(device).eval()
+        return quantize_model(model.to(device).eval(), quantize)
 
 
 # --------------------------------------------------------------------- helpers
