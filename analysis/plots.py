@@ -1,0 +1,173 @@
+"""Plotly figure builders for the analysis pages (plotly only; no Streamlit).
+
+    attention_heatmap(tokens, maps[layer, head])      one head, [SEP] boundaries drawn
+    attention_grid(tokens, maps[layer])               all heads of one layer
+    saliency_figure([attr_a, attr_b], ["A", "B"])     token scores on one shared color scale
+    confusion_figure(cm)                              SST confusion matrix
+    projection_figure(xy, color, hover)               2-D / 3-D scatter of a projection
+    residual_figure(df)                               STS gold vs predicted
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analysis.attention import sep_positions
+
+ATTENTION_SCALE = "Blues"
+SALIENCY_SCALE = "RdBu"  # red = pushes the output down, blue = pushes it up
+
+
+def _unique_labels(tokens: Sequence[str]) -> list[str]:
+    """Plotly merges equal category labels; number the tokens so every position shows."""
+    return [f"{i}:{t}" for i, t in enumerate(tokens)]
+
+
+def _sep_lines(tokens: Sequence[str]) -> list[dict]:
+    """Dotted lines after every inner [SEP] (the sentence boundary), on both axes."""
+    style = dict(type="line", line=dict(color="crimson", width=1, dash="dot"))
+    shapes = []
+    for p in sep_positions(tokens):
+        if p < len(tokens) - 1:
+            shapes.append({**style, "xref": "x", "yref": "y domain", "x0": p + 0.5, "x1": p + 0.5, "y0": 0, "y1": 1})
+            shapes.append({**style, "xref": "x domain", "yref": "y", "x0": 0, "x1": 1, "y0": p + 0.5, "y1": p + 0.5})
+    return shapes
+
+
+def attention_heatmap(tokens: Sequence[str], matrix: np.ndarray, title: str = "",
+                      zmax: float | None = 1.0) -> go.Figure:
+    """One attention matrix (rows: the attending token, columns: attended-to)."""
+    labels = _unique_labels(tokens)
+    fig = go.Figure(go.Heatmap(
+        z=np.asarray(matrix), x=list(range(len(tokens))), y=list(range(len(tokens))),
+        colorscale=ATTENTION_SCALE, zmin=0, zmax=zmax,
+        customdata=np.array([[f"{labels[i]} → {labels[j]}" for j in range(len(tokens))]
+                             for i in range(len(tokens))]),
+        hovertemplate="%{customdata}<br>attention %{z:.3f}<extra></extra>"))
+    ticks = dict(tickmode="array", tickvals=list(range(len(tokens))), ticktext=list(tokens))
+    fig.update_xaxes(**ticks, tickangle=-60, side="top")
+    fig.update_yaxes(**ticks, autorange="reversed")
+    fig.update_layout(title=title, shapes=_sep_lines(tokens), height=max(350, 22 * len(tokens) + 120),
+                      margin=dict(l=10, r=10, t=90, b=10))
+    return fig
+
+
+def attention_grid(tokens: Sequence[str], layer_maps: np.ndarray, cols: int = 4, title: str = "") -> go.Figure:
+    """Every head of one layer (``layer_maps [heads, T, T]``) as a grid of small heatmaps."""
+    layer_maps = np.asarray(layer_maps)
+    n_heads = layer_maps.shape[0]
+    rows = int(np.ceil(n_heads / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"head {h}" for h in range(n_heads)],
+                        horizontal_spacing=0.03, vertical_spacing=0.06)
+    labels = _unique_labels(tokens)
+    hover = np.array([[f"{labels[i]} → {labels[j]}" for j in range(len(tokens))] for i in range(len(tokens))])
+    for h in range(n_heads):
+        fig.add_trace(go.Heatmap(z=layer_maps[h], colorscale=ATTENTION_SCALE, zmin=0, zmax=1,
+                                 showscale=h == 0, customdata=hover,
+                                 hovertemplate=f"head {h}<br>%{{customdata}}<br>%{{z:.3f}}<extra></extra>"),
+                      row=h // cols + 1, col=h % cols + 1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed")
+    fig.update_layout(title=title, height=230 * rows + 60, margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def saliency_figure(attributions: Sequence, names: Sequence[str], zmax: float | None = None) -> go.Figure:
+    """One row of colored tokens per attribution, all on the same symmetric color scale
+    (``zmax`` defaults to the largest |score| among them)."""
+    from analysis.saliency import shared_scale
+    if zmax is None:
+        zmax = shared_scale(*attributions)
+    n = len(attributions)
+    fig = make_subplots(rows=n, cols=1, vertical_spacing=0.25 / max(n, 1),
+                        subplot_titles=[f"{name}: {a.output_name} = {a.prediction:.3f}"
+                                        + (f" (IG delta {a.delta:+.1e})" if a.delta is not None else "")
+                                        for name, a in zip(names, attributions)])
+    for r, a in enumerate(attributions, start=1):
+        toks = [("│ " if s == 1 and (i == 0 or a.segments[i - 1] == 0) else "") + t
+                for i, (t, s) in enumerate(zip(a.tokens, a.segments))]
+        fig.add_trace(go.Heatmap(
+            z=[list(a.scores)], x=list(range(len(toks))), y=[name_or(names, r)],
+            text=[toks], texttemplate="%{text}", textfont=dict(size=12),
+            colorscale=SALIENCY_SCALE, zmid=0, zmin=-zmax, zmax=zmax, showscale=r == 1,
+            colorbar=dict(title="score"),
+            hovertemplate="%{text}<br>score %{z:.4f}<extra></extra>"), row=r, col=1)
+        fig.update_xaxes(showticklabels=False, row=r, col=1)
+        fig.update_yaxes(showticklabels=False, row=r, col=1)
+    fig.update_layout(height=130 * n + 60, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def name_or(names: Sequence[str], row: int) -> str:
+    return names[row - 1] if row - 1 < len(names) else str(row)
+
+
+def confusion_figure(cm: np.ndarray, labels: Sequence[str] | None = None, title: str = "") -> go.Figure:
+    """Counts with rows = gold class, columns = predicted class."""
+    cm = np.asarray(cm)
+    labels = list(labels) if labels is not None else [str(i) for i in range(cm.shape[0])]
+    fig = go.Figure(go.Heatmap(z=cm, x=labels, y=labels, colorscale="Blues", text=cm,
+                               texttemplate="%{text}",
+                               hovertemplate="gold %{y}<br>predicted %{x}<br>%{z}<extra></extra>"))
+    fig.update_xaxes(title="predicted")
+    fig.update_yaxes(title="gold", autorange="reversed")
+    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def projection_figure(xy: np.ndarray, color=None, hover: Sequence[str] | None = None, title: str = "",
+                      color_label: str = "", categorical: bool = False) -> go.Figure:
+    """A 2-D or 3-D scatter; ``color`` is a class per point (``categorical``) or a number."""
+    xy = np.asarray(xy)
+    three_d = xy.shape[1] == 3
+    hover = list(hover) if hover is not None else None
+    coords = dict(x=xy[:, 0], y=xy[:, 1], **({"z": xy[:, 2]} if three_d else {}))
+    scatter = go.Scatter3d if three_d else go.Scattergl
+    size = 3 if three_d else 5
+    fig = go.Figure()
+    if color is not None and categorical:
+        color = np.asarray(color).astype(str)
+        for value in sorted(set(color)):
+            m = color == value
+            fig.add_trace(scatter(**{k: v[m] for k, v in coords.items()}, mode="markers", name=f"{value}",
+                                  marker=dict(size=size, opacity=0.75),
+                                  text=[hover[i] for i in np.nonzero(m)[0]] if hover else None,
+                                  hovertemplate="%{text}<extra>" + f"{color_label}={value}</extra>"))
+    else:
+        marker = dict(size=size, opacity=0.8)
+        if color is not None:
+            marker.update(color=np.asarray(color, dtype=float), colorscale="Viridis", showscale=True,
+                          colorbar=dict(title=color_label))
+        fig.add_trace(scatter(**coords, mode="markers", marker=marker, text=hover,
+                              hovertemplate="%{text}<br>" + (f"{color_label} %{{marker.color:.2f}}"
+                                                             if color is not None else "") + "<extra></extra>"))
+    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(title=color_label))
+    return fig
+
+
+def residual_figure(df, title: str = "") -> go.Figure:
+    """STS: predicted vs gold score, the diagonal is a perfect prediction."""
+    fig = go.Figure(go.Scattergl(x=df["label"], y=df["pred"], mode="markers",
+                                 marker=dict(size=5, opacity=0.6, color=(df["pred"] - df["label"]).abs(),
+                                             colorscale="Reds", showscale=True, colorbar=dict(title="|residual|")),
+                                 text=df["sentence1"] + "<br>" + df["sentence2"],
+                                 hovertemplate="%{text}<br>gold %{x:.2f} predicted %{y:.2f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[0, 5], y=[0, 5], mode="lines", line=dict(dash="dash", color="gray"),
+                             showlegend=False, hoverinfo="skip"))
+    fig.update_xaxes(title="gold similarity", range=[-0.1, 5.1])
+    fig.update_yaxes(title="predicted", range=[-0.1, 5.1])
+    fig.update_layout(title=title, height=420, showlegend=False, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def slice_figure(table, by: str, metric: str, title: str = "") -> go.Figure:
+    """Bars of one metric per slice, with the slice size in the hover."""
+    fig = go.Figure(go.Bar(x=table[by].astype(str), y=table[metric], customdata=table["n"],
+                           hovertemplate="%{x}<br>" + metric + " %{y:.3f}<br>n=%{customdata}<extra></extra>"))
+    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis_title=by, yaxis_title=metric)
+    return fig
