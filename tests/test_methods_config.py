@@ -1,0 +1,70 @@
+"""Recipe options of the methods: stages, schedules, weighting, SMART, objectives - typed,
+validated, round-tripped, and overridable from the command line."""
+from __future__ import annotations
+
+import pytest
+
+from core.config import Config
+from core.errors import ConfigError
+
+STAGED = {"train": {"batch_size": 32, "smart": {"noise_std": 1e-4}},
+          "stages": [{"name": "simcse", "objective": "simcse_unsup", "batch_size": 64},
+                     {"name": "quora", "tasks": ["qqp"], "smart": {"weight": 1.0}},
+                     {"name": "joint"}]}
+
+
+def test_stage_plan_applies_each_stage_over_train():
+    cfg = Config.from_dict(STAGED)
+    plan = cfg.stage_plan()
+    assert [name for name, _ in plan] == ["simcse", "quora", "joint"]
+    simcse, quora, joint = (train for _, train in plan)
+    assert simcse.objective == "simcse_unsup" and simcse.batch_size == 64
+    assert quora.tasks == ["qqp"] and quora.batch_size == 32
+    assert quora.smart.weight == 1.0 and quora.smart.noise_std == 1e-4      # nested sections merge
+    assert joint.tasks == ["sst", "qqp", "sts"] and joint.smart.weight == 0.0
+    assert cfg.head_tasks() == ["sst", "qqp", "sts"]                         # supervised stages only
+    only_pretrain = Config.from_dict({"train": {"objective": "mnrl"}})
+    assert only_pretrain.head_tasks() == [] and len(only_pretrain.stage_plan()) == 1
+    assert Config.from_dict(cfg.to_dict()).stage_plan() == plan               # round trip (config.json)
+
+
+@pytest.mark.parametrize("stages,needle", [
+    ([{"tasks": ["qqp"]}], "needs a name"),
+    ([{"name": "a"}, {"name": "a"}], "used twice"),
+    ([{"name": "a", "max_steps": 3}], "cannot be set per stage"),
+    ([{"name": "a", "lr": "fast"}], r"stages\[0\] \(a\): train.lr must be a number"),
+    ([{"name": "a", "objective": "contrastive"}], "objective must be one of"),
+    ([{"name": "a", "schedule": "mtdnn", "task_sampling": "ratio"}], "needs train.task_ratio"),
+    ([{"name": "a", "bogus": 1}], "unknown key"),
+    (["joint"], "must be a mapping"),
+])
+def test_bad_stages_are_rejected_with_the_stage(stages, needle):
+    with pytest.raises(ConfigError, match=needle):
+        Config.from_dict({"stages": stages})
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"train": {"task_ratio": {"sst": 0}}}, "task_ratio values must be > 0"),
+    ({"train": {"task_ratio": {"imdb": 1}}}, "unknown tasks"),
+    ({"train": {"smart": {"ascent_steps": 0}}}, "ascent_steps"),
+    ({"train": {"smart": {"momentum": 1.0}}}, "momentum"),
+    ({"train": {"contrastive": {"sts_positive": 1.0, "sts_negative": 2.0}}}, "sts_negative < sts_positive"),
+    ({"train": {"contrastive": {"temperature": 0}}}, "temperature"),
+    ({"train": {"objective": "triplet", "freeze_encoder": True}}, "trains the encoder"),
+    ({"train": {"class_balanced": ["sts"]}}, "class_balanced"),
+    ({"train": {"loss_weighting": "gradnorm"}}, "loss_weighting"),
+    ({"train": {"mnrl_weight": 0.5}, "model": {"qqp": {"mode": "cross"}}}, "mnrl_weight needs"),
+    ({"model": {"sst": {"mode": "single", "kernel_sizes": []}}}, "kernel_sizes"),
+])
+def test_bad_method_options_are_rejected(raw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        Config.from_dict(raw)
+
+
+def test_train_overrides_hold_for_every_stage():
+    cfg = Config.from_dict(STAGED).with_overrides(["train.batch_size=8", "train.smart.weight=0", "train.max_steps=3"])
+    plan = cfg.stage_plan()
+    assert all(train.batch_size == 8 and train.max_steps == 3 for _, train in plan)
+    assert all(train.smart.weight == 0.0 for _, train in plan)
+    assert plan[1][1].tasks == ["qqp"]                      # what was not overridden stays per stage
+    assert cfg.stages[0] == {"name": "simcse", "objective": "simcse_unsup"}   # config.json shows what ran

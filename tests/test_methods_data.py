@@ -1,0 +1,88 @@
+"""Training sets of the sentence-embedding objectives, built from (tiny, synthetic) task data."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from core.config import ContrastiveConfig
+from core.contrastive import (build_set, mnrl_pairs, negative_pairs, positive_pairs, simcse_sup_triples,
+                              triplets, unsup_sentences)
+from core.data import Example, TaskData
+from core.errors import DataError
+
+
+def _task(task, rows):
+    data = TaskData(task, "train", Path(f"{task}.csv"))
+    for i, row in enumerate(rows):
+        a, b, y = row if len(row) == 3 else (row[0], None, row[1])
+        data.examples.append(Example(f"{task}{i}", a, b, y))
+    return data
+
+
+SST = _task("sst", [("great fun", 4), ("a joy", 4), ("dull", 0), ("boring mess", 0), ("fine", 2)])
+QQP = _task("qqp", [("how old are you", "what is your age", 1), ("how old are you", "where do you live", 0),
+                    ("why is the sky blue", "what makes the sky blue", 1), ("best phone", "best laptop", 0)])
+STS = _task("sts", [("a man sings", "a man is singing", 4.6), ("a dog runs", "a cat sleeps", 0.4),
+                    ("kids play", "children are playing", 3.4), ("it rains", "the stock fell", 1.8)])
+TRAIN = {"sst": SST, "qqp": QQP, "sts": STS}
+CFG = ContrastiveConfig()          # positives: duplicates and STS >= 4; negatives: STS <= 1
+
+
+def test_positive_and_negative_pairs():
+    assert [(a, b) for a, b, _ in positive_pairs(TRAIN, CFG)] == [
+        ("how old are you", "what is your age"), ("why is the sky blue", "what makes the sky blue"),
+        ("a man sings", "a man is singing")]
+    assert [(a, b) for a, b, _ in negative_pairs(TRAIN, CFG)] == [
+        ("how old are you", "where do you live"), ("best phone", "best laptop"), ("a dog runs", "a cat sleeps")]
+    loose = ContrastiveConfig(sts_positive=3.0, sts_negative=2.0)   # report 001's 3-5 vs 0-2
+    assert len(positive_pairs(TRAIN, loose)) == 4 and len(negative_pairs(TRAIN, loose)) == 4
+
+
+def test_mnrl_and_unsup_sets():
+    pairs = mnrl_pairs(TRAIN, CFG)
+    assert pairs.parts["a"][0] == "how old are you" and pairs.parts["p"][0] == "what is your age"
+    assert pairs.counts() == {"qqp": 2, "sts": 1}
+    sentences = unsup_sentences(TRAIN).parts["a"]
+    assert len(sentences) == len(set(sentences))                      # each distinct sentence once
+    assert "how old are you" in sentences and "great fun" in sentences and "children are playing" in sentences
+
+
+def test_simcse_supervised_prefers_the_anchors_own_hard_negative():
+    triples = simcse_sup_triples(TRAIN, CFG, random.Random(0))
+    by_anchor = dict(zip(triples.parts["a"], triples.parts["n"]))
+    assert by_anchor["how old are you"] == "where do you live"        # its own non-duplicate partner
+    pool = {"where do you live", "how old are you", "best phone", "best laptop", "a dog runs", "a cat sleeps"}
+    assert set(triples.parts["n"]) <= pool                           # always a near-miss sentence
+    with pytest.raises(DataError, match="hard-negative"):
+        simcse_sup_triples({"qqp": _task("qqp", [("a", "b", 1), ("c", "d", 1)])}, CFG, random.Random(0))
+
+
+def test_triplets_are_homogenized_across_datasets():
+    cfg = ContrastiveConfig(sts_positive=3.0, sts_negative=2.0, negatives=3)
+    trip = triplets(TRAIN, cfg, random.Random(0))
+    assert set(trip.parts) == {"a", "p", "n0", "n1", "n2"}
+    label = {ex.text_a: ex.label for ex in SST.examples}
+    origin = {s: t for t, d in TRAIN.items() for s in d.texts_a + (d.texts_b or [])}
+    for i, source in enumerate(trip.sources):
+        a, p = trip.parts["a"][i], trip.parts["p"][i]
+        assert a != p
+        if source == "sst":                   # same label positive, different label first negative
+            assert label[p] == label[a] and label[trip.parts["n0"][i]] != label[a]
+        for k in (1, 2):                      # the other negatives come from the other datasets
+            assert origin[trip.parts[f"n{k}"][i]] != source
+    assert trip.counts()["sst"] == 4          # "fine" (the only neutral review) has no positive
+    assert trip.counts()["qqp"] == 2 and trip.counts()["sts"] == 2
+    assert "where do you live" in [n for a, n in zip(trip.parts["a"], trip.parts["n0"]) if a == "how old are you"]
+
+
+def test_build_set_shuffles_caps_and_refuses_tiny_sets():
+    full = build_set("triplet", TRAIN, ContrastiveConfig(sts_positive=3.0, sts_negative=2.0), seed=1)
+    capped = build_set("triplet", TRAIN, ContrastiveConfig(sts_positive=3.0, sts_negative=2.0, max_examples=3), seed=1)
+    assert len(capped) == 3 and all(len(v) == 3 for v in capped.parts.values())
+    assert build_set("triplet", TRAIN, ContrastiveConfig(sts_positive=3.0, sts_negative=2.0), seed=1).parts == full.parts
+    with pytest.raises(DataError, match="at least 2"):
+        build_set("mnrl", {"sts": STS}, CFG)      # one STS pair >= 4 is not enough
+    with pytest.raises(ValueError):
+        build_set("supervised", TRAIN, CFG)

@@ -1,0 +1,150 @@
+"""Heads (deep FFN, CNN and BiLSTM over token states) and Q&ABERT prompts."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from core.bert import BertConfig, BertModel, load_tokenizer
+from core.config import Config, HeadConfig, PromptConfig
+from core.errors import ConfigError
+from core.heads import DeepFFN, TokenBiLSTM, TokenCNN
+from core.model import Encoding, MultitaskBert, TaskHead
+from core.prompts import encode_prompted, prompt_texts
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tokens(seed=0, B=3, T=6, H=8):
+    torch.manual_seed(seed)
+    tokens = torch.randn(B, T, H)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+    return tokens, mask
+
+
+def _with_garbage_padding(tokens, mask, extra=3):
+    """The same batch with more (and non-zero) padding appended."""
+    B, T, H = tokens.shape
+    padded = torch.cat([tokens, torch.randn(B, extra, H) * 100], dim=1)
+    new_mask = torch.cat([mask, torch.zeros(B, extra, dtype=mask.dtype)], dim=1)
+    padded[new_mask == 0] = 55.0                     # existing pads hold anything too
+    return padded, new_mask
+
+
+def test_deep_ffn_is_blocks_of_linear_layernorm_dropout_relu():
+    ffn = DeepFFN(10, 5, blocks=4, hidden=16, dropout=0.1)
+    kinds = [type(m) for m in ffn.net]
+    assert kinds == [nn.Linear, nn.LayerNorm, nn.Dropout, nn.ReLU] * 4 + [nn.Linear]
+    assert ffn(torch.randn(2, 10)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("reducer", [TokenCNN(8, channels=4, kernel_sizes=(1, 2, 3)), TokenBiLSTM(8, hidden=5)])
+def test_token_reducers_ignore_padding(reducer):
+    reducer.eval()
+    tokens, mask = _tokens()
+    out = reducer(tokens, mask)
+    assert out.shape == (3, reducer.output_dim)
+    again = reducer(*_with_garbage_padding(tokens, mask))
+    assert torch.allclose(out, again, atol=1e-5)
+    # and each row only depends on its own tokens
+    alone = reducer(tokens[1:2, :3], mask[1:2, :3])
+    assert torch.allclose(out[1:2], alone, atol=1e-5)
+
+
+def test_cnn_by_hand():
+    """Kernel width 2, one channel summing both positions' first feature: max over valid windows."""
+    cnn = TokenCNN(2, channels=1, kernel_sizes=(2,))
+    with torch.no_grad():
+        cnn.convs[0].weight.copy_(torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]))
+        cnn.convs[0].bias.zero_()
+    tokens = torch.tensor([[[1.0, 9.0], [2.0, 9.0], [4.0, 9.0], [100.0, 9.0]]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    # windows (zero-padded on the left): [0+1, 1+2, 2+4]; the window reaching the pad is excluded
+    assert cnn(tokens, mask).item() == pytest.approx(6.0)
+
+
+def test_bilstm_uses_last_states_of_both_directions():
+    lstm = TokenBiLSTM(3, hidden=2)
+    tokens, mask = torch.randn(1, 4, 3), torch.ones(1, 4, dtype=torch.long)
+    out, (h, _) = lstm.lstm(tokens)
+    expected = torch.cat([out[0, -1, :2], out[0, 0, 2:]])   # forward at the end, backward at the start
+    assert torch.allclose(lstm(tokens, mask)[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch,uses_tokens", [("mlp", False), ("deep_ffn", False), ("cnn", True), ("bilstm", True)])
+@pytest.mark.parametrize("mode", ["single", "bi", "cross", "cosine"])
+def test_task_head_architectures(arch, uses_tokens, mode):
+    if arch == "deep_ffn" and mode == "cosine":
+        with pytest.raises(ConfigError, match="deep_ffn"):
+            HeadConfig(mode=mode, arch=arch).validate("model.sts")
+        return
+    cfg = HeadConfig(mode=mode, arch=arch, layers=2, hidden=6, kernel_sizes=[2, 3])
+    head = TaskHead(cfg, in_dim=16, out_dim=3, token_dim=8).eval()
+    assert head.uses_tokens is uses_tokens
+    tokens, mask = _tokens()
+    enc = Encoding(tokens, mask, torch.randn(3, 16))
+    out = head(enc, enc if mode in ("bi", "cosine") else None)
+    assert out.shape == ((3,) if mode == "cosine" else (3, 3))
+    if arch == "deep_ffn":
+        assert isinstance(head.mlp, DeepFFN) and len(head.mlp.net) == 2 * 4 + 1
+
+
+_TOKENIZER = []
+
+
+def _tiny_model(cfg: Config) -> MultitaskBert:
+    if not _TOKENIZER:
+        _TOKENIZER.append(load_tokenizer("minilm"))
+    enc = BertModel(BertConfig(vocab_size=_TOKENIZER[0].vocab_size, hidden_size=16, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=32))
+    return MultitaskBert(cfg, enc, _TOKENIZER[0]).eval()
+
+
+def test_token_heads_disable_the_frozen_cache():
+    pooled = _tiny_model(Config.from_dict({"model": {"max_len": 16}}))
+    tokens = _tiny_model(Config.from_dict({"model": {"max_len": 16, "sst": {"mode": "single", "arch": "cnn"}}}))
+    assert pooled.heads_use_pooled_only() and not tokens.heads_use_pooled_only()
+    probs = tokens.predict_sentiment(["good", "a much longer and rather bad film"])
+    assert probs.shape == (2, 5)
+
+
+def test_prompt_texts_and_segments():
+    prompts = PromptConfig(enabled=True)
+    q, c = prompt_texts(prompts, "sst", ["a fine film"])
+    assert q == ["Is this review positive or negative?"] and c == ["a fine film"]
+    q, c = prompt_texts(prompts, "qqp", ["How old {b} are you?"], ["What is your age?"])
+    assert q == ["Does the first question paraphrase the second question?"]
+    assert c == ["First sentence: How old {b} are you? Second sentence: What is your age?"]
+    tok = load_tokenizer("minilm")
+    enc = encode_prompted(tok, prompts, "sts", ["a man sings"], ["a man is singing"], max_len=64)
+    ids, types = enc.input_ids[0], enc.token_type_ids[0]
+    question = tok(prompts.sts, add_special_tokens=False)["input_ids"]
+    assert ids[1:1 + len(question)] == question                    # the question is segment A
+    assert types[:len(question) + 2] == [0] * (len(question) + 2)  # [CLS] question [SEP]
+    assert set(types[len(question) + 2:]) == {1}                   # the context is segment B
+    # a short max_len cuts the context, not the question
+    short = encode_prompted(tok, prompts, "sts", ["a man sings " * 20], ["x"], max_len=24)
+    assert short.input_ids[0][1:1 + len(question)] == question and len(short.input_ids[0]) == 24
+    with pytest.raises(ConfigError, match="no room"):
+        encode_prompted(tok, prompts, "sts", ["a"], ["b"], max_len=12)
+
+
+def test_prompted_model_feeds_every_task_jointly():
+    cfg = Config.from_dict({"model": {"max_len": 48, "prompts": {"enabled": True},
+                                      "qqp": {"mode": "cross"}, "sts": {"mode": "cross"}}})
+    model = _tiny_model(cfg)
+    sst = model.featurize("sst", ["nice"])
+    assert list(sst.parts) == ["a"] and 1 in sst.parts["a"].token_type_ids[0]
+    pair = model.featurize("qqp", ["q one"], ["q two"])
+    assert list(pair.parts) == ["ab"]
+    assert model.predict_paraphrase(["q one"], ["q two"]).shape == (1,)
+    with pytest.raises(ConfigError, match="mode to 'cross'"):
+        Config.from_dict({"model": {"prompts": {"enabled": True}}})
+    with pytest.raises(ConfigError, match="pair_context"):
+        Config.from_dict({"model": {"prompts": {"pair_context": "no slots"}}})
