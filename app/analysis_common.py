@@ -1,0 +1,59 @@
+"""Helpers shared by the analysis pages (4 Attention & saliency, 5 Errors, 6 Embeddings).
+
+Thin Streamlit glue over ``analysis/``: the checkpoint picker (reusing ``app.common``),
+the example hand-over from the Errors page to the saliency view, and error display.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.common import PRETRAINED, TASK_TITLES, MinbertError, default_models, load_model, model_choices  # noqa: E402
+
+DATA_DIR = ROOT / "data"
+SALIENCY_PAGE = "pages/4_Attention_and_saliency.py"
+EXAMPLE_KEY = "analysis_example"  # {"task", "text_a", "text_b", "checkpoint"} handed to page 4
+
+__all__ = ["DATA_DIR", "EXAMPLE_KEY", "PRETRAINED", "TASK_TITLES", "MinbertError", "load_model",
+           "pick_checkpoints", "open_in_saliency", "run_safely"]
+
+
+def pick_checkpoints(key: str, label: str = "Checkpoints", max_selections: int = 2,
+                     preferred: str | None = None) -> list[str]:
+    """A multiselect of checkpoint choices (trained ones, then ``pretrained``)."""
+    choices = model_choices()
+    default = [preferred] if preferred in choices else default_models(choices)
+    if key in st.session_state:  # keep only still-existing picks across reruns
+        st.session_state[key] = [c for c in st.session_state[key] if c in choices] or default
+        return st.multiselect(label, choices, key=key, max_selections=max_selections,
+                              help="Directories under the checkpoints folder that hold config.json, "
+                                   "plus the zero-shot pretrained encoder.")
+    return st.multiselect(label, choices, default=default, key=key, max_selections=max_selections,
+                          help="Directories under the checkpoints folder that hold config.json, "
+                               "plus the zero-shot pretrained encoder.")
+
+
+def open_in_saliency(task: str, text_a: str, text_b: str | None, checkpoint: str | None) -> None:
+    """Hand an example to the Attention & saliency page and go there."""
+    st.session_state[EXAMPLE_KEY] = {"task": task, "text_a": text_a, "text_b": text_b,
+                                     "checkpoint": checkpoint}
+    try:
+        st.switch_page(SALIENCY_PAGE)
+    except st.errors.StreamlitAPIException:  # page run on its own (tests): no navigation
+        st.info("Open the **Attention and saliency** page: the example is filled in there.")
+
+
+def run_safely(fn, *args, what: str = "", **kwargs):
+    """``fn(*args, **kwargs)``, showing a MinbertError as ``st.error`` (never a traceback).
+    Returns ``None`` after an error."""
+    try:
+        return fn(*args, **kwargs)
+    except MinbertError as e:
+        st.error(f"{what}: {e}" if what else str(e))
+        return None

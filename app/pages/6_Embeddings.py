@@ -1,0 +1,91 @@
+"""Embeddings: the geometry of a checkpoint's sentence embeddings on a dev sample.
+
+UMAP (or PCA) pictures colored by label, score or error, side by side for two
+checkpoints, with alignment / uniformity (Wang & Isola, 2020), kNN label purity and
+the STS Spearman of cosine similarity beside them. Embeddings and projections are cached
+on disk per checkpoint content hash, sample, method and seed (analysis/geometry.py).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from analysis.geometry import embed_sample, geometry_report, sample_projection  # noqa: E402
+from analysis.plots import projection_figure  # noqa: E402
+from app.analysis_common import DATA_DIR, TASK_TITLES, load_model, pick_checkpoints, run_safely  # noqa: E402
+from app.common import page_setup  # noqa: E402
+from core.data import TASK_LABELS  # noqa: E402
+
+page_setup("Embeddings", ":material/scatter_plot:")
+st.title(":material/scatter_plot: Embeddings")
+st.caption("Sentence embeddings (the checkpoint's own pooling) of a seeded dev sample, projected to 2-D or 3-D. "
+           "Pick checkpoints trained with different objectives to compare their geometry.")
+
+names = pick_checkpoints("em_ckpts", label="Checkpoints (two are shown side by side)")
+c1, c2, c3, c4, c5 = st.columns(5)
+task = c1.selectbox("Sample from the dev set of", list(TASK_TITLES), format_func=TASK_TITLES.get, key="em_task")
+n = c2.number_input("Sample size", min_value=20, max_value=2000, value=500, step=50, key="em_n")
+method = c3.radio("Projection", ["umap", "pca"], format_func=str.upper, horizontal=True, key="em_method")
+dims = c4.radio("Dimensions", [2, 3], horizontal=True, key="em_dims")
+seed = c5.number_input("Seed", min_value=0, max_value=10_000, value=0, key="em_seed")
+color_options = {"sst": ["label", "error"], "qqp": ["label", "error"], "sts": ["similarity score", "error"]}[task]
+color_by = st.radio("Color by", color_options, horizontal=True, key="em_color")
+if not names:
+    st.info("Pick at least one checkpoint.")
+    st.stop()
+
+
+def view(name: str):
+    model = load_model(name)
+    sample = embed_sample(model, task, n=int(n), seed=0, data_dir=DATA_DIR)
+    xy = sample_projection(sample, method, int(dims), int(seed))
+    report = geometry_report(model, n=int(n), seed=0, data_dir=DATA_DIR)
+    return sample, xy, report
+
+
+def colors(sample):
+    """(values, legend title, categorical?) for the chosen coloring."""
+    if color_by == "error":
+        if sample.errors is None:
+            return None, "", False
+        if task == "sts":
+            return sample.errors, "|error|", False
+        return np.where(sample.errors == 1, "wrong", "right"), "prediction", True
+    if task == "sts":
+        return sample.labels, "gold score", False
+    names = TASK_LABELS[task]
+    return [names[int(v)] for v in sample.labels], "gold label", True
+
+
+cols = st.columns(len(names))
+for i, (col, name) in enumerate(zip(cols, names)):
+    with col, st.spinner(f"Embedding and projecting with {name}…"):
+        result = run_safely(view, name, what=name)
+        if result is None:
+            continue
+        sample, xy, report = result
+        values, title, categorical = colors(sample)
+        if color_by == "error" and values is None:
+            st.warning(f"{name} has no {TASK_TITLES[task].lower()} head: no errors to color by.")
+        hover = [t[:90] + ("…" if len(t) > 90 else "") for t in sample.texts_a]
+        fig = projection_figure(xy, values, hover, title=f"{name}: {method.upper()} of {len(sample)} sentences",
+                                color_label=title, categorical=categorical)
+        st.plotly_chart(fig, width="stretch", key=f"em_fig_{i}")
+        m1, m2, m3, m4 = st.columns(4)
+        fmt = lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+        m1.metric("alignment ↓", fmt(report["alignment"]),
+                  help=f"E‖f(x)−f(y)‖² over {report['n_positive_pairs']} STS dev pairs scored ≥ 4 (unit vectors)")
+        m2.metric("uniformity ↓", fmt(report["uniformity"]),
+                  help="log E exp(−2‖f(x)−f(y)‖²) over every sampled STS sentence")
+        m3.metric("kNN purity ↑", fmt(report["knn_purity"]),
+                  help=f"share of the 10 nearest neighbours with the same sentiment, {report['n_sst']} SST dev sentences")
+        m4.metric("STS Spearman ↑", fmt(report["sts_spearman"]),
+                  help=f"Spearman of cosine similarity vs gold score, {report['n_sts_pairs']} STS dev pairs")
+st.caption("Alignment and uniformity follow Wang & Isola (2020): lower is better for both. UMAP uses cosine "
+           "neighbours (15) and is reproducible for a seed; PCA is the fast, deterministic alternative.")

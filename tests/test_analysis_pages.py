@@ -1,0 +1,152 @@
+"""The analysis pages render without exceptions, and an input produces output
+(streamlit.testing.v1.AppTest, against the tiny trained checkpoint)."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def root(tiny_checkpoint, tmp_path_factory):
+    """A checkpoints folder with the tiny checkpoint twice ("tiny", and "other" whose SST
+    predictions were flipped on two examples) so disagreements have something to show."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    (root / "tiny").symlink_to(tiny_checkpoint, target_is_directory=True)
+    other = root / "other"
+    other.mkdir()
+    for f in tiny_checkpoint.iterdir():
+        if f.is_file():
+            (other / f.name).symlink_to(f)
+    shutil.copytree(tiny_checkpoint / "predictions", other / "predictions")
+    sst = pd.read_csv(other / "predictions" / "sst-dev.csv", dtype={"id": str})
+    sst.loc[:1, "pred"] = (sst.loc[:1, "pred"] + 1) % 5
+    sst["correct"] = sst["pred"] == sst["label"]
+    sst.to_csv(other / "predictions" / "sst-dev.csv", index=False)
+    return root
+
+
+@pytest.fixture()
+def app(root, repo, monkeypatch):
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
+    monkeypatch.chdir(repo)
+
+    def make(page: str) -> AppTest:
+        return AppTest.from_file(str(repo / "app" / "pages" / page), default_timeout=TIMEOUT)
+    return make
+
+
+def _charts(at) -> int:
+    return len(at.get("plotly_chart"))
+
+
+def test_attention_and_saliency_page(app):
+    at = app("4_Attention_and_saliency.py")
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="as_ckpts").value in (["other"], ["tiny"])  # a trained one by default
+    assert _charts(at) == 1 and not at.error                              # the default example renders
+    at.multiselect(key="as_ckpts").set_value(["tiny", "pretrained"])
+    at.selectbox(key="as_task").set_value("sts").run()
+    assert at.text_input(key="as_text_b").value  # the similarity example was filled in
+    at.text_input(key="as_text_a").set_value("A man is playing a guitar.")
+    at.text_input(key="as_text_b").set_value("A man plays music.")
+    at.run()
+    assert not at.exception and not at.error
+    assert _charts(at) == 1                                   # one figure, both checkpoints on one scale
+    table = at.dataframe[0].value
+    assert list(table["checkpoint"]) == ["tiny", "pretrained"]
+    assert table["IG delta"].abs().max() < 0.05
+
+    at.radio(key="as_view").set_value("Attention").run()
+    assert not at.exception and _charts(at) == 2             # side by side
+    at.radio(key="as_att_mode").set_value("Rollout").run()
+    assert not at.exception and _charts(at) == 2
+
+    # bad input: an error message, never a traceback
+    at.radio(key="as_view").set_value("Saliency")
+    at.selectbox(key="as_task").set_value("sst")
+    at.text_input(key="as_text_a").set_value("a fine film").run()
+    assert not at.exception
+    assert any("no sentiment head" in e.value for e in at.error)   # pretrained has none
+    assert _charts(at) == 1                                        # tiny still shown
+    at.text_input(key="as_text_a").set_value("   ").run()
+    assert not at.exception and any("empty" in e.value for e in at.error)
+
+
+def test_saliency_page_takes_an_example_from_errors(app):
+    from app.analysis_common import EXAMPLE_KEY
+    at = app("4_Attention_and_saliency.py")
+    at.session_state[EXAMPLE_KEY] = {"task": "qqp", "text_a": "How do I cook rice?",
+                                     "text_b": "What is the best way to cook rice?", "checkpoint": "tiny"}
+    at.run()
+    assert not at.exception
+    assert at.text_input(key="as_text_a").value == "How do I cook rice?"
+    assert at.selectbox(key="as_task").value == "qqp"
+    assert at.multiselect(key="as_ckpts").value == ["tiny"]
+    assert _charts(at) == 1
+
+
+def test_errors_page(app):
+    at = app("5_Errors.py")
+    at.run()
+    assert not at.exception
+    at.multiselect(key="er_ckpts").set_value(["tiny", "other"]).run()
+    assert not at.exception and not at.error
+    assert _charts(at) >= 2                                   # confusion + slice bars
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["examples"] == "16" and metrics["disagreements"] == "2"
+    for task in ("qqp", "sts"):
+        at.selectbox(key="er_task").set_value(task).run()
+        assert not at.exception and not at.error
+        assert len(at.dataframe) >= 2
+    at.selectbox(key="er_slice").set_value("overlap").run()
+    assert not at.exception
+
+
+def test_errors_page_without_predictions_offers_to_compute(app):
+    at = app("5_Errors.py")
+    at.run()
+    at.multiselect(key="er_ckpts").set_value(["pretrained"]).run()
+    assert not at.exception
+    assert any("core.evaluate" in e.value for e in at.error)
+    assert any("Compute" in b.label for b in at.button)
+
+
+def test_embeddings_page(app):
+    at = app("6_Embeddings.py")
+    at.session_state["em_n"] = 20       # small from the first run on (the page's default is 500)
+    at.session_state["em_method"] = "pca"
+    at.run()
+    assert not at.exception and _charts(at) == 1
+    at.multiselect(key="em_ckpts").set_value(["tiny", "pretrained"]).run()
+    assert not at.exception and not at.error
+    assert _charts(at) == 2
+    labels = [m.label for m in at.metric]
+    assert labels.count("alignment ↓") == 2 and labels.count("STS Spearman ↑") == 2
+    at.multiselect(key="em_ckpts").set_value(["pretrained"])
+    at.radio(key="em_method").set_value("umap")
+    at.radio(key="em_dims").set_value(3)
+    at.radio(key="em_color").set_value("error").run()
+    assert not at.exception and _charts(at) == 1
+    assert any("no sentiment head" in w.value for w in at.warning)  # pretrained: no errors to color
+
+
+def test_pages_are_in_the_app_navigation(root, repo, monkeypatch):
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
+    monkeypatch.chdir(repo)
+    at = AppTest.from_file(str(repo / "app" / "main.py"), default_timeout=TIMEOUT)
+    at.session_state["em_n"] = 20
+    at.session_state["em_method"] = "pca"
+    at.run()
+    assert not at.exception
+    for page in ("4_Attention_and_saliency.py", "5_Errors.py", "6_Embeddings.py"):
+        at.switch_page(f"pages/{page}").run()
+        assert not at.exception, page
+        assert at.title[0].value.split()[-1] in ("saliency", "Errors", "Embeddings")
