@@ -216,7 +216,7 @@ class MultitaskBert(nn.Module):
         out = self.heads[task](a, b)
         if task == "sst":
             return out
-        out = out.squeeze(-1)
+        out = out.reshape(-1)  # [B, 1] (MLP) or [B] (cosine) -> [B]; squeeze(-1) made [1] a scalar
         if task == "sts" and mode != "cosine":
             out = torch.sigmoid(out) * STS_MAX
         return out
