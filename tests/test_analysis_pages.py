@@ -66,8 +66,9 @@ def test_attention_and_saliency_page(app):
 
     at.radio(key="as_view").set_value("Attention").run()
     assert not at.exception and _charts(at) == 2             # side by side
-    at.radio(key="as_att_mode").set_value("Rollout").run()
-    assert not at.exception and _charts(at) == 2
+    for mode in ("All heads of a layer", "Rollout"):
+        at.radio(key="as_att_mode").set_value(mode).run()
+        assert not at.exception and _charts(at) == 2
 
     # bad input: an error message, never a traceback
     at.radio(key="as_view").set_value("Saliency")
