@@ -1,0 +1,58 @@
+"""The typed config: one parse, strict validation, overrides, round-trip."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from core.config import Config, apply_overrides
+from core.errors import ConfigError
+
+
+def test_recipe_round_trips_through_dict():
+    cfg = Config.from_yaml(REPO / "configs" / "quick.yaml")
+    assert cfg.name == "quick"
+    again = Config.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert Config.from_dict(__import__("yaml").safe_load(cfg.to_yaml())) == cfg
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"trian": {}}, "unknown key(s) trian"),
+    ({"train": {"lr": "fast"}}, "train.lr must be a number"),
+    ({"train": {"lr": 0}}, "train.lr must be > 0"),
+    ({"train": {"epochs": 1.5}}, "train.epochs must be an integer"),
+    ({"train": {"tasks": ["sst", "mnli"]}}, "train.tasks[1] must be one of"),
+    ({"train": {"freeze_encoder": "yes"}}, "must be true or false"),
+    ({"model": {"pooling": "avg"}}, "model.pooling must be one of"),
+    ({"model": {"qqp": {"mode": "cosine"}}}, "for similarity only"),
+    ({"model": {"sts": {"dropout": 1.0}}}, "model.sts.dropout"),
+    ({"model": {"max_len": 4}}, "model.max_len"),
+    ({"train": {"loss_weights": {"sst": 1, "nli": 1}}}, "unknown tasks"),
+    ({"model": "minilm"}, "model must be a mapping"),
+])
+def test_bad_values_are_rejected_with_the_key(raw, needle):
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict(raw)
+    assert needle in str(err.value)
+
+
+def test_overrides_parse_yaml_values():
+    raw = apply_overrides({}, ["train.lr=3e-5", "train.tasks=[sst, sts]", "data.limit=null",
+                               "model.sts.mode=cross", "train.freeze_encoder=true"])
+    cfg = Config.from_dict(raw)
+    assert cfg.train.lr == 3e-5 and cfg.train.tasks == ["sst", "sts"] and cfg.data.limit is None
+    assert cfg.model.sts.mode == "cross" and cfg.train.freeze_encoder is True
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["train.lr"])
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml is not valid YAML"):
+        Config.from_yaml(p)
+    with pytest.raises(ConfigError, match="config file not found"):
+        Config.from_yaml(tmp_path / "missing.yaml")
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        Config.from_yaml(p)
