@@ -33,15 +33,49 @@ class HeadConfig:
     features: list[Literal["u", "v", "abs_diff", "prod"]] = field(
         default_factory=lambda: ["u", "v", "abs_diff", "prod"])
     cosine_feature: bool = False        # append cos(u, v) to the bi-encoder features
-    layers: int = 1                     # FC layers; 1 = a single linear layer
-    hidden: int = 256                   # width of hidden FC layers
+    # mode cosine: "linear" = 5 * cos(u, v) (MSE on it = sentence-transformers'
+    # CosineSimilarityLoss; predictions clipped to [0, 5]); "affine" = (1 + cos) * 5 / 2
+    # (report 000), which maps unrelated sentences (cos ~ 0) to 2.5.
+    cosine_map: Literal["linear", "affine"] = "linear"
+    layers: int = 1                     # FC layers; 1 = a single linear layer (deep_ffn: blocks)
+    hidden: int = 256                   # width of hidden FC layers (cnn: channels per kernel,
+                                        # bilstm: hidden units per direction)
     dropout: float = 0.1
+    # What reads the encoder output (core/heads.py): "mlp" = pooled vector -> MLP;
+    # "deep_ffn" = pooled vector -> `layers` x (Linear, LayerNorm, Dropout, ReLU) -> Linear
+    # (report 001); "cnn" / "bilstm" = a CNN or BiLSTM over the token states replaces the
+    # pooling, then the MLP (report 002).
+    arch: Literal["mlp", "deep_ffn", "cnn", "bilstm"] = "mlp"
+    kernel_sizes: list[int] = field(default_factory=lambda: [2, 3, 4])   # cnn only
 
     def validate(self, where: str) -> None:
         _check(self.layers >= 1, f"{where}.layers must be >= 1, got {self.layers}")
         _check(self.hidden >= 1, f"{where}.hidden must be >= 1, got {self.hidden}")
         _check(0.0 <= self.dropout < 1.0, f"{where}.dropout must be in [0, 1), got {self.dropout}")
         _check(len(self.features) > 0, f"{where}.features must not be empty")
+        _check(len(self.kernel_sizes) > 0 and all(k >= 1 for k in self.kernel_sizes),
+               f"{where}.kernel_sizes must be a non-empty list of sizes >= 1, got {self.kernel_sizes}")
+        _check(not (self.mode == "cosine" and self.arch == "deep_ffn"),
+               f"{where}: arch 'deep_ffn' needs an output layer, but mode 'cosine' has none; "
+               f"use mode bi or cross, or arch mlp")
+
+
+@dataclass
+class PromptConfig:
+    """Q&ABERT prompting (report 001): every task becomes a (question, context) pair fed
+    jointly as ``[CLS] question [SEP] context [SEP]``, the question as segment A."""
+    enabled: bool = False
+    sst: str = "Is this review positive or negative?"
+    qqp: str = "Does the first question paraphrase the second question?"
+    sts: str = "How similar are the first sentence and the second sentence?"
+    pair_context: str = "First sentence: {a} Second sentence: {b}"   # context of pair tasks
+
+    def validate(self) -> None:
+        for task in ALL_TASKS:
+            _check(bool(getattr(self, task).strip()), f"model.prompts.{task} must not be empty")
+        _check("{a}" in self.pair_context and "{b}" in self.pair_context,
+               "model.prompts.pair_context must contain {a} and {b}, e.g. "
+               "'First sentence: {a} Second sentence: {b}'")
 
 
 def _sst_head() -> HeadConfig:
@@ -56,6 +90,7 @@ class ModelConfig:
     sst: HeadConfig = field(default_factory=_sst_head)
     qqp: HeadConfig = field(default_factory=HeadConfig)
     sts: HeadConfig = field(default_factory=HeadConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
 
     def validate(self) -> None:
         _check(8 <= self.max_len <= 512, f"model.max_len must be in [8, 512], got {self.max_len}")
@@ -67,6 +102,12 @@ class ModelConfig:
         _check(self.qqp.mode != "cosine", "model.qqp.mode 'cosine' is for similarity only")
         for task in ALL_TASKS:
             getattr(self, task).validate(f"model.{task}")
+        self.prompts.validate()
+        if self.prompts.enabled:
+            for task in ("qqp", "sts"):
+                _check(getattr(self, task).mode == "cross",
+                       f"model.prompts.enabled feeds each pair as one (question, context) input: "
+                       f"set model.{task}.mode to 'cross' (got {getattr(self, task).mode!r})")
 
 
 @dataclass
@@ -81,10 +122,75 @@ class DataConfig:
 
 
 @dataclass
+class SmartConfig:
+    """SMART (report 003): smoothness-inducing adversarial regularization of the
+    supervised losses plus a Bregman proximal point term (core/smart.py)."""
+    weight: float = 0.0                 # lambda_s of the smoothness term; 0 = SMART off
+    noise_std: float = 1e-5             # initial embedding noise ~ N(0, noise_std^2)
+    step_size: float = 1e-3             # ascent step on the noise (l_inf-normalized gradient)
+    ascent_steps: int = 1
+    epsilon: float | None = None        # l_inf radius the noise is projected to (null: none)
+    bregman_weight: float = 0.0         # mu of the proximal term against the momentum teacher
+    momentum: float = 0.99              # teacher <- momentum * teacher + (1 - momentum) * model
+
+    def validate(self) -> None:
+        _check(self.weight >= 0 and self.bregman_weight >= 0, "train.smart weights must be >= 0")
+        _check(self.noise_std > 0 and self.step_size > 0, "train.smart.noise_std and step_size must be > 0")
+        _check(self.ascent_steps >= 1, "train.smart.ascent_steps must be >= 1")
+        _check(self.epsilon is None or self.epsilon > 0, "train.smart.epsilon must be > 0 or null")
+        _check(0 <= self.momentum < 1, "train.smart.momentum must be in [0, 1)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0 or self.bregman_weight > 0
+
+
+@dataclass
+class ContrastiveConfig:
+    """Sentence-embedding objectives (core/contrastive.py): MNRL, SimCSE, triplets."""
+    scale: float = 20.0                 # MNRL: cosine similarities are multiplied by this
+    temperature: float = 0.05           # SimCSE: cosine similarities are divided by this
+    sts_positive: float = 4.0           # STS pairs scoring >= this are positive pairs
+    sts_negative: float = 1.0           # STS pairs scoring <= this are (hard) negatives
+    negatives: int = 3                  # triplet: negatives per anchor
+    margin: float = 0.0                 # triplet: max(0, d(x, y) - logsumexp d(x, z) + margin)
+    max_examples: int | None = None     # cap on the objective's training set (after shuffling)
+
+    def validate(self) -> None:
+        _check(self.scale > 0, "train.contrastive.scale must be > 0")
+        _check(self.temperature > 0, "train.contrastive.temperature must be > 0")
+        _check(0 <= self.sts_negative < self.sts_positive <= 5,
+               "train.contrastive needs 0 <= sts_negative < sts_positive <= 5")
+        _check(self.negatives >= 1, "train.contrastive.negatives must be >= 1")
+        _check(self.margin >= 0, "train.contrastive.margin must be >= 0")
+        _check(self.max_examples is None or self.max_examples >= 2,
+               "train.contrastive.max_examples must be >= 2 or null")
+
+
+Objective = Literal["supervised", "mnrl", "simcse_unsup", "simcse_sup", "triplet"]
+CONTRASTIVE_OBJECTIVES = ("mnrl", "simcse_unsup", "simcse_sup", "triplet")
+
+
+@dataclass
 class TrainConfig:
     tasks: list[TaskName] = field(default_factory=lambda: list(ALL_TASKS))
-    schedule: Literal["round_robin"] = "round_robin"
+    # What is optimized: "supervised" = the task losses through the heads; the others
+    # train the encoder alone on sentence-embedding objectives built from the tasks'
+    # training data (see core/contrastive.py).
+    objective: Objective = "supervised"
+    # How tasks share the steps (core/schedules.py): round_robin = one batch of every
+    # task per step, joint loss; sequential = each epoch all of task 1, then task 2 ...;
+    # mtdnn = all tasks' batches merged and shuffled, one task per step.
+    schedule: Literal["round_robin", "sequential", "mtdnn"] = "round_robin"
+    # sequential / mtdnn: batches each task gives an epoch. proportional = its size;
+    # truncate / resample = all tasks cut / resampled to the smallest / largest;
+    # ratio = task_ratio (e.g. {sst: 1, qqp: 2, sts: 1}).
+    task_sampling: Literal["proportional", "truncate", "resample", "ratio"] = "proportional"
+    task_ratio: dict[str, float] = field(default_factory=dict)
     epochs: int = 1
+    # round_robin: "min" / "max" = the smallest / largest task's batches per epoch;
+    # sequential / mtdnn: "min" / "max" = the natural epoch of task_sampling; a number
+    # rescales the task_sampling counts to that many steps (same proportions).
     steps_per_epoch: int | Literal["min", "max"] = "min"
     batch_size: int = 32
     eval_batch_size: int = 128
@@ -96,9 +202,20 @@ class TrainConfig:
     freeze_encoder: bool = False        # "heads only": the encoder gets no gradient
     optimizer: Literal["adamw", "torch_adamw"] = "adamw"
     loss_weights: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in ALL_TASKS})
+    # fixed = loss_weights; dev = re-weighted each epoch from the last dev scores (worse
+    # task, larger weight); uncertainty = learned (Kendall et al. 2018). core/weighting.py
+    loss_weighting: Literal["fixed", "dev", "uncertainty"] = "fixed"
+    class_balanced: list[Literal["sst", "qqp"]] = field(default_factory=list)  # inverse-frequency sampling
+    mnrl_weight: float = 0.0            # + weight * MNRL on the positive pairs of qqp/sts batches
+    smart: SmartConfig = field(default_factory=SmartConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     max_steps: int | None = None        # stop after N optimizer steps (smoke runs)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Speed (core/distributed.py for several GPUs): bf16 = forward and loss under bf16
+    # autocast (CUDA, and CPUs with AVX-512 BF16); compile = torch.compile the encoder.
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
     log_every: int = 10
 
     def validate(self) -> None:
@@ -118,6 +235,19 @@ class TrainConfig:
         unknown = set(self.loss_weights) - set(ALL_TASKS)
         _check(not unknown, f"train.loss_weights has unknown tasks {sorted(unknown)}")
         _check(all(w >= 0 for w in self.loss_weights.values()), "train.loss_weights must be >= 0")
+        unknown = set(self.task_ratio) - set(ALL_TASKS)
+        _check(not unknown, f"train.task_ratio has unknown tasks {sorted(unknown)}")
+        _check(all(r > 0 for r in self.task_ratio.values()), "train.task_ratio values must be > 0")
+        if self.task_sampling == "ratio":
+            missing = [t for t in self.tasks if t not in self.task_ratio]
+            _check(not missing, f"train.task_sampling 'ratio' needs train.task_ratio for every task; "
+                                f"missing {missing}, e.g. task_ratio: {{sst: 1, qqp: 2, sts: 1}}")
+        _check(self.mnrl_weight >= 0, "train.mnrl_weight must be >= 0")
+        self.smart.validate()
+        self.contrastive.validate()
+        if self.objective != "supervised":
+            _check(not self.freeze_encoder, f"train.objective {self.objective!r} trains the encoder; "
+                                            f"it cannot be combined with freeze_encoder")
 
 
 @dataclass
@@ -127,12 +257,62 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # A multi-stage recipe: each stage is a mapping with a ``name`` and any ``train``
+    # fields to change for that stage, e.g. ``{name: quora, tasks: [qqp], epochs: 1}``;
+    # every stage starts from the previous stage's weights. Empty: one stage = ``train``.
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     def validate(self) -> "Config":
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        plan = self.stage_plan()
+        for name, train in plan:
+            where = f"stage {name!r}: " if self.stages else ""
+            if train.objective == "supervised" and train.mnrl_weight > 0:
+                for task in ("qqp", "sts"):
+                    _check(task not in train.tasks or getattr(self.model, task).mode in ("bi", "cosine"),
+                           f"{where}train.mnrl_weight needs sentence embeddings of both sides: "
+                           f"set model.{task}.mode to bi or cosine (got {getattr(self.model, task).mode!r})")
+            if train.objective == "supervised" and train.freeze_encoder:
+                _check("sts" not in train.tasks or self.model.sts.mode != "cosine",
+                       f"{where}train.freeze_encoder with model.sts.mode 'cosine' leaves nothing to "
+                       f"train for STS (the cosine head has no weights): use sts mode bi or cross, "
+                       f"or unfreeze the encoder")
         return self
+
+    # ------------------------------------------------------------------ stages
+    def stage_plan(self) -> list[tuple[str, TrainConfig]]:
+        """``(name, TrainConfig)`` of every stage in order: ``train`` with each stage's
+        fields applied on top (nested sections such as ``smart`` are merged key by key)."""
+        if not self.stages:
+            return [("train", self.train)]
+        base = dataclasses.asdict(self.train)
+        plan, names = [], set()
+        for i, stage in enumerate(self.stages):
+            where = f"stages[{i}]"
+            _check(isinstance(stage, dict), f"{where} must be a mapping with a name and train fields")
+            name = stage.get("name")
+            _check(isinstance(name, str) and bool(name.strip()),
+                   f"{where} needs a name, e.g. {{name: joint, tasks: [sst, qqp, sts]}}")
+            _check(name not in names, f"{where}: the stage name {name!r} is used twice")
+            names.add(name)
+            fields = {k: v for k, v in stage.items() if k != "name"}
+            fixed = sorted(set(fields) & set(RUN_LEVEL_TRAIN_FIELDS))
+            _check(not fixed, f"{where} ({name}): {', '.join(fixed)} cannot be set per stage; "
+                              f"set them under train: (a --max-steps limit applies to every stage)")
+            try:
+                train = _build(TrainConfig, _deep_merge(base, fields), "train")
+                train.validate()
+            except ConfigError as e:
+                raise ConfigError(f"{where} ({name}): {e}") from None
+            plan.append((name, train))
+        return plan
+
+    def head_tasks(self) -> list[str]:
+        """Tasks that get a head: every task some supervised stage trains."""
+        tasks = {t for _, train in self.stage_plan() if train.objective == "supervised" for t in train.tasks}
+        return [t for t in ALL_TASKS if t in tasks]
 
     # --------------------------------------------------------------- conversion
     def to_dict(self) -> dict[str, Any]:
@@ -166,8 +346,26 @@ class Config:
         return Config.from_dict(apply_overrides(self.to_dict(), overrides))
 
 
+# train fields a stage may not change: they describe the run, not one stage.
+RUN_LEVEL_TRAIN_FIELDS = ("max_steps", "device", "precision", "compile")
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("loss_weights", "task_ratio"):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings (values parsed as YAML) to a raw dict copy."""
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a raw dict copy.
+
+    A ``train.*`` override holds for the whole run: in a multi-stage recipe the same
+    key is also removed from every stage, so all stages inherit the new value (e.g.
+    ``--set train.batch_size=8`` makes every stage use batch 8)."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
@@ -184,7 +382,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part} is not a section")
         node[parts[-1]] = parsed
+        if parts[0] == "train" and len(parts) > 1 and isinstance(raw.get("stages"), list):
+            for stage in raw["stages"]:
+                _drop_path(stage, parts[1:])
     return raw
+
+
+def _drop_path(node: Any, path: list[str]) -> None:
+    for part in path[:-1]:
+        if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+            return
+        node = node[part]
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
 
 
 # -------------------------------------------------------------- typed building

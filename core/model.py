@@ -7,7 +7,7 @@
     MultitaskBert the model, its checkpoint format, and the batched predict/embed API
 
 Outputs of ``forward(task, inputs)``: sst -> logits [B, 5]; qqp -> logit [B];
-sts -> score in [0, 5] [B].
+sts -> score [B] (in [0, 5]; a "linear" cosine head gives 5 * cos, clipped when predicting).
 """
 from __future__ import annotations
 
@@ -105,9 +105,12 @@ class PairFeatures(nn.Module):
         return torch.cat(out, dim=-1)
 
 
-def scaled_cosine(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """STS score in [0, 5] from the cosine: (1 + cos) * 5 / 2 (report 000)."""
-    return (1.0 + F.cosine_similarity(u, v, dim=-1)) * (STS_MAX / 2)
+def scaled_cosine(u: torch.Tensor, v: torch.Tensor, mapping: str = "affine") -> torch.Tensor:
+    """STS score from the cosine: "affine" (1 + cos) * 5 / 2 in [0, 5] (report 000), or
+    "linear" 5 * cos (clipped to [0, 5] only at prediction time, so training keeps its
+    gradient for negative cosines)."""
+    cos = F.cosine_similarity(u, v, dim=-1)
+    return cos * STS_MAX if mapping == "linear" else (1.0 + cos) * (STS_MAX / 2)
 
 
 @dataclass
@@ -119,20 +122,39 @@ class Encoding:
 
 
 class TaskHead(nn.Module):
+    """reduce (pooled vector, or a CNN / BiLSTM over token states: ``cfg.arch``) ->
+    combine (single/cross: as is; bi: PairFeatures; cosine: scaled cosine) -> MLP or
+    deep FFN. ``token_dim`` is the encoder's hidden size (token-state reducers)."""
     uses_tokens = False  # heads that read token states (not only pooled) set this
 
-    def __init__(self, cfg: HeadConfig, in_dim: int, out_dim: int):
+    def __init__(self, cfg: HeadConfig, in_dim: int, out_dim: int, token_dim: int | None = None):
         super().__init__()
+        from core.heads import DeepFFN, make_reducer
         self.mode = cfg.mode
+        self.cosine_map = cfg.cosine_map
+        self.reducer = make_reducer(cfg.arch, token_dim or in_dim, cfg.hidden, cfg.kernel_sizes)
+        if self.reducer is not None:
+            self.uses_tokens = True
+            in_dim = self.reducer.output_dim
         if cfg.mode == "bi":
             self.pair = PairFeatures(cfg.features, cfg.cosine_feature)
             in_dim = self.pair.output_dim(in_dim)
-        self.mlp = None if cfg.mode == "cosine" else MLP(in_dim, out_dim, cfg.layers, cfg.hidden, cfg.dropout)
+        if cfg.mode == "cosine":
+            self.mlp = None
+        elif cfg.arch == "deep_ffn":
+            self.mlp = DeepFFN(in_dim, out_dim, cfg.layers, cfg.hidden, cfg.dropout)
+        else:
+            self.mlp = MLP(in_dim, out_dim, cfg.layers, cfg.hidden, cfg.dropout)
+
+    def vector(self, enc: Encoding) -> torch.Tensor:
+        """One vector per sequence: the pooled one, or the token-state reducer's."""
+        return enc.pooled if self.reducer is None else self.reducer(enc.tokens, enc.mask)
 
     def forward(self, a: Encoding, b: Encoding | None = None) -> torch.Tensor:
+        u = self.vector(a)
         if self.mode == "cosine":
-            return scaled_cosine(a.pooled, b.pooled)
-        x = self.pair(a.pooled, b.pooled) if self.mode == "bi" else a.pooled
+            return scaled_cosine(u, self.vector(b), self.cosine_map)
+        x = self.pair(u, self.vector(b)) if self.mode == "bi" else u
         return self.mlp(x)
 
 
@@ -157,6 +179,8 @@ class TaskFeatures:
         for name, enc in self.parts.items():
             padded = pad_batch([enc.input_ids[i] for i in idx],
                                [enc.token_type_ids[i] for i in idx], self.pad_id)
+            if torch.device(device).type == "cuda":   # pinned host memory: asynchronous copies
+                padded = {k: v.pin_memory() for k, v in padded.items()}
             out[name] = {k: v.to(device, non_blocking=True) for k, v in padded.items()}
         return out
 
@@ -171,8 +195,10 @@ class MultitaskBert(nn.Module):
         self.pooling = Pooling(config.model.pooling)
         dim = self.pooling.output_dim(encoder.config.hidden_size)
         out_dims = {"sst": N_SENTIMENT, "qqp": 1, "sts": 1}
-        tasks = config.train.tasks if tasks is None else tasks
-        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dim, out_dims[t]) for t in tasks})
+        tasks = config.head_tasks() if tasks is None else tasks
+        token_dim = encoder.config.hidden_size
+        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dim, out_dims[t], token_dim)
+                                    for t in tasks})
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -195,18 +221,28 @@ class MultitaskBert(nn.Module):
         return {"sst": "single", "qqp": "bi", "sts": "cosine"}[task]
 
     # ----------------------------------------------------------------- forward
-    def encode(self, inputs: dict[str, torch.Tensor]) -> Encoding:
-        out = self.bert(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+    def encode(self, inputs: dict[str, torch.Tensor], inputs_embeds: torch.Tensor | None = None) -> Encoding:
+        out = self.bert(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
+                        inputs_embeds=inputs_embeds)
         mask = inputs["attention_mask"]
         return Encoding(out.last_hidden_state, mask, self.pooling(out.last_hidden_state, mask))
 
-    def forward(self, task: str, inputs: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+    def encode_task(self, task: str, inputs: dict[str, dict[str, torch.Tensor]],
+                    embeds: dict[str, torch.Tensor] | None = None) -> tuple[Encoding, Encoding | None]:
+        """Encode a task batch in the layout its head reads: ``(a, None)`` for single and
+        cross inputs, ``(a, b)`` for bi-encoder pairs. ``embeds`` (part name -> [B, T, H]
+        input embeddings, e.g. SMART's perturbed ones) replaces the word-embedding lookup."""
         mode = self.head_mode(task)
         if mode == "cross" or mode == "single":
-            a, b = self.encode(inputs["ab" if mode == "cross" else "a"]), None
-        else:
-            a, b = self._encode_two(inputs["a"], inputs["b"])
-        return self.head_forward(task, a, b)
+            part = "ab" if mode == "cross" else "a"
+            return self.encode(inputs[part], None if embeds is None else embeds[part]), None
+        if embeds is not None:
+            return self.encode(inputs["a"], embeds["a"]), self.encode(inputs["b"], embeds["b"])
+        return self._encode_two(inputs["a"], inputs["b"])
+
+    def forward(self, task: str, inputs: dict[str, dict[str, torch.Tensor]],
+                embeds: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return self.head_forward(task, *self.encode_task(task, inputs, embeds))
 
     def head_forward(self, task: str, a: Encoding, b: Encoding | None = None) -> torch.Tensor:
         """The task output from already-encoded inputs (cached encodings included)."""
@@ -247,6 +283,10 @@ class MultitaskBert(nn.Module):
         """Tokenize a task's inputs once, in the layout its head needs."""
         max_len, tok = self.config.model.max_len, self.tokenizer
         mode = self.head_mode(task)
+        if self.config.model.prompts.enabled and task in self.heads:  # Q&ABERT (report 001)
+            from core.prompts import encode_prompted
+            enc = encode_prompted(tok, self.config.model.prompts, task, texts_a, texts_b, max_len)
+            return TaskFeatures({"a" if mode == "single" else "ab": enc}, pad_id=tok.pad_token_id or 0)
         if mode == "single":
             parts = {"a": encode_texts(tok, list(texts_a), max_len)}
         elif mode == "cross":
@@ -285,7 +325,8 @@ class MultitaskBert(nn.Module):
         if task == "sst" and "sst" not in self.heads:
             self._zero_shot("sst", None, None)
         feats = self.featurize(task, texts_a, texts_b)
-        post = {"sst": lambda x: x.softmax(-1), "qqp": torch.sigmoid, "sts": lambda x: x}[task]
+        post = {"sst": lambda x: x.softmax(-1), "qqp": torch.sigmoid,
+                "sts": lambda x: x.clamp(0.0, STS_MAX)}[task]
         return self._run(feats, lambda batch: post(self(task, batch)), batch_size).astype(np.float32)
 
     def predict_sentiment(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -10,6 +10,31 @@ what ran. The output directory receives, after each epoch's dev evaluation, the 
 checkpoint so far (``model.safetensors``, ``config.json``, ``metrics.json``), a
 ``train_log.jsonl`` event log, and ``resume/`` (state of the last finished epoch, used
 by ``--resume``, removed when the run finishes).
+
+What a recipe can combine (each method lives in its own module, named by report):
+
+* stages (``stages:`` in the recipe; reports 000 "MT+X", 003 Quora pre-finetuning): a
+  list of train-field changes run in order, each stage starting from the weights the
+  previous one left; ``--max-steps`` caps every stage; the checkpoint is the best
+  epoch of the last stage and its ``config.json`` holds the whole recipe;
+* schedules (core/schedules.py): round_robin, sequential, mtdnn, with task_sampling;
+* loss weighting (core/weighting.py): fixed, dev-adapted, learned uncertainty;
+* objectives (core/contrastive.py, core/losses.py): supervised task losses, MNRL,
+  SimCSE (unsupervised / supervised), triplets; ``mnrl_weight`` adds MNRL to the
+  supervised pair-task batches;
+* SMART (core/smart.py) adversarial smoothness + Bregman proximal point;
+* class-balanced sampling of a task's batches (core/schedules.py);
+* heads and Q&ABERT prompts are model options (core/heads.py, core/prompts.py).
+
+Each step, every task that trains in it draws the *global* indices of its next batch
+from its stream; :meth:`Trainer.local_indices` is the one place that cuts a global
+batch into a process's share under data parallelism:
+
+    torchrun --standalone --nproc_per_node N -m core.train --config ... --out ...
+
+runs N processes (NCCL on GPUs, gloo on CPU) that average their gradients each step,
+with rank 0 alone logging, evaluating and checkpointing (see core/distributed.py).
+Speed options: ``train.precision: bf16`` (autocast), ``train.compile: true``.
 """
 from __future__ import annotations
 
@@ -18,6 +43,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -29,13 +55,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from core.config import Config
-from core.data import TaskData, bucket_batches, load_task
+from core.config import Config, TrainConfig
+from core.contrastive import ContrastiveSet, build_set, objective_loss
+from core.data import TASKS, TaskData, bucket_batches, encode_texts, load_task
+from core.distributed import DistContext, init_distributed, shutdown
 from core.errors import ConfigError, MinbertError
 from core.evaluate import PRIMARY, evaluate_model, mean_score, write_predictions
-from core.losses import task_loss
+from core.losses import mnrl_loss, task_loss
+from core.metrics import pearson, spearman
 from core.model import Encoding, MultitaskBert, TaskFeatures
 from core.optim import make_optimizer, warmup_linear
+from core.schedules import balanced_batches, epoch_plan, steps_in_epoch
+from core.smart import TASK_DIVERGENCE, MomentumTeacher, smart_regularizer, symmetric_divergence
+from core.weighting import UncertaintyWeighting, dev_weights
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +89,16 @@ def seed_everything(seed: int) -> None:
 class EventLog:
     """``train_log.jsonl``: one JSON event per line, flushed at once (the app tails it)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, enabled: bool = True):
         self.path = path
         self.start = time.time()
+        self.enabled = enabled   # False on data-parallel ranks other than 0
 
     def write(self, event: str, **fields) -> dict:
         record = {"event": event, "time": round(time.time(), 3), **fields}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, default=_json_default) + "\n")
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record, default=_json_default) + "\n")
         return record
 
 
@@ -79,7 +113,9 @@ def _json_default(obj):
 @dataclass
 class TaskStream:
     """One task's training examples, tokenized once, served as length-bucketed batches
-    that are reshuffled (deterministically, from seed and pass number) when used up."""
+    of *global* example indices, reshuffled (deterministically, from seed and pass
+    number) when used up. ``balanced``: each pass is drawn class-balanced with
+    replacement (inverse label frequency, report 001) instead of a permutation."""
     task: str
     features: TaskFeatures
     labels: torch.Tensor
@@ -87,6 +123,7 @@ class TaskStream:
     seed: int
     cache: dict[str, torch.Tensor] | None = None   # frozen encoder: pooled vectors per part
     passes: int = 0
+    balanced: bool = False
 
     def __post_init__(self):
         self._batches: list[list[int]] = []
@@ -97,23 +134,86 @@ class TaskStream:
 
     def next_indices(self) -> list[int]:
         if not self._batches:
-            self._batches = bucket_batches(self.features.lengths, self.batch_size, shuffle=True,
-                                           seed=self.seed * 1000 + self.passes)
+            seed = self.seed * 1000 + self.passes
+            if self.balanced:
+                self._batches = balanced_batches(self.labels.numpy(), self.features.lengths,
+                                                 self.batch_size, seed=seed)
+            else:
+                self._batches = bucket_batches(self.features.lengths, self.batch_size, shuffle=True, seed=seed)
             self.passes += 1
         return self._batches.pop()
 
-    def restart(self, passes: int) -> None:
-        """Position the stream at the start of pass ``passes`` (used by --resume)."""
-        self.passes, self._batches = passes, []
+    def restart(self, passes: int, remaining: list[list[int]] | None = None) -> None:
+        """Position the stream where a saved run left it (used by --resume): ``passes``
+        batch orders drawn so far, ``remaining`` batches of the current one."""
+        self.passes, self._batches = passes, [list(b) for b in (remaining or [])]
+
+    @property
+    def remaining(self) -> list[list[int]]:
+        return [list(b) for b in self._batches]
+
+
+@dataclass
+class Stage:
+    """One stage of a recipe: its train settings, streams and step budget."""
+    index: int
+    name: str
+    train: TrainConfig
+    streams: dict[str, TaskStream]
+    steps_per_epoch: int
+    total_steps: int
+    objective_set: ContrastiveSet | None = None
+
+    @property
+    def supervised(self) -> bool:
+        return self.train.objective == "supervised"
+
+    def n_batches(self) -> dict[str, int]:
+        return {t: s.n_batches for t, s in self.streams.items()}
+
+    def plan(self, epoch: int) -> list[tuple[str, ...]]:
+        """The tasks of each step of ``epoch`` (core/schedules.py)."""
+        cfg = self.train
+        if not self.supervised:
+            return [(OBJECTIVE_STREAM,)] * self.steps_per_epoch
+        return epoch_plan(cfg.schedule, list(self.streams), self.n_batches(), cfg.steps_per_epoch,
+                          cfg.task_sampling, cfg.task_ratio, seed=cfg.seed * 10007 + 101 * self.index + epoch)
+
+
+OBJECTIVE_STREAM = "objective"   # the stream name of a sentence-embedding objective's set
+
+
+def encoder_checksum(model: MultitaskBert) -> float:
+    """A fingerprint of the encoder weights (logged at stage boundaries)."""
+    with torch.no_grad():
+        return float(sum(p.double().sum() for p in model.bert.parameters()))
 
 
 class Trainer:
+    """Runs a recipe: its stages in order (one stage when the recipe has no ``stages``),
+    each starting from the weights the previous one left. Per stage: streams of global
+    batch indices, the epoch plan of the schedule, an optimizer and warm-up schedule,
+    per-epoch dev evaluation. The best epoch of the *last* stage is the checkpoint."""
+
     def __init__(self, config: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
-                 overwrite: bool = False):
+                 overwrite: bool = False, dist: DistContext | None = None):
         self.config = config
         self.out = Path(out_dir)
-        self.progress = progress
+        self.dist = dist or DistContext()   # data parallelism (core/distributed.py); rank 0 of 1 alone
+        self.progress = progress and self.dist.is_main
         self.resume = resume
+        error = None
+        if self.dist.is_main:   # rank 0 checks and prepares the output directory for all ranks
+            try:
+                self._prepare_out_dir(resume, overwrite)
+            except MinbertError as e:
+                error = str(e)
+        error = self.dist.broadcast_object(error)
+        if error:
+            raise MinbertError(error)
+        self.device = self.dist.device_for(resolve_device(config.train.device))
+
+    def _prepare_out_dir(self, resume: bool, overwrite: bool) -> None:
         if self.out.exists() and (self.out / "train_log.jsonl").exists() and not resume and not overwrite:
             raise MinbertError(f"{self.out} already holds a run; pass --resume to continue it, "
                                f"--overwrite to replace it, or choose another --out")
@@ -124,25 +224,88 @@ class Trainer:
             for name in ("train_log.jsonl", "metrics.json", "resume", "predictions"):
                 p = self.out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        self.device = resolve_device(config.train.device)
 
     # ------------------------------------------------------------------ setup
     def _load_data(self) -> tuple[dict[str, TaskData], dict[str, TaskData]]:
         cfg = self.config
-        train = {t: load_task(t, "train", cfg.data.dir, limit=cfg.data.limit) for t in cfg.train.tasks}
-        dev = {t: load_task(t, "dev", cfg.data.dir, limit=cfg.data.eval_limit) for t in cfg.train.tasks}
+        plan = cfg.stage_plan()
+        train_tasks = [t for t in TASKS if any(t in train.tasks for _, train in plan)]
+        dev_tasks = list(train_tasks)
+        if any(train.objective != "supervised" for _, train in plan) and "sts" not in dev_tasks:
+            dev_tasks.append("sts")   # sentence-embedding stages are scored on STS dev
+        train = {t: load_task(t, "train", cfg.data.dir, limit=cfg.data.limit) for t in train_tasks}
+        dev = {t: load_task(t, "dev", cfg.data.dir, limit=cfg.data.eval_limit) for t in dev_tasks}
         return train, dev
 
-    def _param_groups(self) -> list[dict]:
-        cfg, groups = self.config.train, []
+    def _features(self, task: str) -> TaskFeatures:
+        """A task's training inputs tokenized once, in its head's layout (shared by stages)."""
+        if task not in self._feature_cache:
+            data = self.train_data[task]
+            self._feature_cache[task] = self.model.featurize(task, data.texts_a, data.texts_b)
+        return self._feature_cache[task]
+
+    def _build_stage(self, index: int, name: str, train: TrainConfig) -> Stage:
+        streams: dict[str, TaskStream] = {}
+        objective_set = None
+        base_seed = train.seed + 104729 * index
+        if train.objective == "supervised":
+            for i, task in enumerate(train.tasks):
+                labels = torch.as_tensor(self.train_data[task].labels)
+                streams[task] = TaskStream(task, self._features(task), labels, train.batch_size,
+                                           base_seed + 7919 * i, balanced=task in train.class_balanced)
+        else:
+            objective_set = build_set(train.objective, {t: self.train_data[t] for t in train.tasks},
+                                      train.contrastive, seed=base_seed)
+            max_len, tok = self.config.model.max_len, self.model.tokenizer
+            parts = {k: encode_texts(tok, v, max_len) for k, v in objective_set.parts.items()}
+            feats = TaskFeatures(parts, pad_id=tok.pad_token_id or 0)
+            streams[OBJECTIVE_STREAM] = TaskStream(OBJECTIVE_STREAM, feats, torch.zeros(len(feats)),
+                                                   train.batch_size, base_seed)
+        n_batches = {t: s.n_batches for t, s in streams.items()}
+        schedule = train.schedule if train.objective == "supervised" else "round_robin"
+        spe = steps_in_epoch(schedule, n_batches, train.steps_per_epoch, train.task_sampling, train.task_ratio)
+        total = spe * train.epochs
+        if train.max_steps:
+            total = min(total, train.max_steps)
+        return Stage(index, name, train, streams, spe, total, objective_set)
+
+    def setup(self) -> None:
+        cfg = self.config
+        seed_everything(cfg.train.seed)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.events = EventLog(self.out / "train_log.jsonl", enabled=self.dist.is_main)
+        self.train_data, self.dev_data = self._load_data()
+        self.model = MultitaskBert.from_config(cfg).to(self.device)   # heads: config.head_tasks()
+        if self.dist.enabled:   # same start on every rank; then per-rank dropout noise
+            self.dist.broadcast_parameters(self.model)
+            torch.manual_seed(cfg.train.seed + 1_000_003 * self.dist.rank)
+        if cfg.train.compile:   # in place: parameter names and checkpoints stay the same
+            self.model.bert.compile(dynamic=True)
+        self._feature_cache: dict[str, TaskFeatures] = {}
+        self.stages = [self._build_stage(i, name, train) for i, (name, train) in enumerate(cfg.stage_plan())]
+        self.total_steps = sum(s.total_steps for s in self.stages)
+        self.step, self.best_score, self.history = 0, -math.inf, []
+        self.stage_index, self.stage_step, self.start_epoch = 0, 0, 0
+        self.elapsed_before = 0.0
+        self._resume_state: dict | None = None
+        if self.resume:
+            self._load_resume_state()
+
+    def _param_groups(self, stage: Stage) -> list[dict]:
+        cfg, groups = stage.train, []
         no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n
         encoder = [] if cfg.freeze_encoder else list(self.model.bert.named_parameters())
-        heads = list(self.model.heads.named_parameters())
+        heads = [] if not stage.supervised else \
+            [(f"{t}.{n}", p) for t in stage.streams for n, p in self.model.heads[t].named_parameters()]
         for params, lr in ((encoder, cfg.lr), (heads, cfg.head_lr or cfg.lr)):
             decay = [p for n, p in params if not no_decay(n)]
             plain = [p for n, p in params if no_decay(n)]
             groups += [{"params": decay, "lr": lr, "weight_decay": cfg.weight_decay},
                        {"params": plain, "lr": lr, "weight_decay": 0.0}]
+        if self.uncertainty is not None:
+            groups.append({"params": list(self.uncertainty.parameters()), "lr": cfg.head_lr or cfg.lr,
+                           "weight_decay": 0.0})
         return [g for g in groups if g["params"]]
 
     def _cache_encodings(self, stream: TaskStream) -> None:
@@ -154,95 +317,196 @@ class Trainer:
             cache[part] = torch.from_numpy(vecs).to(self.device)
         stream.cache = cache
 
-    def setup(self) -> None:
-        cfg = self.config
-        seed_everything(cfg.train.seed)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.events = EventLog(self.out / "train_log.jsonl")
-        self.train_data, self.dev_data = self._load_data()
-        self.model = MultitaskBert.from_config(cfg).to(self.device)
-        if cfg.train.freeze_encoder:
-            self.model.bert.requires_grad_(False)
-        self.streams: dict[str, TaskStream] = {}
-        for i, (task, data) in enumerate(self.train_data.items()):
-            feats = self.model.featurize(task, data.texts_a, data.texts_b)
-            labels = torch.as_tensor(data.labels)
-            self.streams[task] = TaskStream(task, feats, labels, cfg.train.batch_size, cfg.train.seed + 7919 * i)
-        if cfg.train.freeze_encoder and self.model.heads_use_pooled_only():
-            for stream in self.streams.values():
+    def _start_stage(self, stage: Stage) -> None:
+        """Optimizer, schedule, loss weighting and SMART teacher of a stage; the model
+        keeps the weights it has (pretrained, or the previous stage's)."""
+        cfg = stage.train
+        self.stage, self.streams = stage, stage.streams
+        self.model.bert.requires_grad_(not cfg.freeze_encoder)
+        self.uncertainty = (UncertaintyWeighting(list(stage.streams)).to(self.device)
+                            if stage.supervised and cfg.loss_weighting == "uncertainty" else None)
+        self.task_weights = {t: cfg.loss_weights.get(t, 1.0) for t in stage.streams}
+        self.teacher = (MomentumTeacher(self.model, cfg.smart.momentum)
+                        if stage.supervised and cfg.smart.bregman_weight > 0 else None)
+        if (stage.supervised and cfg.freeze_encoder and self.model.heads_use_pooled_only()
+                and not cfg.smart.enabled):
+            for stream in stage.streams.values():
                 self._cache_encodings(stream)
-        spe = cfg.train.steps_per_epoch
-        counts = [s.n_batches for s in self.streams.values()]
-        self.steps_per_epoch = spe if isinstance(spe, int) else (min(counts) if spe == "min" else max(counts))
-        self.total_steps = self.steps_per_epoch * cfg.train.epochs
-        if cfg.train.max_steps:
-            self.total_steps = min(self.total_steps, cfg.train.max_steps)
-        self.optimizer = make_optimizer(cfg.train.optimizer, self._param_groups(), cfg.train.lr,
-                                        cfg.train.weight_decay, fused=self.device.type == "cuda")
-        self.scheduler = warmup_linear(self.optimizer, self.total_steps, cfg.train.warmup_ratio)
-        self.step, self.start_epoch, self.best_score, self.history = 0, 0, -math.inf, []
-        self.elapsed_before = 0.0
-        if self.resume:
-            self._load_resume_state()
+        # torch_adamw: the fused kernel, on CUDA and CPU alike (one pass over the weights;
+        # on 2 CPU cores 33 ms a step for MiniLM vs 336 ms for torch's default foreach)
+        self.optimizer = make_optimizer(cfg.optimizer, self._param_groups(stage), cfg.lr,
+                                        cfg.weight_decay, fused=self.device.type in ("cuda", "cpu"))
+        self.scheduler = warmup_linear(self.optimizer, stage.total_steps, cfg.warmup_ratio)
 
     # -------------------------------------------------------------- training
+    def local_indices(self, idx: list[int]) -> list[int]:
+        """This process's share of a global batch: ``idx[rank::world_size]`` under data
+        parallelism (core/distributed.py), all of it otherwise."""
+        return self.dist.shard(idx)
+
     def _task_output(self, stream: TaskStream, idx: list[int]) -> torch.Tensor:
         if stream.cache is not None:
             enc = {p: Encoding(None, None, v[idx]) for p, v in stream.cache.items()}
             return self.model.head_forward(stream.task, enc.get("a", enc.get("ab")), enc.get("b"))
         return self.model(stream.task, stream.features.batch(idx, self.device))
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step: a batch of every task, loss = sum of w_t * L_t."""
-        cfg = self.config.train
+    def _supervised_loss(self, stream: TaskStream, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(task loss, loss to optimize before task weighting, auxiliary terms) of one batch."""
+        cfg, task = self.stage.train, stream.task
+        labels = stream.labels[idx].to(self.device)
+        aux: dict[str, float] = {}
+        if stream.cache is not None:
+            loss = task_loss(task, self._task_output(stream, idx), labels)
+            return loss, loss, aux
+        batch = stream.features.batch(idx, self.device)
+        embeds = None
+        if cfg.smart.enabled:   # SMART perturbs the input embeddings: look them up here
+            lookup = self.model.bert.embeddings.word_embeddings
+            embeds = {part: lookup(x["input_ids"]) for part, x in batch.items()}
+        a, b = self.model.encode_task(task, batch, embeds)
+        output = self.model.head_forward(task, a, b)
+        loss = task_loss(task, output, labels)
+        total = loss
+        if cfg.mnrl_weight > 0 and b is not None:
+            positive = labels == 1 if task == "qqp" else labels >= cfg.contrastive.sts_positive
+            if int(positive.sum()) >= 2:
+                mnrl = mnrl_loss(a.pooled[positive], b.pooled[positive], cfg.contrastive.scale)
+                total = total + cfg.mnrl_weight * mnrl
+                aux[f"{task}_mnrl"] = mnrl.item()
+        if cfg.smart.weight > 0:
+            kind = TASK_DIVERGENCE[task]
+            masks = {part: x["attention_mask"] for part, x in batch.items()}
+            smooth = smart_regularizer(lambda e: self.model(task, batch, embeds=e), embeds, output, kind,
+                                       cfg.smart, masks)
+            total = total + cfg.smart.weight * smooth
+            aux[f"{task}_smart"] = smooth.item()
+        if self.teacher is not None:
+            proximal = symmetric_divergence(output, self.teacher(task, batch), TASK_DIVERGENCE[task])
+            total = total + cfg.smart.bregman_weight * proximal
+            aux[f"{task}_bregman"] = proximal.item()
+        return loss, total, aux
+
+    def train_step(self, tasks: tuple[str, ...] | None = None) -> dict:
+        """One optimizer step over a batch of each of ``tasks`` (default: every task of
+        the stage, i.e. a round-robin step); the step's loss is sum_t w_t L_t."""
+        cfg = self.stage.train
+        tasks = tuple(self.streams) if tasks is None else tasks
         self.model.train()
         if cfg.freeze_encoder:
             self.model.bert.eval()  # frozen: no dropout noise in the features either
         self.optimizer.zero_grad(set_to_none=True)
-        losses, n_examples = {}, 0
-        for task, stream in self.streams.items():
-            idx = stream.next_indices()
-            output = self._task_output(stream, idx)
-            loss = task_loss(task, output, stream.labels[idx].to(self.device))
-            (cfg.loss_weights.get(task, 1.0) * loss).backward()
-            losses[task] = loss.item()
-            n_examples += len(idx)
+        losses, aux, n_examples, shares = {}, {}, 0, {}
+        # The global batch of every task in this step, then this process's share of it.
+        batches = []
+        for task in tasks:
+            global_idx = self.streams[task].next_indices()
+            batches.append((task, self.local_indices(global_idx), len(global_idx)))
+        bf16 = self.config.train.precision == "bf16"
+        for task, idx, n_global in batches:
+            name = task if self.stage.supervised else cfg.objective
+            n_examples += n_global
+            shares[name] = len(idx) / n_global
+            if not idx:   # a global batch smaller than the number of processes
+                losses[name] = 0.0
+                continue
+            stream = self.streams[task]
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                if self.stage.supervised:
+                    loss, total, extra = self._supervised_loss(stream, idx)
+                    aux.update(extra)
+                    if self.uncertainty is not None:
+                        total = self.uncertainty(task, total)
+                    else:
+                        total = self.task_weights.get(task, 1.0) * total
+                else:
+                    batch = stream.features.batch(idx, self.device)
+                    loss = total = objective_loss(self.model, cfg.objective, batch, cfg.contrastive)
+            # data parallel: this share's weight in the global batch mean (1 alone)
+            (total * self.dist.loss_scale(len(idx), n_global)).backward()
+            losses[name] = loss.item()
+        # average the gradients over processes; log the global batch's losses
+        self.dist.all_reduce_gradients(p for g in self.optimizer.param_groups for p in g["params"])
+        losses = self.dist.global_mean(losses, shares, self.device)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                            cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.teacher is not None:
+            self.teacher.update(self.model)
         self.step += 1
-        return {"losses": losses, "examples": n_examples}
+        self.stage_step += 1
+        if self.uncertainty is not None:
+            aux.update({f"{t}_weight": round(w, 4) for t, w in self.uncertainty.weights().items()})
+        return {"losses": losses, "aux": aux, "examples": n_examples}
 
-    def evaluate(self) -> dict:
-        metrics, frames = evaluate_model(self.model, tasks=list(self.streams), datasets=self.dev_data,
-                                         batch_size=self.config.train.eval_batch_size)
-        return metrics, frames
+    # ------------------------------------------------------------ evaluation
+    def _eval_tasks(self) -> list[str]:
+        """Tasks with a head trained so far (this stage included)."""
+        trained = {t for s in self.stages[:self.stage.index + 1] if s.supervised for t in s.streams}
+        return [t for t in TASKS if t in trained]
 
+    def evaluate(self) -> tuple[dict, dict]:
+        """Dev metrics and prediction frames: the trained tasks' heads after a supervised
+        stage; the embeddings' zero-shot STS correlation after an objective stage."""
+        if not self.stage.supervised:
+            return self._embedding_metrics(), {}
+        return evaluate_model(self.model, tasks=self._eval_tasks(), datasets=self.dev_data,
+                              batch_size=self.stage.train.eval_batch_size)
+
+    def _embedding_metrics(self) -> dict:
+        data = self.dev_data["sts"]
+        bs = self.stage.train.eval_batch_size
+        u = torch.from_numpy(self.model.embed(data.texts_a, batch_size=bs))
+        v = torch.from_numpy(self.model.embed(data.texts_b, batch_size=bs))
+        cos = torch.nn.functional.cosine_similarity(u, v, dim=-1).numpy()
+        return {"embedding_sts_pearson": pearson(data.labels, cos),
+                "embedding_sts_spearman": spearman(data.labels, cos), "sts_n": len(data)}
+
+    def _score(self, metrics: dict) -> float:
+        if not self.stage.supervised:
+            return float(metrics["embedding_sts_pearson"])
+        return mean_score(metrics, list(self.streams))
+
+    # ------------------------------------------------------------------- run
     def run(self) -> dict:
         self.setup()
         cfg = self.config
         t0 = time.time()
+        first = self.stages[0]
         self.events.write(
             "start", name=cfg.name, config=cfg.to_dict(), device=str(self.device),
-            threads=torch.get_num_threads(), total_steps=self.total_steps,
-            steps_per_epoch=self.steps_per_epoch, epochs=cfg.train.epochs, resumed_at_step=self.step,
+            threads=torch.get_num_threads(), world_size=self.dist.world_size, total_steps=self.total_steps,
+            steps_per_epoch=first.steps_per_epoch, epochs=first.train.epochs, resumed_at_step=self.step,
+            stages=[{"name": s.name, "objective": s.train.objective, "schedule": s.train.schedule,
+                     "tasks": list(s.train.tasks), "epochs": s.train.epochs,
+                     "steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps,
+                     "train_size": len(s.objective_set) if s.objective_set is not None else None}
+                    for s in self.stages],
             train_sizes={t: len(d) for t, d in self.train_data.items()},
             dev_sizes={t: len(d) for t, d in self.dev_data.items()},
             skipped_rows={f"{t}/{s}": d.n_skipped for s, dd in (("train", self.train_data), ("dev", self.dev_data))
-                          for t, d in dd.items()},
-            frozen_cache=any(s.cache is not None for s in self.streams.values()))
-        for data in [*self.train_data.values(), *self.dev_data.values()]:
-            if data.n_skipped:
-                log.warning(data.summary())
+                          for t, d in dd.items()})
         epoch = self.start_epoch
         try:
-            for epoch in range(self.start_epoch, cfg.train.epochs):
-                if self.step >= self.total_steps:
-                    break
-                self._train_epoch(epoch, t0)
-                self._end_epoch(epoch, t0)
+            for stage in self.stages[self.stage_index:]:
+                resuming = self._resume_state is not None and stage.index == self.stage_index
+                if not resuming:
+                    self.stage_step, self.start_epoch = 0, 0
+                self._start_stage(stage)
+                if resuming:
+                    self._restore_stage_state()
+                self.events.write("stage", stage=stage.name, index=stage.index, objective=stage.train.objective,
+                                  tasks=list(stage.train.tasks), total_steps=stage.total_steps, step=self.step,
+                                  resumed=resuming, encoder_checksum=encoder_checksum(self.model),
+                                  frozen_cache=any(s.cache is not None for s in stage.streams.values()))
+                for epoch in range(self.start_epoch, stage.train.epochs):
+                    if self.stage_step >= stage.total_steps:
+                        break
+                    self._train_epoch(epoch, t0)
+                    self._end_epoch(epoch, t0)
+                self.events.write("stage_done", stage=stage.name, index=stage.index, step=self.step,
+                                  encoder_checksum=encoder_checksum(self.model))
         except KeyboardInterrupt:
             self.events.write("cancelled", step=self.step, epoch=epoch)
             raise
@@ -251,59 +515,90 @@ class Trainer:
             raise
         wall = self.elapsed_before + time.time() - t0
         summary = self._write_metrics(wall, finished=True)
-        shutil.rmtree(self.out / "resume", ignore_errors=True)
+        if self.dist.is_main:
+            shutil.rmtree(self.out / "resume", ignore_errors=True)
+        extra = {}
+        if self.dist.enabled:   # a check of the data-parallel run: identical weights on every rank
+            extra = {"world_size": self.dist.world_size, "ranks_in_sync": self.dist.params_in_sync(self.model)}
         self.events.write("done", step=self.step, wall_time_s=round(wall, 1), best=summary["dev"],
-                          mean_score=summary["mean_score"])
+                          mean_score=summary["mean_score"], **extra)
         return summary
 
     def _train_epoch(self, epoch: int, t0: float) -> None:
-        cfg = self.config.train
-        steps = min(self.steps_per_epoch, self.total_steps - self.step)
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
+        stage, cfg = self.stage, self.stage.train
+        plan = stage.plan(epoch)[: stage.total_steps - self.stage_step]
+        adaptive = cfg.loss_weighting == "dev" and stage.supervised
+        if adaptive:
+            self.task_weights = self._dev_weights(epoch)
+        label = f"{stage.name} " if len(self.stages) > 1 else ""
+        bar = tqdm(total=len(plan), desc=f"{label}epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
                    dynamic_ncols=True, leave=True)
         window_t, window_n = time.time(), 0
-        for i in range(steps):
-            out = self.train_step()
+        for i, tasks in enumerate(plan):
+            out = self.train_step(tasks)
             window_n += out["examples"]
             bar.update(1)
             bar.set_postfix({t: f"{v:.3f}" for t, v in out["losses"].items()})
-            if self.step % cfg.log_every == 0 or i == steps - 1:
+            if self.step % cfg.log_every == 0 or i == len(plan) - 1:
                 now = time.time()
+                extra = {"aux": out["aux"]} if out["aux"] else {}
+                if adaptive:
+                    extra["loss_weights"] = {t: round(w, 4) for t, w in self.task_weights.items()}
                 self.events.write("step", step=self.step, total_steps=self.total_steps, epoch=epoch + 1,
-                                  loss=out["losses"], lr=self.scheduler.get_last_lr()[0],
+                                  stage=stage.name, loss=out["losses"], lr=self.scheduler.get_last_lr()[0],
                                   examples_per_s=round(window_n / max(now - window_t, 1e-9), 2),
-                                  elapsed_s=round(self.elapsed_before + now - t0, 2))
+                                  elapsed_s=round(self.elapsed_before + now - t0, 2), **extra)
                 window_t, window_n = now, 0
         bar.close()
 
+    def _dev_weights(self, epoch: int) -> dict[str, float]:
+        """loss_weighting 'dev': weights from this stage's last dev evaluation."""
+        last = [r for r in self.history if r.get("stage") == self.stage.name]
+        if epoch == 0 or not last:
+            return {t: self.stage.train.loss_weights.get(t, 1.0) for t in self.streams}
+        return dev_weights({t: last[-1][PRIMARY[t]] for t in self.streams}, list(self.streams))
+
     def _end_epoch(self, epoch: int, t0: float) -> None:
-        metrics, frames = self.evaluate()
-        score = mean_score(metrics, list(self.streams))
-        improved = score > self.best_score
-        record = {"epoch": epoch + 1, "step": self.step, "score": score, **metrics}
+        stage = self.stage
+        # rank 0 evaluates; every rank gets its metrics, so all take the same decisions
+        metrics, frames = self.evaluate() if self.dist.is_main else (None, {})
+        metrics = self.dist.broadcast_object(metrics)
+        score = self._score(metrics)
+        record = {"epoch": epoch + 1, "step": self.step, "score": score, "stage": stage.name, **metrics}
         self.history.append(record)
+        last_stage = stage.index == len(self.stages) - 1
+        improved = last_stage and score > self.best_score   # the checkpoint is the last stage's best
         self.events.write("eval", **record, best=improved)
         if improved:
             self.best_score = score
             self.best = record
-            self.model.save(self.out, extra={"trained": {"epoch": epoch + 1, "step": self.step}})
-            write_predictions(frames, self.out / "predictions", "dev")
+            if self.dist.is_main:
+                self.model.save(self.out, extra={"trained": {"epoch": epoch + 1, "step": self.step,
+                                                             "stage": stage.name}})
+                if frames:
+                    write_predictions(frames, self.out / "predictions", "dev")
             self.events.write("checkpoint", step=self.step, epoch=epoch + 1, path=str(self.out), score=score)
         wall = self.elapsed_before + time.time() - t0
         self._write_metrics(wall, finished=False)
-        self._save_resume_state(epoch, wall)
+        run_over = last_stage and (epoch + 1 >= stage.train.epochs or self.stage_step >= stage.total_steps)
+        if not run_over and self.dist.is_main:   # after the very last epoch there is nothing to resume
+            self._save_resume_state(epoch, wall)
 
     def _write_metrics(self, wall: float, finished: bool) -> dict:
         best = getattr(self, "best", None) or {}
         summary = {
             "name": self.config.name,
-            "dev": {k: v for k, v in best.items() if k not in ("epoch", "step", "score")},
+            "dev": {k: v for k, v in best.items() if k not in ("epoch", "step", "score", "stage")},
             "mean_score": best.get("score"), "best_epoch": best.get("epoch"), "best_step": best.get("step"),
-            "primary_metrics": {t: PRIMARY[t] for t in self.streams},
+            "primary_metrics": {t: PRIMARY[t] for t in self.stages[-1].streams if t in PRIMARY},
+            "stages": [s.name for s in self.stages],
             "history": self.history, "steps": self.step, "wall_time_s": round(wall, 1),
             "device": str(self.device), "threads": torch.get_num_threads(), "finished": finished,
         }
-        (self.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        if self.dist.enabled:
+            summary["world_size"] = self.dist.world_size
+        if self.dist.is_main:
+            (self.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         return summary
 
     # ---------------------------------------------------------------- resume
@@ -315,41 +610,77 @@ class Trainer:
         from safetensors.torch import save_file
         save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
                   str(tmp / "model.safetensors"))
+        if self.teacher is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.teacher.model.state_dict().items()},
+                      str(tmp / "teacher.safetensors"))
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()[1]},
+                    "torch_rng": torch.get_rng_state(),
+                    "uncertainty": None if self.uncertainty is None else self.uncertainty.state_dict()},
                    tmp / "optimizer.pt")
-        state = {"epoch_done": epoch + 1, "step": self.step, "best_score": self.best_score,
+        state = {"stage": self.stage.index, "stage_name": self.stage.name, "epoch_done": epoch + 1,
+                 "step": self.step, "stage_step": self.stage_step, "best_score": self.best_score,
                  "best": getattr(self, "best", None), "history": self.history, "elapsed_s": wall,
                  "stream_passes": {t: s.passes for t, s in self.streams.items()},
+                 "stream_remaining": {t: s.remaining for t, s in self.streams.items()},
                  "python_rng": _py_rng_to_json(random.getstate())}
         (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
         shutil.rmtree(self.out / "resume", ignore_errors=True)
         os.replace(tmp, self.out / "resume")
 
     def _load_resume_state(self) -> None:
+        """Weights and counters of the last finished epoch; the stage's optimizer state is
+        restored by :meth:`_restore_stage_state` once the stage is set up again."""
         from core.model import read_checkpoint_weights
         directory = self.out / "resume"
         try:
             state = json.loads((directory / "state.json").read_text())
             self.model.load_state_dict(read_checkpoint_weights(directory))
-            opt = torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=True)
-        except (json.JSONDecodeError, OSError, RuntimeError, KeyError) as e:
+            self._resume_opt = torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=True)
+        except (json.JSONDecodeError, OSError, RuntimeError, KeyError, pickle.UnpicklingError) as e:
             raise MinbertError(f"{directory} is corrupt and cannot be resumed from: {e}") from None
-        self.optimizer.load_state_dict(opt["optimizer"])
-        self.scheduler.load_state_dict(opt["scheduler"])
-        torch.set_rng_state(opt["torch_rng"])
+        # The random state of the epoch boundary: dropout and the next stage's draws
+        # continue exactly as in an uninterrupted run.
+        torch.set_rng_state(self._resume_opt["torch_rng"])
         random.setstate(_py_rng_from_json(state["python_rng"]))
-        self.start_epoch, self.step = state["epoch_done"], state["step"]
+        stage_index = state.get("stage", 0)
+        if stage_index >= len(self.stages) or state.get("stage_name", self.stages[stage_index].name) \
+                != self.stages[stage_index].name:
+            raise MinbertError(f"{directory} was saved by a recipe with other stages; resume with the "
+                               f"same recipe, or start again with --overwrite")
+        self.step, self.elapsed_before = state["step"], state["elapsed_s"]
         self.best_score = state["best_score"] if state["best_score"] is not None else -math.inf
         if state.get("best"):
             self.best = state["best"]
-        self.history, self.elapsed_before = state["history"], state["elapsed_s"]
+        self.history = state["history"]
+        stage = self.stages[stage_index]
+        self.stage_step = state.get("stage_step", state["step"])
+        self.start_epoch = state["epoch_done"]
+        if self.start_epoch >= stage.train.epochs or self.stage_step >= stage.total_steps:
+            # that stage is done: the next one starts afresh from these weights
+            self.stage_index, self._resume_state = stage_index + 1, None
+        else:
+            self.stage_index, self._resume_state = stage_index, state
+        self.events.write("resume", stage=stage.name, epoch_done=self.start_epoch, step=self.step)
+
+    def _restore_stage_state(self) -> None:
+        directory, state, opt = self.out / "resume", self._resume_state, self._resume_opt
+        try:
+            if self.teacher is not None:
+                from safetensors.torch import load_file
+                self.teacher.model.load_state_dict(load_file(str(directory / "teacher.safetensors")))
+        except (OSError, RuntimeError, KeyError) as e:
+            raise MinbertError(f"{directory} is corrupt and cannot be resumed from: {e}") from None
+        self.optimizer.load_state_dict(opt["optimizer"])
+        self.scheduler.load_state_dict(opt["scheduler"])
+        if self.uncertainty is not None and opt.get("uncertainty") is not None:
+            self.uncertainty.load_state_dict(opt["uncertainty"])
         # Streams continue from where the epoch boundary left them: the same batches as
-        # an uninterrupted run (the partial pass in progress restarts its batch order).
+        # an uninterrupted run, mid-pass included.
+        remaining = state.get("stream_remaining", {})
         for task, passes in state["stream_passes"].items():
             if task in self.streams:
-                self.streams[task].restart(passes)
-        self.events.write("resume", epoch_done=self.start_epoch, step=self.step)
+                self.streams[task].restart(passes, remaining.get(task))
+        self._resume_state = None
 
 
 def _py_rng_to_json(state):
@@ -395,10 +726,13 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    dist = DistContext()
     try:
         config = build_config(args)
+        # under torchrun (WORLD_SIZE > 1): join the process group, NCCL on CUDA, gloo on CPU
+        dist = init_distributed(config.train.device)
         trainer = Trainer(config, args.out, resume=args.resume, progress=not args.no_progress,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, dist=dist)
         summary = trainer.run()
     except MinbertError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -406,8 +740,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
-    print(json.dumps({"checkpoint": str(args.out), "mean_score": summary["mean_score"], **summary["dev"],
-                      "wall_time_s": summary["wall_time_s"]}))
+    finally:
+        shutdown(dist)
+    if dist.is_main:
+        print(json.dumps({"checkpoint": str(args.out), "mean_score": summary["mean_score"], **summary["dev"],
+                          "wall_time_s": summary["wall_time_s"]}))
     return 0
 
 
