@@ -130,12 +130,14 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N examples of each dev set")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="evaluate the int8 dynamically quantized model (CPU serving path)")
     parser.add_argument("--out", default=None, help="where predictions go (default: CHECKPOINT/predictions)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from core.model import MultitaskBert
     try:
-        model = MultitaskBert.load(args.checkpoint, device=args.device)
+        model = MultitaskBert.load(args.checkpoint, device=args.device, quantize=args.quantize)
         out_dir = Path(args.out) if args.out else (
             Path(args.checkpoint) / "predictions" if args.checkpoint != "pretrained"
             else Path("checkpoints/pretrained/predictions"))
