@@ -19,6 +19,16 @@ TINY = ["data.limit=16", "data.eval_limit=16", "train.batch_size=8", "train.max_
         "model.max_len=32", "train.log_every=1"]
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test with one intra-op thread (tiny tensors: thread hand-offs cost more
+    than they save on 2 shared cores), then restore the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

@@ -13,12 +13,8 @@ from core.model import Encoding, MultitaskBert, TaskHead
 from core.prompts import encode_prompted, prompt_texts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one intra-op thread: small ops are faster without thread hand-offs on 2 cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tokens(seed=0, B=3, T=6, H=8):

@@ -14,12 +14,8 @@ from core.losses import (OBJECTIVE_LOSSES, in_batch_logits, mnrl_loss, simcse_su
 from core.smart import MomentumTeacher, smart_regularizer, symmetric_divergence
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one intra-op thread: small ops are faster without thread hand-offs on 2 cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _manual_in_batch_ce(anchors, candidates, scale):

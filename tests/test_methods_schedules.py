@@ -14,12 +14,8 @@ from core.weighting import UncertaintyWeighting, dev_weights
 N = {"sst": 3, "sts": 2, "qqp": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one intra-op thread: small ops are faster without thread hand-offs on 2 cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sequential_trains_each_task_in_turn():
