@@ -17,14 +17,18 @@ train     the first ``--train-examples`` SST training sentences, one pass each, 
           reference: ``transformers.BertModel`` + mean pooling + dropout + linear head,
           random batches padded to their longest sentence, ``torch.optim.AdamW``.
           ours: ``Trainer.train_step`` of configs/quick.yaml restricted to SST (length-
-          bucketed batches, the recipe's optimizer), same lr / weight decay / grad clip /
-          max_len / batch size / number of examples.
+          bucketed batches, fused AdamW), same lr / weight decay / grad clip / max_len /
+          batch size / number of examples; in fp32, and in bf16 autocast where bf16 is
+          native (CUDA, AVX-512 BF16 / AMX CPUs). train_ratio is the best of the two,
+          train_ratio_fp32 / train_ratio_bf16 each one.
 latency   one sentence per call through ``MultitaskBert`` (sentiment with ``--checkpoint``,
           an embedding otherwise): p50 / p95 in milliseconds, fp32 and int8.
 
-Peak memory is the process's peak resident set (CPU) or the peak CUDA allocation per
+Throughput is wall-clock; the "CPU-time x" column is the same ratio from this process's
+CPU time, which other processes on a shared machine inflate much less. Peak memory is the process's peak resident set (CPU) or the peak CUDA allocation per
 method (GPU). ``--json`` prints one JSON object; its keys include ``encode_ratio_best``,
-``encode_ratio_fp32``, ``train_ratio`` (ours / reference) and the raw figures.
+``encode_ratio_fp32``, ``encode_ratio_int8``, ``train_ratio``, ``train_ratio_fp32``,
+``train_ratio_bf16`` (ours / reference) and the raw figures.
 """
 from __future__ import annotations
 
@@ -65,6 +69,14 @@ def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, objec
     return time.perf_counter() - t, out
 
 
+def _timed_cpu(fn: Callable[[], object], device: torch.device) -> tuple[float, float, object]:
+    """(wall seconds, this process's CPU seconds, output). CPU time barely grows when
+    other processes compete for the cores, so its ratios are a check on noisy walls."""
+    c = time.process_time()
+    seconds, out = _timed(fn, device)
+    return seconds, time.process_time() - c, out
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak CUDA allocation since the last reset (GPU) or the process's peak RSS (CPU)."""
     if device.type == "cuda":
@@ -88,19 +100,20 @@ def interleaved(methods: dict[str, Callable[[], object]], repeats: int, device: 
     medians, the median of the per-repeat speed-ups over ``reference``, peak memory and
     the last output of each method."""
     times: dict[str, list[float]] = {name: [] for name in methods}
+    cpu: dict[str, list[float]] = {name: [] for name in methods}
     peaks: dict[str, float] = {}
     outputs: dict[str, object] = {}
     for r in range(repeats):
         order = list(methods) if r % 2 == 0 else list(methods)[::-1]   # no method always goes first
         for name in order:
             _reset_peak(device)
-            seconds, outputs[name] = _timed(methods[name], device)
+            seconds, cpu_seconds, outputs[name] = _timed_cpu(methods[name], device)
             times[name].append(seconds)
+            cpu[name].append(cpu_seconds)
             peaks[name] = max(peaks.get(name, 0.0), peak_memory_mb(device))
-    speedup = {name: statistics.median(t_ref / t for t_ref, t in zip(times[reference], ts))
-               for name, ts in times.items()}
-    return {"times": times, "median": {n: statistics.median(ts) for n, ts in times.items()},
-            "speedup": speedup, "peak_mb": peaks, "outputs": outputs}
+    ratio = lambda t: {name: statistics.median(a / b for a, b in zip(t[reference], ts)) for name, ts in t.items()}
+    return {"times": times, "cpu_times": cpu, "median": {n: statistics.median(ts) for n, ts in times.items()},
+            "speedup": ratio(times), "cpu_speedup": ratio(cpu), "peak_mb": peaks, "outputs": outputs}
 
 
 def machine_info(device: torch.device) -> dict:
@@ -169,6 +182,8 @@ def bench_encode(texts: list[str], repeats: int, device: torch.device, batch_siz
     ref = res["outputs"]["reference"]
     out = {"n_sentences": len(texts), "batch_size": batch_size, "repeats": repeats,
            "seconds": {k: [round(t, 3) for t in v] for k, v in res["times"].items()},
+           "cpu_seconds": {k: [round(t, 3) for t in v] for k, v in res["cpu_times"].items()},
+           "cpu_time_ratio": {k: round(v, 3) for k, v in res["cpu_speedup"].items() if k != "reference"},
            "sentences_per_s": {k: round(len(texts) / v, 1) for k, v in res["median"].items()},
            **_memory(res, device),
            "ratio_fp32": round(res["speedup"]["ours_fp32"], 3),
@@ -198,22 +213,42 @@ class _ReferenceClassifier(torch.nn.Module):
         return self.classifier(self.dropout(_mean_pool(hidden, attention_mask)))
 
 
+# Our trainer's optimizer in the bench: torch's AdamW with the fused kernel (same lr,
+# betas, eps and weight decay as the reference's default foreach AdamW).
+OURS_TRAIN_OVERRIDES = ["train.optimizer=torch_adamw"]
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 matmuls run natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def bench_train(n_examples: int, repeats: int, device: torch.device, batch_size: int = 32,
                 recipe: Path = DEFAULT_RECIPE, overrides: list[str] | None = None,
-                data_dir: str | Path = REPO / "data") -> dict:
+                data_dir: str | Path = REPO / "data", precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict:
     from core.config import Config
     from core.train import Trainer
 
-    cfg = Config.from_yaml(recipe, [
-        "train.tasks=[sst]", f"data.limit={n_examples}", "data.eval_limit=8", f"data.dir={data_dir}",
-        f"train.batch_size={batch_size}", f"train.device={device.type}", "stages=[]",
-        *(overrides or [])])
+    base = ["train.tasks=[sst]", f"data.limit={n_examples}", "data.eval_limit=8", f"data.dir={data_dir}",
+            f"train.batch_size={batch_size}", f"train.device={device.type}", "stages=[]"]
+    configs = {f"ours_{p}": Config.from_yaml(recipe, base + OURS_TRAIN_OVERRIDES + [f"train.precision={p}"]
+                                             + list(overrides or [])) for p in precisions}
+    cfg = next(iter(configs.values()))
     train = cfg.train
     steps = -(-n_examples // batch_size)   # one pass over the examples per repeat
     with tempfile.TemporaryDirectory(prefix="minbert-bench-") as tmp:
-        trainer = Trainer(cfg, tmp, progress=False, overwrite=True)
-        trainer.setup()
-        trainer._start_stage(trainer.stages[0])
+        trainers = {}
+        for name, c in configs.items():
+            trainer = Trainer(c, Path(tmp) / name, progress=False, overwrite=True)
+            trainer.setup()
+            trainer._start_stage(trainer.stages[0])
+            trainers[name] = trainer
         data = trainer.train_data["sst"]
         texts, labels = list(data.texts_a), torch.as_tensor(data.labels)
         assert len(texts) == n_examples, (len(texts), n_examples)
@@ -227,43 +262,50 @@ def bench_train(n_examples: int, repeats: int, device: torch.device, batch_size:
             lr=train.lr, weight_decay=train.weight_decay)
         rng = random.Random(train.seed)
 
+        def reference_step(idx: list[int]) -> None:
+            batch = tokenizer([texts[j] for j in idx], padding=True, truncation=True,
+                              max_length=cfg.model.max_len, return_tensors="pt").to(device)
+            loss = F.cross_entropy(reference(**batch), labels[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(reference.parameters(), train.grad_clip)
+            optimizer.step()
+
         def reference_pass() -> int:
             order = list(range(n_examples))
             rng.shuffle(order)
             for i in range(0, n_examples, batch_size):
-                idx = order[i:i + batch_size]
-                batch = tokenizer([texts[j] for j in idx], padding=True, truncation=True,
-                                  max_length=cfg.model.max_len, return_tensors="pt").to(device)
-                loss = F.cross_entropy(reference(**batch), labels[idx].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if train.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(reference.parameters(), train.grad_clip)
-                optimizer.step()
+                reference_step(order[i:i + batch_size])
             return n_examples
 
-        def ours_pass() -> int:
+        def ours_pass(trainer: Trainer) -> int:
             return sum(trainer.train_step()["examples"] for _ in range(steps))
 
-        # warm-up, one step of each (allocator, first-call kernel choice); then the timed
-        # passes of ours start at a pass boundary again
-        trainer.train_step()
-        batch = tokenizer(texts[:batch_size], padding=True, truncation=True, max_length=cfg.model.max_len,
-                          return_tensors="pt").to(device)
-        F.cross_entropy(reference(**batch), labels[:batch_size].to(device)).backward()
-        optimizer.zero_grad(set_to_none=True)
-        for stream in trainer.streams.values():
-            stream.restart(stream.passes)
+        # warm-up, two steps of each (allocator, first-call kernel choice, optimizer
+        # state); then the timed passes of ours start at a pass boundary again
+        for _ in range(2):
+            reference_step(list(range(min(batch_size, n_examples))))
+        for trainer in trainers.values():
+            trainer.train_step()
+            trainer.train_step()
+            for stream in trainer.streams.values():
+                stream.restart(stream.passes)
 
-        res = interleaved({"reference": reference_pass, "ours": ours_pass}, repeats, device)
-        assert res["outputs"]["ours"] == n_examples, res["outputs"]
+        methods = {"reference": reference_pass,
+                   **{name: (lambda t=t: ours_pass(t)) for name, t in trainers.items()}}
+        res = interleaved(methods, repeats, device)
+        assert all(res["outputs"][name] == n_examples for name in trainers), res["outputs"]
+    ratios = {f"ratio_{name.split('_', 1)[1]}": round(res["speedup"][name], 3) for name in trainers}
     return {"n_examples": n_examples, "batch_size": batch_size, "repeats": repeats,
-            "steps_per_repeat": steps, "max_len": cfg.model.max_len, "optimizer": train.optimizer,
-            "precision": getattr(train, "precision", "fp32"),
+            "steps_per_repeat": steps, "max_len": cfg.model.max_len,
+            "optimizer": f"{train.optimizer} (fused)" if train.optimizer == "torch_adamw" else train.optimizer,
+            "reference_optimizer": "torch.optim.AdamW (default foreach)",
             "seconds": {k: [round(t, 3) for t in v] for k, v in res["times"].items()},
+            "cpu_seconds": {k: [round(t, 3) for t in v] for k, v in res["cpu_times"].items()},
+            "cpu_time_ratio": {k: round(v, 3) for k, v in res["cpu_speedup"].items() if k != "reference"},
             "examples_per_s": {k: round(n_examples / v, 2) for k, v in res["median"].items()},
-            **_memory(res, device),
-            "ratio": round(res["speedup"]["ours"], 3)}
+            **_memory(res, device), **ratios, "ratio_best": max(ratios.values())}
 
 
 # ------------------------------------------------------------------- latency
@@ -308,9 +350,12 @@ def run_bench(repeats: int = 3, encode_limit: int | None = None, train_examples:
         result["encode_ratio_int8"] = result["encode"].get("ratio_int8")
         result["encode_ratio_best"] = result["encode"]["ratio_best"]
     if "train" in sections:
+        precisions = ("fp32", "bf16") if bf16_is_fast(dev) else ("fp32",)
         result["train"] = bench_train(train_examples, repeats, dev, train_batch_size,
-                                      overrides=overrides, data_dir=data_dir)
-        result["train_ratio"] = result["train"]["ratio"]
+                                      overrides=overrides, data_dir=data_dir, precisions=precisions)
+        result["train_ratio_fp32"] = result["train"]["ratio_fp32"]
+        result["train_ratio_bf16"] = result["train"].get("ratio_bf16")
+        result["train_ratio"] = result["train"]["ratio_best"]
     if "latency" in sections:
         sst = load_task("sst", "dev", data_dir, limit=latency_n)
         result["latency"] = bench_latency(list(sst.texts_a), dev, checkpoint, int8=int8)
@@ -331,18 +376,20 @@ def format_table(r: dict) -> str:
     lines = [f"minBERT bench: {m['device']}, {m['threads']} threads ({m['cpu_count']} CPUs, "
              f"{m['cpu_capability']}), torch {m['torch']}" + (f", {m['gpu']}" if "gpu" in m else ""),
              ""]
-    row = "{:<34} {:>14} {:>12} {:>10}"
+    row = "{:<34} {:>14} {:>10} {:>12} {:>12}"
     if "encode" in r:
         e = r["encode"]
         lines += [f"encode: {e['n_sentences']} STS dev sentences, batch {e['batch_size']}, "
                   f"median of {e['repeats']}",
-                  row.format("method", "sentences/s", "vs ref", "peak MB")]
+                  row.format("method", "sentences/s", "vs ref", "CPU-time x", "peak MB")]
         names = {"reference": "transformers.BertModel (file order)", "ours_fp32": "ours fp32 (length-sorted)",
                  "ours_int8": "ours int8 dynamic"}
         for k, label in names.items():
             if k in e["sentences_per_s"]:
                 ratio = 1.0 if k == "reference" else e[f"ratio_{k.split('_')[1]}"]
-                lines.append(row.format(label, e["sentences_per_s"][k], f"{ratio:.2f}x", _mem(e, k)))
+                cpu_ratio = e["cpu_time_ratio"].get(k, 1.0)
+                lines.append(row.format(label, e["sentences_per_s"][k], f"{ratio:.2f}x", f"{cpu_ratio:.2f}x",
+                                        _mem(e, k)))
         lines.append(f"  fp32 max |ours - reference| = {e['fp32_max_abs_diff']:.2e}"
                      + (f"; int8 cosine to reference: mean {e['int8_mean_cosine']:.4f}, "
                         f"min {e['int8_min_cosine']:.4f}" if "int8_mean_cosine" in e else ""))
@@ -350,12 +397,17 @@ def format_table(r: dict) -> str:
     if "train" in r:
         t = r["train"]
         lines += [f"train: {t['n_examples']} SST examples x {t['repeats']} passes, batch {t['batch_size']}, "
-                  f"max_len {t['max_len']}, ours: {t['optimizer']} {t['precision']}",
-                  row.format("method", "examples/s", "vs ref", "peak MB")]
+                  f"max_len {t['max_len']}; reference {t['reference_optimizer']}, ours {t['optimizer']}",
+                  row.format("method", "examples/s", "vs ref", "CPU-time x", "peak MB")]
         lines.append(row.format("plain loop (random batches)", t["examples_per_s"]["reference"], "1.00x",
-                                _mem(t, "reference")))
-        lines.append(row.format("ours Trainer.train_step (buckets)", t["examples_per_s"]["ours"],
-                                f"{t['ratio']:.2f}x", _mem(t, "ours")))
+                                "1.00x", _mem(t, "reference")))
+        for precision in ("fp32", "bf16"):
+            if f"ours_{precision}" in t["examples_per_s"]:
+                lines.append(row.format(f"ours train_step {precision} (buckets)",
+                                        t["examples_per_s"][f"ours_{precision}"],
+                                        f"{t[f'ratio_{precision}']:.2f}x",
+                                        f"{t['cpu_time_ratio'][f'ours_{precision}']:.2f}x",
+                                        _mem(t, f"ours_{precision}")))
         lines.append("")
     if "latency" in r:
         la = r["latency"]

@@ -21,8 +21,9 @@ def test_bench_json_smoke(capsys, repo):
     assert enc["fp32_max_abs_diff"] < 1e-4           # same answers as the reference
     assert enc["int8_mean_cosine"] > 0.95
     assert train["n_examples"] == 4 and train["steps_per_repeat"] == 1 and train["max_len"] == 32
-    assert set(train["examples_per_s"]) == {"reference", "ours"}
+    assert {"reference", "ours_fp32"} <= set(train["examples_per_s"])
+    assert r["train_ratio"] == train["ratio_best"] >= r["train_ratio_fp32"] > 0
     assert lat["op"] == "embed" and lat["fp32_p95_ms"] >= lat["fp32_p50_ms"] > 0 and lat["n_calls"] == 1
     assert r["machine"]["threads"] >= 1 and r["peak_rss_mb"] > 0
     table = bench.format_table(r)
-    assert "transformers.BertModel" in table and "Trainer.train_step" in table
+    assert "transformers.BertModel" in table and "ours train_step fp32" in table

@@ -50,8 +50,12 @@ def test_sorted_batches_restore_input_order(tiny_model):
 
 def test_int8_is_close_to_fp32(pretrained, int8_pretrained):
     assert int8_pretrained.quantization == "int8"
-    linear = [m for m in int8_pretrained.bert.modules() if isinstance(m, torch.nn.Linear)]
-    assert not linear, "every encoder Linear layer should be quantized"
+    from core.quantize import KEEP_FP32
+    fp32_linear = [n for n, m in int8_pretrained.bert.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert fp32_linear and all(n.endswith(KEEP_FP32) for n in fp32_linear), fp32_linear
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+    quantized = [m for m in int8_pretrained.bert.modules() if isinstance(m, DynamicQuantizedLinear)]
+    assert len(quantized) == 37 - len(fp32_linear), len(quantized)   # 6 layers x 6 + pooler
     a, b = pretrained.embed(TEXTS), int8_pretrained.embed(TEXTS)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.95 and cos.mean() > 0.98, cos
@@ -111,3 +115,32 @@ def test_bf16_autocast_runs_on_cpu(pretrained):
     assert grads and all(torch.isfinite(g).all() for g in grads)
     cos = torch.nn.functional.cosine_similarity(out.float(), fp32, dim=-1)   # per token
     assert cos.min() > 0.98, cos.min()
+
+
+def test_trainer_bf16_step_updates_weights(tmp_path, repo):
+    """train.precision=bf16 through the real trainer step (autocast on CPU here)."""
+    from conftest import TINY
+    from core.config import Config
+    from core.train import Trainer
+    cfg = Config.from_yaml(repo / "configs" / "quick.yaml",
+                           TINY + ["train.precision=bf16", "train.device=cpu", f"data.dir={repo / 'data'}"])
+    trainer = Trainer(cfg, tmp_path / "bf16", progress=False)
+    trainer.setup()
+    trainer._start_stage(trainer.stages[0])
+    before = trainer.model.bert.encoder.layer[0].intermediate.dense.weight.detach().clone()
+    out = [trainer.train_step() for _ in range(2)]
+    assert all(np.isfinite(v) for step in out for v in step["losses"].values())
+    after = trainer.model.bert.encoder.layer[0].intermediate.dense.weight
+    assert after.dtype == torch.float32 and not torch.equal(before, after)   # fp32 master weights moved
+
+
+def test_token_budget_batches_cover_inputs_within_budget():
+    from core.model import token_budget_batches
+    lengths = [5, 60, 12, 12, 3, 200, 7, 33, 12, 9] * 7
+    batches = token_budget_batches(lengths, max_tokens=128)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))                       # each input exactly once
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)     # longest first
+    for b in batches:   # padded size within the budget (a single over-long input goes alone)
+        assert len(b) * max(lengths[i] for i in b) <= 128 or len(b) == 1
+    assert max(len(b) for b in batches) > 10   # short inputs share larger batches
