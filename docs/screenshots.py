@@ -1,0 +1,350 @@
+"""Screenshots of the analysis pages for the README, taken in a real headless browser.
+
+    python docs/screenshots.py                     # checkpoint "quick" if it exists, else "pretrained"
+    python docs/screenshots.py --checkpoint pretrained --sample-size 100
+
+Starts ``streamlit run app/main.py`` (headless, on a free localhost port), drives Debian's
+``/usr/bin/chromium`` with Playwright for Python, the same way tests/test_e2e_browser.py
+does, and writes full-page PNGs to ``docs/screenshots/``:
+
+    attention_saliency.png   Integrated Gradients saliency of an example, with the attention
+                             heatmap of the same input (last layer, head 0) below it
+    errors.png               the Errors page: dev metrics, confusion / residuals, worst
+                             predictions, per-slice metrics
+    embeddings.png           the Embeddings page: a UMAP of a small dev sample and the
+                             alignment / uniformity / kNN purity / STS Spearman numbers
+
+The app sees a temporary checkpoints folder that holds only the chosen checkpoint (a
+symlink), so it is every page's default choice, and no job database is written next to
+the real checkpoints. The geometry cache is shared with ``checkpoints/.cache``.
+When the checkpoint is still being trained (``metrics.json`` without ``"finished": true``),
+the script waits for it (``--wait`` seconds at most).
+
+Needs Debian's ``chromium`` (``.ci/install-browser.sh``) and Playwright for Python
+(requirements.txt); no ``playwright install``.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WIDTH = 1400
+PRETRAINED = "pretrained"
+# What the saliency / attention shot explains: the page's own examples for these tasks.
+PAIR_TASK = "Paraphrase"      # the pretrained encoder has no sentiment head
+SENTENCE_TASK = "Sentiment"
+
+
+# ------------------------------------------------------------------ checkpoint
+def finished(ckpt: Path) -> bool:
+    """A trainer's checkpoint is final once metrics.json says ``"finished": true``."""
+    try:
+        return bool(json.loads((ckpt / "metrics.json").read_text()).get("finished"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def wait_until_finished(ckpt: Path, wait_s: float, poll_s: float = 15.0) -> None:
+    deadline = time.time() + wait_s
+    while not finished(ckpt):
+        if time.time() > deadline:
+            sys.exit(f"{ckpt} is not finished after {wait_s:.0f} s ({ckpt / 'metrics.json'} lacks "
+                     '"finished": true); wait longer with --wait, or pick --checkpoint pretrained')
+        print(f"waiting for training to finish ({ckpt / 'metrics.json'})…", flush=True)
+        time.sleep(poll_s)
+
+
+def checkpoint_root(name: str, tmp: Path) -> Path:
+    """A checkpoints folder holding only ``name`` (a symlink) and the shared geometry cache."""
+    root = tmp / "checkpoints"
+    root.mkdir()
+    if name != PRETRAINED:
+        (root / name).symlink_to(REPO / "checkpoints" / name, target_is_directory=True)
+    cache = REPO / "checkpoints" / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (root / ".cache").symlink_to(cache, target_is_directory=True)
+    return root
+
+
+# ----------------------------------------------------------------------- server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app/main.py`` on a free localhost port, once its health check answers."""
+    port = free_port()
+    env = {**os.environ, "MINBERT_CHECKPOINTS": str(root), "MINBERT_JOBS_ROOT": str(root)}
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            sys.exit("streamlit did not start:\n" + log_path.read_text()[-3000:])
+        time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# ---------------------------------------------------------------------- browser
+def settle(pg, quiet_s: float = 2.0, timeout_s: float = 600.0) -> None:
+    """Wait until the script run is over: no "Running…" status widget and no spinner
+    for ``quiet_s`` seconds in a row."""
+    busy = '[data-testid="stStatusWidget"], [data-testid="stSpinner"]'
+    deadline = time.time() + timeout_s
+    quiet_since = None
+    while time.time() < deadline:
+        if pg.locator(busy).count():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"the page was still running after {timeout_s:.0f} s")
+
+
+def no_exception(pg, page: str) -> None:
+    """Fail loudly rather than save a screenshot of a traceback or an error box."""
+    for testid in ("stException", "stAlertContentError"):
+        box = pg.locator(f'[data-testid="{testid}"]')
+        if box.count():
+            sys.exit(f"{page}: the page shows an error:\n{box.first.inner_text()[:2000]}")
+
+
+def choose(pg, key: str, option: str) -> None:
+    """Pick ``option`` in the selectbox with widget key ``key``."""
+    box = pg.locator(f".st-key-{key}")
+    if box.get_by_role("combobox").input_value() == option:
+        return
+    box.get_by_role("button", name="Open").click()
+    pg.get_by_role("option", name=option, exact=True).click()
+
+
+def radio(pg, key: str, option: str) -> None:
+    pg.locator(f".st-key-{key}").get_by_text(option, exact=True).click()
+
+
+def page_height(pg) -> int:
+    """Height of the whole page: Streamlit scrolls inside its main container."""
+    return int(pg.evaluate("""() => {
+        const main = document.querySelector('[data-testid="stMain"]');
+        return Math.max(main ? main.scrollHeight : 0, document.documentElement.scrollHeight);
+    }"""))
+
+
+def content_bottom(pg) -> int:
+    """The lowest edge of any visible element in the main column, in page pixels (the
+    contents of a collapsed expander are laid out but not shown: they don't count)."""
+    return int(pg.evaluate("""() => Math.max(0, ...Array.from(
+        document.querySelectorAll('[data-testid="stMain"] :is([data-testid="stElementContainer"], '
+                                  + '[data-testid="stExpander"])'),
+        e => e.closest('details:not([open])') || !e.checkVisibility() ? 0 : e.getBoundingClientRect().bottom))"""))
+
+
+def full_page(pg, margin: int = 40):
+    """The whole page as a PIL image: grow the viewport to the content (twice, since
+    plots re-layout when the viewport changes), scroll to the top, shoot, cut the empty
+    space below the last element, shrink the viewport back."""
+    from PIL import Image
+    for _ in range(2):
+        pg.set_viewport_size({"width": WIDTH, "height": page_height(pg) + 40})
+        time.sleep(1.5)
+    pg.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
+    pg.mouse.move(WIDTH - 1, 1)  # no hover toolbar over a plot
+    time.sleep(0.5)
+    img = Image.open(io.BytesIO(pg.screenshot())).convert("RGB")
+    bottom = min(img.height, content_bottom(pg) + margin)
+    pg.set_viewport_size({"width": WIDTH, "height": 1000})
+    return img.crop((0, 0, img.width, bottom))
+
+
+def save(img, path: Path) -> None:
+    """Write ``img`` as a PNG: an optimised 256-colour palette one when that is smaller
+    (the screenshots are flat UI colours and plots, so it loses nothing visible)."""
+    from PIL import Image
+    full, small = io.BytesIO(), io.BytesIO()
+    img.save(full, format="PNG", optimize=True)
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        small, format="PNG", optimize=True)
+    data = min(full.getvalue(), small.getvalue(), key=len)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path} "
+          f"({img.width}x{img.height}, {len(data) / 1024:.0f} KiB)", flush=True)
+
+
+def open_page(pg, url: str, path: str, title: str) -> None:
+    pg.goto(f"{url}/{path}")
+    pg.get_by_role("heading", name=title).first.wait_for()
+
+
+# ------------------------------------------------------------------------ pages
+def shoot_attention_saliency(pg, url: str, checkpoint: str, out: Path) -> None:
+    """Saliency (Integrated Gradients) of the page's example, then the attention heatmap
+    of the same input; the attention part is pasted under the saliency page."""
+    from PIL import Image
+    open_page(pg, url, "Attention_and_saliency", "Attention & saliency")
+    settle(pg)
+    choose(pg, "as_task", SENTENCE_TASK if checkpoint != PRETRAINED else PAIR_TASK)
+    settle(pg)
+    pg.locator(".st-key-as_saliency_fig .js-plotly-plot").wait_for()
+    settle(pg)
+    no_exception(pg, "Attention and saliency (saliency)")
+    top = full_page(pg, margin=24)
+
+    radio(pg, "as_view", "Attention")
+    pg.locator(".st-key-as_att_fig_0 .js-plotly-plot").wait_for()
+    settle(pg)
+    no_exception(pg, "Attention and saliency (attention)")
+    bottom = full_page(pg)
+    # The attention part: from the view switch down, right of the sidebar.
+    x0 = int(pg.locator('[data-testid="stMain"]').bounding_box()["x"])
+    y0 = max(0, int(pg.locator(".st-key-as_view").bounding_box()["y"]) - 16)
+    part = bottom.crop((x0, y0, bottom.width, bottom.height))
+    canvas = Image.new("RGB", (top.width, top.height + part.height), (255, 255, 255))
+    canvas.paste(top, (0, 0))
+    if x0 > 0:  # carry the sidebar's background on down
+        canvas.paste(top.crop((0, top.height - 1, x0, top.height)).resize((x0, part.height)), (0, top.height))
+    canvas.paste(part, (x0, top.height))
+    save(canvas, out / "attention_saliency.png")
+
+
+def shoot_errors(pg, url: str, checkpoint: str, out: Path) -> None:
+    """The Errors page for the sentiment dev set (similarity for the pretrained encoder);
+    computes the dev predictions first when the checkpoint has none."""
+    open_page(pg, url, "Errors", "Errors")
+    settle(pg)
+    if checkpoint == PRETRAINED:
+        choose(pg, "er_task", "Similarity")
+        settle(pg)
+    compute = pg.get_by_role("button", name="Compute")
+    if compute.count():
+        compute.first.click()
+        settle(pg, timeout_s=900)
+    pg.locator(".st-key-er_slice_fig .js-plotly-plot").wait_for()
+    settle(pg)
+    no_exception(pg, "Errors")
+    save(full_page(pg), out / "errors.png")
+
+
+def shoot_embeddings(pg, url: str, checkpoint: str, out: Path, n: int) -> None:
+    """The Embeddings page with a small sample: set the size first, then wait for the
+    UMAP and the geometry numbers."""
+    pg.goto(f"{url}/Embeddings")
+    size = pg.locator(".st-key-em_n input")
+    size.wait_for()
+    # The page starts embedding its default sample at once; setting the size now makes
+    # Streamlit stop that run at its next element and rerun with the small sample.
+    size.fill(str(n))
+    size.press("Enter")
+    size.evaluate("e => e.blur()")  # no focus ring in the picture
+    if checkpoint == PRETRAINED:
+        settle(pg, timeout_s=900)
+        choose(pg, "em_task", "Similarity")
+    settle(pg, timeout_s=900)
+    pg.locator(".st-key-em_fig_0 .js-plotly-plot").wait_for()
+    # the picture of the small sample, not of the default one
+    pg.wait_for_function("n => (document.querySelector('.st-key-em_fig_0') || {}).textContent"
+                         "?.includes(`of ${n} sentences`)", arg=n)
+    no_exception(pg, "Embeddings")
+    save(full_page(pg), out / "embeddings.png")
+
+
+# ------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None,
+                   help='a checkpoint under checkpoints/ or "pretrained" (default: quick when checkpoints/quick '
+                        'exists, else pretrained)')
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots", help="where the PNGs go")
+    p.add_argument("--sample-size", type=int, default=200, help="dev sentences on the Embeddings page (20..2000)")
+    p.add_argument("--wait", type=float, default=3600, help="seconds to wait for an unfinished checkpoint")
+    p.add_argument("--pages", nargs="+", choices=["attention", "errors", "embeddings"],
+                   default=["attention", "errors", "embeddings"])
+    args = p.parse_args(argv)
+
+    if not Path(CHROMIUM).is_file():
+        sys.exit(f"{CHROMIUM} is missing: run .ci/install-browser.sh (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sys.exit("Playwright for Python is missing: pip install -r requirements.txt")
+
+    name = args.checkpoint or ("quick" if (REPO / "checkpoints" / "quick").is_dir() else PRETRAINED)
+    if name != PRETRAINED:
+        ckpt = REPO / "checkpoints" / name
+        if not ckpt.is_dir():
+            sys.exit(f"no checkpoint {ckpt}: train one (python -m core.train configs/quick.yaml) "
+                     "or pass --checkpoint pretrained")
+        wait_until_finished(ckpt, args.wait)
+    out = args.out.resolve()
+    print(f"checkpoint: {name}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="minbert-shots-") as tmp:
+        tmp = Path(tmp)
+        root = checkpoint_root(name, tmp)
+        proc, url = start_server(root, tmp / "streamlit.log")
+        try:
+            with sync_playwright() as pw:
+                context = pw.chromium.launch_persistent_context(
+                    str(tmp / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                    viewport={"width": WIDTH, "height": 1000})
+                try:
+                    pg = context.new_page()
+                    pg.set_default_timeout(600_000)
+                    # Home first: a fresh server serves deep links only after the entry point ran once.
+                    pg.goto(url)
+                    pg.get_by_text("minBERT Studio").first.wait_for()
+                    pg.get_by_role("link", name="Errors").first.wait_for()
+                    if "attention" in args.pages:
+                        shoot_attention_saliency(pg, url, name, out)
+                    if "errors" in args.pages:
+                        shoot_errors(pg, url, name, out)
+                    if "embeddings" in args.pages:
+                        shoot_embeddings(pg, url, name, out, args.sample_size)
+                finally:
+                    context.close()
+        except Exception:
+            print("streamlit log (tail):\n" + (tmp / "streamlit.log").read_text()[-3000:], file=sys.stderr)
+            raise
+        finally:
+            stop_server(proc)
+
+
+if __name__ == "__main__":
+    main()
