@@ -33,7 +33,7 @@ QUORA_CAPTION = ":material/info: all-MiniLM-L6-v2 was contrastively pre-trained 
 
 __all__ = ["PRETRAINED", "ROOT", "SHIPPED", "STARTER_RECIPE", "TASK_NAMES", "TASK_TITLES",
            "QUORA_CAPTION", "MinbertError", "page_setup", "checkpoints_root", "jobs_root", "job_manager",
-           "load_model", "model_choices", "default_models", "checkpoint_tasks", "trained_checkpoints",
+           "load_model", "serving_int8", "serving_toggle", "model_choices", "default_models", "checkpoint_tasks", "trained_checkpoints",
            "fmt_duration", "latest_job", "resolve_checkpoint"]
 
 
@@ -63,9 +63,9 @@ def latest_job(recipe: Path) -> Job | None:
 
 # --------------------------------------------------------------- models
 @st.cache_resource(max_entries=6, show_spinner=False)
-def _load_model(path: str, stamp: float):
+def _load_model(path: str, stamp: float, quantize: str | None = None):
     from core.model import MultitaskBert
-    return MultitaskBert.load(path)
+    return MultitaskBert.load(path, quantize=quantize)
 
 
 def _stamp(path: str) -> float:
@@ -73,12 +73,30 @@ def _stamp(path: str) -> float:
     return weights.stat().st_mtime if weights.is_file() else 0.0
 
 
-def load_model(name: str):
+def load_model(name: str, serving: bool = False):
     """The model behind a checkpoint choice (``"pretrained"``, a name under the
-    checkpoints root, or a path), cached across reruns and sessions."""
+    checkpoints root, or a path), cached across reruns and sessions.
+
+    ``serving=True`` (the Predict page) loads it int8-quantized for fast CPU inference
+    unless the sidebar's "int8 CPU inference" toggle is off (``core/quantize.py``; every
+    dev metric within 1 point of fp32, see README). Analysis pages need gradients and
+    exact attention maps, so they keep the fp32 model."""
     path = resolve_checkpoint(name)
-    with st.spinner(f"Loading {name}…"):
-        return _load_model(path, _stamp(path))
+    quantize = "int8" if serving and serving_int8() else None
+    with st.spinner(f"Loading {name}{' (int8)' if quantize else ''}…"):
+        return _load_model(path, _stamp(path), quantize)
+
+
+def serving_int8() -> bool:
+    """Whether predictions use the int8 model (the sidebar toggle; on by default)."""
+    return bool(st.session_state.get("serving_int8", True))
+
+
+def serving_toggle() -> None:
+    """Sidebar switch between int8 (fast) and fp32 (exact) CPU predictions."""
+    st.sidebar.toggle("int8 CPU inference", value=True, key="serving_int8",
+                      help="Dynamic int8 quantization of the encoder's Linear layers: about 1.6x faster "
+                           "encoding on CPU, every dev metric within 1 point of fp32. Off: exact fp32.")
 
 
 def _meta(name: str) -> dict:

@@ -195,3 +195,30 @@ def test_compare_with_nothing_to_compare(empty_env):
     at = page("Compare").run()
     no_exceptions(at)
     assert any("No checkpoint" in i.value for i in at.info)
+
+
+def test_predict_serves_int8_unless_toggled_off(env, monkeypatch):
+    """The Predict page loads checkpoints int8-quantized for CPU serving; the sidebar
+    toggle switches to the exact fp32 model (a separate cache entry)."""
+    import streamlit as st
+
+    from core.model import MultitaskBert
+    st.cache_resource.clear()
+    calls = []
+    original = MultitaskBert.load.__func__
+
+    def spy(cls, path="pretrained", device="cpu", quantize=None):
+        calls.append(quantize)
+        return original(cls, path, device=device, quantize=quantize)
+
+    monkeypatch.setattr(MultitaskBert, "load", classmethod(spy))
+    at = page("Predict").run()
+    no_exceptions(at)
+    assert at.toggle(key="serving_int8").value is True
+    at.text_input(key="text_sst").input("A gorgeous, witty, seductive movie.").run()
+    no_exceptions(at)
+    assert calls == ["int8"] and at.metric[0].value in SENTIMENT_LABELS
+    at.toggle(key="serving_int8").set_value(False).run()
+    no_exceptions(at)
+    assert calls == ["int8", None] and at.metric[0].value in SENTIMENT_LABELS
+    st.cache_resource.clear()

@@ -14,11 +14,12 @@ import streamlit as st  # noqa: E402
 
 from app.common import (PRETRAINED, QUORA_CAPTION, STARTER_RECIPE, TASK_TITLES, MinbertError,  # noqa: E402
                         checkpoint_tasks, default_models, fmt_duration, job_manager, latest_job, load_model,
-                        model_choices, page_setup, trained_checkpoints)
+                        model_choices, page_setup, serving_toggle, trained_checkpoints)
 from core.predict import (EXAMPLES, MAX_BATCH_ROWS, MAX_TEXT_CHARS, MAX_UPLOAD_MB, SENTIMENT_LABELS,  # noqa: E402
                           guess_columns, predict_frame, predict_one, read_csv_upload, sentiment_frame)
 
 page_setup("Predict", ":material/online_prediction:")
+serving_toggle()
 st.title(":material/online_prediction: Predict")
 st.caption("Sentiment of a sentence (5 classes), paraphrase probability and similarity (0–5) of a pair. "
            f"Texts up to {MAX_TEXT_CHARS:,} characters.")
@@ -104,7 +105,7 @@ def show_results(task: str, names: list[str], a: str, b: str | None) -> None:
     results = {}
     for name in names:
         try:
-            results[name] = predict_one(load_model(name), task, a, b)
+            results[name] = predict_one(load_model(name, serving=True), task, a, b)
         except MinbertError as e:
             st.error(f"{name}: {e}")
     if not results:
@@ -163,7 +164,7 @@ with live_tab:
 
 # ------------------------------------------------------------------ batch
 def _predict_batch(df: pd.DataFrame, task: str, names: list[str], col_a: str, col_b: str | None) -> pd.DataFrame:
-    loaded = {n: load_model(n) for n in names}
+    loaded = {n: load_model(n, serving=True) for n in names}
     chunk = 128
     bar = st.progress(0.0, text="Predicting…")
     parts = []
