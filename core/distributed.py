@@ -140,6 +140,14 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return dict(zip(keys, t.tolist()))
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in one process)."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def params_in_sync(self, module: nn.Module) -> bool:
         """True when every rank holds bit-identical parameters (a sha256 per rank)."""
         if not self.enabled:

@@ -39,6 +39,7 @@ Speed options: ``train.precision: bf16`` (autocast), ``train.compile: true``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -581,8 +582,10 @@ class Trainer:
         wall = self.elapsed_before + time.time() - t0
         self._write_metrics(wall, finished=False)
         run_over = last_stage and (epoch + 1 >= stage.train.epochs or self.stage_step >= stage.total_steps)
-        if not run_over and self.dist.is_main:   # after the very last epoch there is nothing to resume
-            self._save_resume_state(epoch, wall)
+        if not run_over:   # after the very last epoch there is nothing to resume
+            rng_states = self.dist.all_gather_object(_rng_state(self.device))   # every rank's own
+            if self.dist.is_main:
+                self._save_resume_state(epoch, wall, rng_states)
 
     def _write_metrics(self, wall: float, finished: bool) -> dict:
         best = getattr(self, "best", None) or {}
@@ -602,8 +605,9 @@ class Trainer:
         return summary
 
     # ---------------------------------------------------------------- resume
-    def _save_resume_state(self, epoch: int, wall: float) -> None:
-        """State after a finished epoch: weights, optimizer, schedule, RNG, counters."""
+    def _save_resume_state(self, epoch: int, wall: float, rng_states: list[dict] | None = None) -> None:
+        """State after a finished epoch: weights, optimizer, schedule, RNG (``rng_states``:
+        every rank's generators, in rank order), counters."""
         tmp = self.out / "resume.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -615,6 +619,7 @@ class Trainer:
                       str(tmp / "teacher.safetensors"))
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(),
+                    "rng_per_rank": rng_states or [_rng_state(self.device)],
                     "uncertainty": None if self.uncertainty is None else self.uncertainty.state_dict()},
                    tmp / "optimizer.pt")
         state = {"stage": self.stage.index, "stage_name": self.stage.name, "epoch_done": epoch + 1,
@@ -640,7 +645,7 @@ class Trainer:
             raise MinbertError(f"{directory} is corrupt and cannot be resumed from: {e}") from None
         # The random state of the epoch boundary: dropout and the next stage's draws
         # continue exactly as in an uninterrupted run.
-        torch.set_rng_state(self._resume_opt["torch_rng"])
+        _set_rng_state(select_rank_rng(self._resume_opt, self.dist.rank, self.dist.world_size), self.device)
         random.setstate(_py_rng_from_json(state["python_rng"]))
         stage_index = state.get("stage", 0)
         if stage_index >= len(self.stages) or state.get("stage_name", self.stages[stage_index].name) \
@@ -681,6 +686,40 @@ class Trainer:
             if task in self.streams:
                 self.streams[task].restart(passes, remaining.get(task))
         self._resume_state = None
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's torch generators: the CPU one, and the CUDA one on a GPU (dropout)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def select_rank_rng(saved: dict, rank: int, world_size: int) -> dict[str, torch.Tensor]:
+    """The generator state a resumed rank continues from: its own when the run is resumed
+    with the world size it was saved with. Otherwise (or from a resume state written
+    before per-rank states were kept) rank 0's state, re-seeded on ranks > 0 so ranks
+    do not draw identical dropout masks; such a resume is not bit-identical to an
+    uninterrupted run."""
+    per_rank = saved.get("rng_per_rank")
+    if per_rank and len(per_rank) == world_size:
+        return per_rank[rank]
+    base = per_rank[0] if per_rank else {"cpu": saved["torch_rng"]}
+    if rank == 0:
+        return base
+    log.warning("resume state was saved with %s rank(s), resuming with %d: rank %d's dropout noise is "
+                "re-seeded", len(per_rank) if per_rank else "an unknown number of", world_size, rank)
+    digest = hashlib.sha256(base["cpu"].cpu().numpy().tobytes() + rank.to_bytes(4, "little")).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+    # the CUDA generator keeps this rank's own seeding from the start of the run
+    return {"cpu": gen.get_state()}
 
 
 def _py_rng_to_json(state):

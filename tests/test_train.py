@@ -141,3 +141,21 @@ def test_frozen_encoder_trains_only_heads(tmp_path):
     reference = MultitaskBert.load("pretrained")
     ours = trainer.model.bert.state_dict()
     assert all(torch.equal(v, ours[k]) for k, v in reference.bert.state_dict().items())
+
+
+def test_resume_gives_each_data_parallel_rank_its_own_generator():
+    """A resumed rank continues from its own saved generator (same world size); with
+    another world size, or an old single-state resume file, rank 0 takes the saved state
+    and the other ranks get distinct, reproducible ones (never rank 0's masks)."""
+    from core.train import select_rank_rng
+    states = [{"cpu": torch.Generator().manual_seed(s).get_state()} for s in (11, 22)]
+    saved = {"torch_rng": states[0]["cpu"], "rng_per_rank": states}
+    for rank in (0, 1):
+        assert torch.equal(select_rank_rng(saved, rank, 2)["cpu"], states[rank]["cpu"])
+    grown = [select_rank_rng(saved, r, 3)["cpu"] for r in range(3)]
+    assert torch.equal(grown[0], states[0]["cpu"])
+    assert not torch.equal(grown[1], grown[0]) and not torch.equal(grown[2], grown[1])
+    assert torch.equal(select_rank_rng(saved, 2, 3)["cpu"], grown[2])      # reproducible
+    old = {"torch_rng": states[1]["cpu"]}
+    assert torch.equal(select_rank_rng(old, 0, 2)["cpu"], states[1]["cpu"])
+    assert not torch.equal(select_rank_rng(old, 1, 2)["cpu"], states[1]["cpu"])
