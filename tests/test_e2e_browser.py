@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from app.serve import start_server, stop_server
 from conftest import REPO, TINY
+from core.errors import MinbertError
 from core.jobs import JobManager
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,47 +31,19 @@ if not Path(CHROMIUM).is_file():
                 allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("e2e")
     shutil.copytree(tiny_checkpoint, root / "tiny")
-    port = free_port()
-    env = {**os.environ, "MINBERT_CHECKPOINTS": str(root), "MINBERT_JOBS_ROOT": str(root)}
-    log = (root / "streamlit.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("streamlit did not start:\n" + (root / "streamlit.log").read_text()[-3000:])
-        time.sleep(0.5)
+    try:
+        proc, url = start_server(root, root / "streamlit.log")
+    except MinbertError as e:
+        pytest.fail(str(e))
     yield url, root
     jm = JobManager(root)
     for job in jm.list(["queued", "running"]):
         jm.cancel(job.id, grace_s=5)
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    stop_server(proc)
 
 
 @pytest.fixture(scope="module")
