@@ -118,9 +118,29 @@ def confusion_figure(cm: np.ndarray, labels: Sequence[str] | None = None, title:
     return fig
 
 
+# Ordered classes (sentiment, very negative -> very positive) on a diverging scale whose
+# middle stays visible on white; unordered ones on a high-contrast qualitative palette.
+ORDINAL_COLORS = {2: ["#c0392b", "#2166ac"], 3: ["#c0392b", "#7f7f7f", "#2166ac"],
+                  5: ["#b2182b", "#ef8a62", "#7f7f7f", "#67a9cf", "#2166ac"]}
+QUALITATIVE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                      "#17becf", "#bcbd22", "#7f7f7f"]
+
+
+def category_colors(categories: Sequence[str], ordinal: bool = False) -> dict[str, str]:
+    """A distinct color per category, in the given order: a diverging red -> grey -> blue
+    scale when ``ordinal`` (2, 3 or 5 classes), otherwise a qualitative palette."""
+    categories = list(dict.fromkeys(str(c) for c in categories))
+    if ordinal and len(categories) in ORDINAL_COLORS:
+        return dict(zip(categories, ORDINAL_COLORS[len(categories)]))
+    return {c: QUALITATIVE_COLORS[i % len(QUALITATIVE_COLORS)] for i, c in enumerate(categories)}
+
+
 def projection_figure(xy: np.ndarray, color=None, hover: Sequence[str] | None = None, title: str = "",
-                      color_label: str = "", categorical: bool = False) -> go.Figure:
-    """A 2-D or 3-D scatter; ``color`` is a class per point (``categorical``) or a number."""
+                      color_label: str = "", categorical: bool = False,
+                      colors: dict[str, str] | None = None) -> go.Figure:
+    """A 2-D or 3-D scatter; ``color`` is a class per point (``categorical``) or a number.
+    ``colors`` maps classes to colors and fixes the legend order (see :func:`category_colors`);
+    by default classes are sorted and drawn in the qualitative palette."""
     xy = np.asarray(xy)
     three_d = xy.shape[1] == 3
     hover = list(hover) if hover is not None else None
@@ -130,10 +150,12 @@ def projection_figure(xy: np.ndarray, color=None, hover: Sequence[str] | None = 
     fig = go.Figure()
     if color is not None and categorical:
         color = np.asarray(color).astype(str)
-        for value in sorted(set(color)):
+        present = set(color)
+        colors = colors or category_colors(sorted(present))
+        for value in [c for c in colors if c in present] + sorted(present - set(colors)):
             m = color == value
             fig.add_trace(scatter(**{k: v[m] for k, v in coords.items()}, mode="markers", name=f"{value}",
-                                  marker=dict(size=size, opacity=0.75),
+                                  marker=dict(size=size, opacity=0.75, color=colors.get(value, "#333333")),
                                   text=[hover[i] for i in np.nonzero(m)[0]] if hover else None,
                                   hovertemplate="%{text}<extra>" + f"{color_label}={value}</extra>"))
     else:

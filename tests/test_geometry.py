@@ -150,3 +150,23 @@ def test_sst_sample_errors_and_purity(tiny_model, tmp_path, repo):
     np.testing.assert_array_equal(s.errors, (expected != s.labels).astype(int))
     m = s.metrics(k=3)
     assert 0.0 <= m["knn_purity"] <= 1.0 and math.isnan(m["alignment"])
+
+
+def test_projection_legend_keeps_class_order_and_distinct_colors():
+    """Sentiment classes in label order on a diverging scale (the extremes far apart);
+    every class its own color; classes missing from the palette still drawn."""
+    from analysis.plots import category_colors, projection_figure
+    from core.data import TASK_LABELS
+    names = TASK_LABELS["sst"]
+    palette = category_colors(names, ordinal=True)
+    assert list(palette) == list(names) and len(set(palette.values())) == 5
+    assert palette[names[0]] != palette[names[-1]]
+    rng = np.random.default_rng(0)
+    labels = [names[i] for i in rng.integers(0, 5, 60)] + ["other"]
+    fig = projection_figure(rng.normal(size=(61, 2)), labels, categorical=True, colors=palette)
+    assert [t.name for t in fig.data] == list(names) + ["other"]
+    drawn = [t.marker.color for t in fig.data]
+    assert drawn[:5] == list(palette.values()) and len(set(drawn)) == 6
+    assert sum(len(t.x) for t in fig.data) == 61
+    unordered = category_colors(["b", "a", "b", "c"])
+    assert list(unordered) == ["b", "a", "c"] and len(set(unordered.values())) == 3

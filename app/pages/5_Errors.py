@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from analysis import errors as E  # noqa: E402
@@ -78,8 +79,13 @@ for col, (k, v) in zip(cols[1:], metrics.items()):
 def pick_table(table, key: str, columns: list[str]) -> None:
     """A selectable table; a selected row can be opened in the saliency view."""
     shown = table[[c for c in columns if c in table.columns]]
+    # the texts get the room (wrapped on hover); labels and scores stay narrow
+    config = {c: (st.column_config.TextColumn(c, width="large") if c in ("sentence", "sentence1", "sentence2")
+                  else st.column_config.NumberColumn(c, width="small", format="%.2f")
+                  if np.issubdtype(shown[c].dtype, np.floating)
+                  else st.column_config.Column(c, width="small")) for c in shown.columns}
     event = st.dataframe(shown, hide_index=True, width="stretch", key=key, on_select="rerun",
-                         selection_mode="single-row")
+                         selection_mode="single-row", column_config=config)
     rows = event.selection.rows if event is not None else []
     if rows:
         row = table.iloc[rows[0]]

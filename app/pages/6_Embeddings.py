@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from analysis.geometry import embed_sample, geometry_report, sample_projection  # noqa: E402
-from analysis.plots import projection_figure  # noqa: E402
+from analysis.plots import category_colors, projection_figure  # noqa: E402
 from app.analysis_common import DATA_DIR, TASK_TITLES, load_model, pick_checkpoints, run_safely  # noqa: E402
 from app.common import page_setup  # noqa: E402
 from core.data import TASK_LABELS  # noqa: E402
@@ -50,17 +50,19 @@ def view(name: str):
 
 
 def colors(sample):
-    """(values, legend title, categorical?) for the chosen coloring."""
+    """(values, legend title, categorical?, class -> color or None) for the chosen coloring."""
     if color_by == "error":
         if sample.errors is None:
-            return None, "", False
+            return None, "", False, None
         if task == "sts":
-            return sample.errors, "|error|", False
-        return np.where(sample.errors == 1, "wrong", "right"), "prediction", True
+            return sample.errors, "|error|", False, None
+        return (np.where(sample.errors == 1, "wrong", "right"), "prediction", True,
+                {"right": "#2ca02c", "wrong": "#d62728"})
     if task == "sts":
-        return sample.labels, "gold score", False
+        return sample.labels, "gold score", False, None
     names = TASK_LABELS[task]
-    return [names[int(v)] for v in sample.labels], "gold label", True
+    return ([names[int(v)] for v in sample.labels], "gold label", True,
+            category_colors(names, ordinal=task == "sst"))
 
 
 cols = st.columns(len(names))
@@ -70,12 +72,12 @@ for i, (col, name) in enumerate(zip(cols, names)):
         if result is None:
             continue
         sample, xy, report = result
-        values, title, categorical = colors(sample)
+        values, title, categorical, palette = colors(sample)
         if color_by == "error" and values is None:
             st.warning(f"{name} has no {TASK_TITLES[task].lower()} head: no errors to color by.")
         hover = [t[:90] + ("…" if len(t) > 90 else "") for t in sample.texts_a]
         fig = projection_figure(xy, values, hover, title=f"{name}: {method.upper()} of {len(sample)} sentences",
-                                color_label=title, categorical=categorical)
+                                color_label=title, categorical=categorical, colors=palette)
         st.plotly_chart(fig, width="stretch", key=f"em_fig_{i}")
         m1, m2, m3, m4 = st.columns(4)
         fmt = lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
