@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from analysis import errors as E  # noqa: E402
@@ -82,7 +82,7 @@ def pick_table(table, key: str, columns: list[str]) -> None:
     # the texts get the room (wrapped on hover); labels and scores stay narrow
     config = {c: (st.column_config.TextColumn(c, width="large") if c in ("sentence", "sentence1", "sentence2")
                   else st.column_config.NumberColumn(c, width="small", format="%.2f")
-                  if np.issubdtype(shown[c].dtype, np.floating)
+                  if pd.api.types.is_float_dtype(shown[c])
                   else st.column_config.Column(c, width="small")) for c in shown.columns}
     event = st.dataframe(shown, hide_index=True, width="stretch", key=key, on_select="rerun",
                          selection_mode="single-row", column_config=config)
