@@ -94,11 +94,12 @@ def test_predict_train_compare_in_a_browser(server, browser):
     pg.get_by_role("textbox", name="Job name").fill("browser-job")
     pg.get_by_role("textbox", name="Extra overrides, one key=value per line").fill("\n".join(TINY))
     pg.get_by_role("button", name="Validate and launch").click()
-    pg.get_by_text("Job 1 (browser-job) is").wait_for()
+    pg.get_by_text("Job 1 (browser-job) launched").wait_for()
     pg.get_by_text("browser-job — succeeded").wait_for(timeout=300_000)
     job = JobManager(root).get(1)
     assert job.state == "succeeded", job.message
-    pg.get_by_text("Dev metrics per epoch").wait_for()
+    # .first: while the live fragment reruns, its stale copy can still be in the page
+    pg.get_by_text("Dev metrics per epoch").first.wait_for()
     screenshot(pg, "train.png", 2450)
 
     # --- Compare: the shipped-in-test checkpoint and the one just trained

@@ -116,7 +116,7 @@ if submitted:
     except MinbertError as e:
         st.error(f"Not launched: {e}")
     else:
-        st.success(f"Job {job.id} ({job.name}) is {job.state}. Overrides: "
+        st.success(f"Job {job.id} ({job.name}) launched; its progress is below. Overrides: "
                    + (", ".join(f"`{o}`" for o in job.overrides) or "none"))
         st.session_state["job_pick"] = job.id
 
