@@ -209,17 +209,18 @@ def encode_many(model, inputs: Sequence[dict[str, torch.Tensor]]) -> list[torch.
 
 
 def objective_loss(model, objective: str, batch: dict[str, dict[str, torch.Tensor]],
-                   cfg: ContrastiveConfig) -> torch.Tensor:
-    """The objective's loss on one batch of a :class:`ContrastiveSet` (parts padded)."""
+                   cfg: ContrastiveConfig, gather=None) -> torch.Tensor:
+    """The objective's loss on one batch of a :class:`ContrastiveSet` (parts padded).
+    ``gather``: data parallel, the in-batch candidates of every rank (see mnrl_loss)."""
     if objective == "simcse_unsup":   # same sentences twice: dropout makes the two views
         view1, view2 = encode_many(model, [batch["a"], batch["a"]])
-        return simcse_unsup_loss(view1, view2, cfg.temperature)
+        return simcse_unsup_loss(view1, view2, cfg.temperature, gather=gather)
     if objective == "mnrl":
         anchors, positives = encode_many(model, [batch["a"], batch["p"]])
-        return mnrl_loss(anchors, positives, cfg.scale)
+        return mnrl_loss(anchors, positives, cfg.scale, gather=gather)
     if objective == "simcse_sup":
         anchors, positives, negatives = encode_many(model, [batch["a"], batch["p"], batch["n"]])
-        return simcse_sup_loss(anchors, positives, negatives, cfg.temperature)
+        return simcse_sup_loss(anchors, positives, negatives, cfg.temperature, gather=gather)
     if objective == "triplet":
         keys = ["a", "p"] + [f"n{k}" for k in range(cfg.negatives)]
         anchors, positives, *negatives = encode_many(model, [batch[k] for k in keys])

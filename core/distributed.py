@@ -148,6 +148,33 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
+    def sum_int(self, n: int) -> int:
+        """``n`` summed over ranks (``n`` alone)."""
+        if not self.enabled:
+            return n
+        device = torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+        t = torch.tensor([n], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return int(t)
+
+    def gather_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Every rank's rows of ``x`` (sizes may differ, even 0), concatenated in rank
+        order on every rank, and where this rank's rows start. Differentiable: the
+        gradient of each rank's loss reaches the rank that computed the rows, so in-batch
+        losses (MNRL, SimCSE) see the whole global batch as candidates, as one process
+        would. Every rank must call it, the same number of times. ``(x, 0)`` alone."""
+        if not self.enabled:
+            return x, 0
+        n = torch.tensor([x.shape[0]], device=x.device)
+        sizes = [torch.zeros_like(n) for _ in range(self.world_size)]
+        dist.all_gather(sizes, n)
+        sizes = [int(t) for t in sizes]
+        m = max(sizes)
+        padded = torch.cat([x, x.new_zeros(m - x.shape[0], *x.shape[1:])]) if m > x.shape[0] else x
+        full = _GatherRows.apply(padded, self.rank, self.world_size)
+        keep = torch.cat([torch.arange(r * m, r * m + s, device=x.device) for r, s in enumerate(sizes)])
+        return full[keep], sum(sizes[:self.rank])
+
     def params_in_sync(self, module: nn.Module) -> bool:
         """True when every rank holds bit-identical parameters (a sha256 per rank)."""
         if not self.enabled:
@@ -162,6 +189,25 @@ class DistContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+
+class _GatherRows(torch.autograd.Function):
+    """all_gather of equal-sized blocks; backward sums every rank's gradient for the
+    whole gathered tensor and keeps this rank's block (works on gloo and NCCL)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(world_size)]
+        dist.all_gather(parts, x)
+        ctx.rank, ctx.rows = rank, x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None, None
 
 
 def _buckets(params: list[nn.Parameter], max_bytes: int) -> list[list[nn.Parameter]]:

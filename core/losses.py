@@ -51,24 +51,38 @@ def in_batch_logits(anchors: torch.Tensor, candidates: torch.Tensor, scale: floa
 
 
 def mnrl_loss(anchors: torch.Tensor, positives: torch.Tensor, scale: float = 20.0,
-              negatives: torch.Tensor | None = None) -> torch.Tensor:
+              negatives: torch.Tensor | None = None, gather=None, normalizer: float | None = None) -> torch.Tensor:
     """Multiple negatives ranking loss: row i of the [B, B (+ N)] similarity matrix is a
-    B (+ N)-way classification whose right answer is column i (its own positive)."""
+    B (+ N)-way classification whose right answer is column i (its own positive).
+
+    Data parallel: ``gather`` (``DistContext.gather_rows``) collects the positives (and
+    negatives) of every rank, so each local anchor is classified against the global
+    batch, its own positive at the gathered offset. The loss is the sum of the local
+    rows' cross-entropies divided by ``normalizer`` (default: the number of anchors,
+    i.e. the mean)."""
+    offset = 0
+    if gather is not None:
+        positives, offset = gather(positives)
+        if negatives is not None:
+            negatives, _ = gather(negatives)
     candidates = positives if negatives is None else torch.cat([positives, negatives])
     logits = in_batch_logits(anchors, candidates, scale)
-    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+    target = offset + torch.arange(len(anchors), device=anchors.device)
+    total = F.cross_entropy(logits, target, reduction="sum")
+    return total / (normalizer if normalizer is not None else len(anchors))
 
 
-def simcse_unsup_loss(view1: torch.Tensor, view2: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+def simcse_unsup_loss(view1: torch.Tensor, view2: torch.Tensor, temperature: float = 0.05,
+                      gather=None) -> torch.Tensor:
     """Unsupervised SimCSE: the two dropout views of sentence i are the diagonal pair."""
-    return mnrl_loss(view1, view2, scale=1.0 / temperature)
+    return mnrl_loss(view1, view2, scale=1.0 / temperature, gather=gather)
 
 
 def simcse_sup_loss(anchors: torch.Tensor, positives: torch.Tensor, hard_negatives: torch.Tensor,
-                    temperature: float = 0.05) -> torch.Tensor:
+                    temperature: float = 0.05, gather=None) -> torch.Tensor:
     """Supervised SimCSE: -log e^{s(a_i,p_i)} / sum_j (e^{s(a_i,p_j)} + e^{s(a_i,n_j)}),
     s = cos / temperature; positives on the diagonal of the first block."""
-    return mnrl_loss(anchors, positives, scale=1.0 / temperature, negatives=hard_negatives)
+    return mnrl_loss(anchors, positives, scale=1.0 / temperature, negatives=hard_negatives, gather=gather)
 
 
 def triplet_loss(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,

@@ -125,6 +125,7 @@ class TaskStream:
     cache: dict[str, torch.Tensor] | None = None   # frozen encoder: pooled vectors per part
     passes: int = 0
     balanced: bool = False
+    min_batch: int = 1   # data parallel: world size, so that no rank gets an empty share
 
     def __post_init__(self):
         self._batches: list[list[int]] = []
@@ -141,6 +142,9 @@ class TaskStream:
                                                  self.batch_size, seed=seed)
             else:
                 self._batches = bucket_batches(self.features.lengths, self.batch_size, shuffle=True, seed=seed)
+            # a final batch smaller than the number of processes would leave a rank without
+            # examples (and out of the in-batch losses' collectives): it is skipped
+            self._batches = [b for b in self._batches if len(b) >= self.min_batch] or self._batches
             self.passes += 1
         return self._batches.pop()
 
@@ -253,7 +257,8 @@ class Trainer:
             for i, task in enumerate(train.tasks):
                 labels = torch.as_tensor(self.train_data[task].labels)
                 streams[task] = TaskStream(task, self._features(task), labels, train.batch_size,
-                                           base_seed + 7919 * i, balanced=task in train.class_balanced)
+                                           base_seed + 7919 * i, balanced=task in train.class_balanced,
+                                           min_batch=self.dist.world_size)
         else:
             objective_set = build_set(train.objective, {t: self.train_data[t] for t in train.tasks},
                                       train.contrastive, seed=base_seed)
@@ -261,7 +266,7 @@ class Trainer:
             parts = {k: encode_texts(tok, v, max_len) for k, v in objective_set.parts.items()}
             feats = TaskFeatures(parts, pad_id=tok.pad_token_id or 0)
             streams[OBJECTIVE_STREAM] = TaskStream(OBJECTIVE_STREAM, feats, torch.zeros(len(feats)),
-                                                   train.batch_size, base_seed)
+                                                   train.batch_size, base_seed, min_batch=self.dist.world_size)
         n_batches = {t: s.n_batches for t, s in streams.items()}
         schedule = train.schedule if train.objective == "supervised" else "round_robin"
         spe = steps_in_epoch(schedule, n_batches, train.steps_per_epoch, train.task_sampling, train.task_ratio)
@@ -351,7 +356,8 @@ class Trainer:
             return self.model.head_forward(stream.task, enc.get("a", enc.get("ab")), enc.get("b"))
         return self.model(stream.task, stream.features.batch(idx, self.device))
 
-    def _supervised_loss(self, stream: TaskStream, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def _supervised_loss(self, stream: TaskStream, idx: list[int], n_global: int | None = None) \
+            -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(task loss, loss to optimize before task weighting, auxiliary terms) of one batch."""
         cfg, task = self.stage.train, stream.task
         labels = stream.labels[idx].to(self.device)
@@ -370,8 +376,15 @@ class Trainer:
         total = loss
         if cfg.mnrl_weight > 0 and b is not None:
             positive = labels == 1 if task == "qqp" else labels >= cfg.contrastive.sts_positive
-            if int(positive.sum()) >= 2:
-                mnrl = mnrl_loss(a.pooled[positive], b.pooled[positive], cfg.contrastive.scale)
+            n_positive = self.dist.sum_int(int(positive.sum()))   # over the global batch
+            if n_positive >= 2:
+                # data parallel: candidates from every rank; the sum over local anchors is
+                # divided so that, after loss_scale and the gradient average, it is the
+                # mean over the global batch's positives (as in one process)
+                normalizer = n_positive * len(idx) / n_global if self.dist.enabled else None
+                mnrl = mnrl_loss(a.pooled[positive], b.pooled[positive], cfg.contrastive.scale,
+                                 gather=self.dist.gather_rows if self.dist.enabled else None,
+                                 normalizer=normalizer)
                 total = total + cfg.mnrl_weight * mnrl
                 aux[f"{task}_mnrl"] = mnrl.item()
         if cfg.smart.weight > 0:
@@ -413,7 +426,7 @@ class Trainer:
             stream = self.streams[task]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 if self.stage.supervised:
-                    loss, total, extra = self._supervised_loss(stream, idx)
+                    loss, total, extra = self._supervised_loss(stream, idx, n_global)
                     aux.update(extra)
                     if self.uncertainty is not None:
                         total = self.uncertainty(task, total)
@@ -421,7 +434,8 @@ class Trainer:
                         total = self.task_weights.get(task, 1.0) * total
                 else:
                     batch = stream.features.batch(idx, self.device)
-                    loss = total = objective_loss(self.model, cfg.objective, batch, cfg.contrastive)
+                    loss = total = objective_loss(self.model, cfg.objective, batch, cfg.contrastive,
+                                                  gather=self.dist.gather_rows if self.dist.enabled else None)
             # data parallel: this share's weight in the global batch mean (1 alone)
             (total * self.dist.loss_scale(len(idx), n_global)).backward()
             losses[name] = loss.item()

@@ -182,3 +182,42 @@ def test_momentum_teacher_is_an_exponential_moving_average():
     assert not any(p.requires_grad for p in teacher.model.parameters())
     x = torch.randn(3, 2)
     assert not teacher(x).requires_grad
+
+
+@pytest.mark.parametrize("with_negatives", [False, True])
+def test_mnrl_over_two_ranks_with_gathered_candidates_equals_one_process(with_negatives):
+    """Data parallel MNRL / SimCSE: each rank's anchors against every rank's candidates
+    (DistContext.gather_rows), scaled by loss_scale and averaged over ranks, give the
+    single-process loss and gradients. Two ranks are emulated in one process: autograd
+    sums every rank's gradient into the shared leaves, as gather_rows' backward does."""
+    from core.distributed import DistContext
+    torch.manual_seed(0)
+    n, d = 7, 5
+    a, p, neg = (torch.randn(n, d, requires_grad=True) for _ in range(3))
+    negatives = neg if with_negatives else None
+    single = mnrl_loss(a, p, 20.0, negatives)
+    want = torch.autograd.grad(single, [a, p, neg], allow_unused=True)
+
+    shards = [list(range(0, n, 2)), list(range(1, n, 2))]
+    total = 0.0
+    for r, shard in enumerate(shards):
+        local_p, local_n = p[shard], neg[shard] if with_negatives else None
+        source = {id(local_p): p, id(local_n): neg}
+
+        def gather(x, r=r, source=source):
+            full = source[id(x)]
+            return torch.cat([full[s] for s in shards]), sum(len(s) for s in shards[:r])
+
+        loss_r = mnrl_loss(a[shard], local_p, 20.0, local_n, gather=gather)
+        total = total + DistContext(rank=r, world_size=2).loss_scale(len(shard), n) * loss_r / 2
+    got = torch.autograd.grad(total, [a, p, neg], allow_unused=True)
+    assert torch.allclose(total, single, atol=1e-6)
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if w is not None:
+            assert torch.allclose(g, w, atol=1e-6)
+    # without the gathered candidates each rank sees only its own share: a different loss
+    local_only = sum(DistContext(rank=r, world_size=2).loss_scale(len(s), n)
+                     * mnrl_loss(a[s], p[s], 20.0, neg[s] if with_negatives else None) / 2
+                     for r, s in enumerate(shards))
+    assert abs(float(local_only) - float(single)) > 1e-3
