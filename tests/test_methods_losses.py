@@ -220,4 +220,4 @@ def test_mnrl_over_two_ranks_with_gathered_candidates_equals_one_process(with_ne
     local_only = sum(DistContext(rank=r, world_size=2).loss_scale(len(s), n)
                      * mnrl_loss(a[s], p[s], 20.0, neg[s] if with_negatives else None) / 2
                      for r, s in enumerate(shards))
-    assert abs(float(local_only) - float(single)) > 1e-3
+    assert abs(local_only.item() - single.item()) > 1e-3
