@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.errors import name_sentiment
 from core.data import TASK_LABELS, TASKS
 from core.evaluate import PRIMARY, mean_score
 from core.metrics import confusion_matrix, precision_recall_f1, task_metrics
@@ -193,9 +194,7 @@ def disagreements(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str, names: tupl
             ok_a, ok_b = out[f"pred ({a})"] == out["label"], out[f"pred ({b})"] == out["label"]
             out["right"] = np.select([ok_a & ~ok_b, ok_b & ~ok_a], [a, b], "neither")
         if task == "sst":
-            for col in (f"pred ({a})", f"pred ({b})", "label"):
-                if col in out:
-                    out[col] = out[col].astype(int).map(dict(enumerate(TASK_LABELS["sst"])))
+            out = name_sentiment(out, (f"pred ({a})", f"pred ({b})", "label"))
     return out.reset_index(drop=True)
 
 

@@ -88,6 +88,13 @@ def load_predictions(checkpoint: str | os.PathLike, task: str, split: str = "dev
 
 
 # ---------------------------------------------------------------------- tables
+def name_sentiment(df: pd.DataFrame, columns) -> pd.DataFrame:
+    """A copy of ``df`` whose SST class columns (those of ``columns`` it has) hold the
+    class names ("very negative" ... "very positive") instead of indices."""
+    names = dict(enumerate(TASK_LABELS["sst"]))
+    return df.assign(**{c: df[c].astype(int).map(names) for c in columns if c in df.columns})
+
+
 def confusion(df: pd.DataFrame, n_classes: int = 5) -> np.ndarray:
     """SST confusion matrix ``[gold, predicted]`` of counts."""
     return confusion_matrix(df["label"].to_numpy(int), df["pred"].to_numpy(int), n_classes)

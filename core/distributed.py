@@ -152,8 +152,8 @@ class DistContext:
         """``n`` summed over ranks (``n`` alone)."""
         if not self.enabled:
             return n
-        device = torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
-        t = torch.tensor([n], dtype=torch.int64, device=device)
+        t = torch.tensor([n], dtype=torch.int64,
+                         device=self.device_for(torch.device("cuda" if self.backend == "nccl" else "cpu")))
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return int(t)
 

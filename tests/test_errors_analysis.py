@@ -142,3 +142,11 @@ def test_real_checkpoint_predictions(tiny_checkpoint):
         df = E.load_predictions(tiny_checkpoint, task)
         assert len(df) == 16
         assert set(E.slice_metrics(df, task, "length")["n"].tolist()) <= set(range(17))
+
+
+def test_name_sentiment_maps_class_indices_to_names_and_leaves_the_rest():
+    df = pd.DataFrame({"label": [0, 4, 2], "pred": [1, 4, 3], "confidence": [0.5, 0.9, 0.4]})
+    named = E.name_sentiment(df, ("label", "pred", "absent"))
+    assert named["label"].tolist() == ["very negative", "very positive", "neutral"]
+    assert named["pred"].tolist() == ["negative", "very positive", "positive"]
+    assert named["confidence"].tolist() == [0.5, 0.9, 0.4] and df["label"].tolist() == [0, 4, 2]

@@ -80,8 +80,7 @@ def pick_table(table, key: str, columns: list[str]) -> None:
     """A selectable table; a selected row can be opened in the saliency view."""
     shown = table[[c for c in columns if c in table.columns]]
     if task == "sst":   # class names, not indices
-        shown = shown.assign(**{c: shown[c].map(dict(enumerate(TASK_LABELS["sst"])))
-                                for c in ("label", "pred") if c in shown.columns})
+        shown = E.name_sentiment(shown, ("label", "pred"))
     # the texts get the room (wrapped on hover); labels and scores stay narrow
     config = {c: (st.column_config.TextColumn(c, width="medium") if c in ("sentence", "sentence1", "sentence2")
                   else st.column_config.NumberColumn(c, width="small", format="%.2f")
