@@ -405,7 +405,8 @@ def _reuses_embeddings(model, task: str) -> bool:
     if task not in model.heads:
         return task != "sst"  # zero-shot pair tasks: cosine of the pooled embeddings
     prompts = getattr(getattr(model.config.model, "prompts", None), "enabled", False)
-    return (model.head_mode(task) != "cross" and not getattr(model.heads[task], "uses_tokens", False)
+    return (model.head_mode(task) in ("single", "bi", "cosine")
+            and not getattr(model.heads[task], "uses_tokens", False)
             and not prompts)
 
 

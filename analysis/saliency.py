@@ -73,7 +73,7 @@ class Attribution:
     segments: list[int]          # 0: first sentence (and [CLS]/[SEP]), 1: second sentence
     prediction: float            # f(x): the explained output at the input
     output_name: str             # what f is, e.g. "P(positive)"
-    head_mode: str               # single | bi | cross | cosine
+    head_mode: str               # single | bi | cross | cosine | hybrid
     target: int | None = None    # the sentiment class explained (sst only)
     delta: float | None = None   # IG convergence delta; None for other methods
     baseline_output: float | None = None  # f(baseline) (ig, occlusion)
@@ -156,7 +156,8 @@ def _check_inputs(model, task: str, text_a, text_b) -> str | None:
 
 def _parts(model, task: str, text_a: str, text_b: str | None) -> dict[str, dict[str, torch.Tensor]]:
     """The head's input sequences (batches of one), laid out by ``model.featurize``:
-    ``a`` (sentiment), ``ab`` (cross-encoder, prompted inputs) or ``a`` + ``b`` (bi-encoder)."""
+    ``a`` (sentiment), ``ab`` (cross-encoder, prompted inputs), ``a`` + ``b`` (bi-encoder) or
+    all three (hybrid)."""
     features = model.featurize(task, [text_a], None if text_b is None else [text_b])
     return features.batch([0], model.device)
 
@@ -190,8 +191,7 @@ def _make_forward(model, task: str, parts: dict[str, dict], post: Callable) -> C
             ids, mask, types = (part[k].expand(n, -1) for k in ("input_ids", "attention_mask", "token_type_ids"))
             hidden = model.bert(ids, mask, types, inputs_embeds=emb).last_hidden_state
             enc[name] = Encoding(hidden, mask, model.pooling(hidden, mask))
-        a = enc["ab"] if "ab" in enc else enc["a"]
-        out = post(model.head_forward(task, a, enc.get("b")))
+        out = post(model.head_forward(task, *model.head_inputs(task, enc)))
         out = out.reshape(1) if out.dim() == 0 else out  # a batch of one may come back as a scalar
         # keep every input in the autograd graph (zero gradient) even when the head ignores it,
         # e.g. a bi-encoder that reads only u = f(a)

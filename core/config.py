@@ -27,9 +27,13 @@ ALL_TASKS = ("sst", "qqp", "sts")
 class HeadConfig:
     """A task head: reduce token states to a vector, (pair tasks) combine the two
     sentences, then an MLP to the output."""
-    mode: Literal["single", "bi", "cross", "cosine"] = "bi"
+    mode: Literal["single", "bi", "cross", "cosine", "hybrid"] = "bi"
     # bi: each sentence encoded alone, features of (u, v) -> MLP;  cross: the joint
-    # "[CLS] a [SEP] b [SEP]" -> MLP;  cosine (similarity): (1 + cos(u, v)) * 5 / 2.
+    # "[CLS] a [SEP] b [SEP]" -> MLP;  cosine (similarity): (1 + cos(u, v)) * 5 / 2;
+    # hybrid: a cross-encoder branch (joint input -> MLP) and a bi-encoder cosine branch
+    # (qqp: learned scale * (cos - centre); sts: 5 * cos), combined by a learned linear
+    # layer initialized to their average (a two-member ensemble sharing one encoder).
+    # Each branch is also trained on its own (train.hybrid_aux_weight).
     features: list[Literal["u", "v", "abs_diff", "prod"]] = field(
         default_factory=lambda: ["u", "v", "abs_diff", "prod"])
     cosine_feature: bool = False        # append cos(u, v) to the bi-encoder features
@@ -55,6 +59,8 @@ class HeadConfig:
         _check(len(self.features) > 0, f"{where}.features must not be empty")
         _check(len(self.kernel_sizes) > 0 and all(k >= 1 for k in self.kernel_sizes),
                f"{where}.kernel_sizes must be a non-empty list of sizes >= 1, got {self.kernel_sizes}")
+        _check(not (self.mode == "hybrid" and self.arch != "mlp"),
+               f"{where}: mode 'hybrid' reads pooled vectors; use arch mlp (got {self.arch!r})")
         _check(not (self.mode == "cosine" and self.arch == "deep_ffn"),
                f"{where}: arch 'deep_ffn' needs an output layer, but mode 'cosine' has none; "
                f"use mode bi or cross, or arch mlp")
@@ -97,8 +103,8 @@ class ModelConfig:
         _check(self.sst.mode == "single", "model.sst.mode must be 'single' (one sentence)")
         for task in ("qqp", "sts"):
             head = getattr(self, task)
-            _check(head.mode in ("bi", "cross", "cosine"),
-                   f"model.{task}.mode must be bi, cross or cosine, got {head.mode!r}")
+            _check(head.mode in ("bi", "cross", "cosine", "hybrid"),
+                   f"model.{task}.mode must be bi, cross, cosine or hybrid, got {head.mode!r}")
         _check(self.qqp.mode != "cosine", "model.qqp.mode 'cosine' is for similarity only")
         for task in ALL_TASKS:
             getattr(self, task).validate(f"model.{task}")
@@ -115,6 +121,9 @@ class DataConfig:
     dir: str = "data"
     limit: int | None = None            # keep the first N training examples of each task
     eval_limit: int | None = None       # evaluate on the first N dev examples of each task
+    # Pair tasks whose training pairs are also used swapped, (b, a) beside (a, b):
+    # paraphrase and similarity are symmetric relations, a cross-encoder's input is not.
+    symmetric_pairs: list[Literal["qqp", "sts"]] = field(default_factory=list)
 
     def validate(self) -> None:
         _check(self.limit is None or self.limit >= 1, "data.limit must be >= 1")
@@ -207,6 +216,13 @@ class TrainConfig:
     loss_weighting: Literal["fixed", "dev", "uncertainty"] = "fixed"
     class_balanced: list[Literal["sst", "qqp"]] = field(default_factory=list)  # inverse-frequency sampling
     mnrl_weight: float = 0.0            # + weight * MNRL on the positive pairs of qqp/sts batches
+    # Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA; Sun et al. 2019): the top
+    # encoder layer trains at lr, each layer below at decay times the one above, the
+    # embeddings at lr * decay^n_layers. 1.0 = one learning rate for the whole encoder.
+    layer_decay: float = 1.0
+    label_smoothing: float = 0.0        # SST cross-entropy label smoothing (Szegedy et al. 2016)
+    hybrid_aux_weight: float = 1.0      # hybrid heads: + weight * (loss of each branch alone)
+
     smart: SmartConfig = field(default_factory=SmartConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     max_steps: int | None = None        # stop after N optimizer steps (smoke runs)
@@ -243,6 +259,9 @@ class TrainConfig:
             _check(not missing, f"train.task_sampling 'ratio' needs train.task_ratio for every task; "
                                 f"missing {missing}, e.g. task_ratio: {{sst: 1, qqp: 2, sts: 1}}")
         _check(self.mnrl_weight >= 0, "train.mnrl_weight must be >= 0")
+        _check(0 < self.layer_decay <= 1, f"train.layer_decay must be in (0, 1], got {self.layer_decay}")
+        _check(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _check(self.hybrid_aux_weight >= 0, "train.hybrid_aux_weight must be >= 0")
         self.smart.validate()
         self.contrastive.validate()
         if self.objective != "supervised":
@@ -271,7 +290,7 @@ class Config:
             where = f"stage {name!r}: " if self.stages else ""
             if train.objective == "supervised" and train.mnrl_weight > 0:
                 for task in ("qqp", "sts"):
-                    _check(task not in train.tasks or getattr(self.model, task).mode in ("bi", "cosine"),
+                    _check(task not in train.tasks or getattr(self.model, task).mode in ("bi", "cosine", "hybrid"),
                            f"{where}train.mnrl_weight needs sentence embeddings of both sides: "
                            f"set model.{task}.mode to bi or cosine (got {getattr(self.model, task).mode!r})")
             if train.objective == "supervised" and train.freeze_encoder:

@@ -176,6 +176,15 @@ class TaskData:
         dtype = np.float64 if self.task == "sts" else np.int64
         return np.asarray([ex.label for ex in self.examples], dtype=dtype)
 
+    def with_swapped_pairs(self) -> "TaskData":
+        """This pair data followed by every pair swapped, ``(b, a)`` with the same label
+        (ids get a ``#swap`` suffix): for symmetric relations such as paraphrase and
+        similarity. SST data is returned unchanged."""
+        if not self.is_pair:
+            return self
+        swapped = [Example(f"{ex.id}#swap", ex.text_b or "", ex.text_a, ex.label) for ex in self.examples]
+        return TaskData(self.task, self.split, self.path, self.examples + swapped, list(self.skipped))
+
     def summary(self) -> str:
         """One line such as ``"sst/train: 8544 rows loaded, 0 skipped"``.
 

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 
-def sst_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """5-way sentiment: cross-entropy over the logits."""
-    return F.cross_entropy(logits, labels.long())
+def sst_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """5-way sentiment: cross-entropy over the logits; ``label_smoothing`` eps puts
+    eps / 5 of the target mass on every class (Szegedy et al. 2016)."""
+    return F.cross_entropy(logits, labels.long(), label_smoothing=label_smoothing)
 
 
 def qqp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,9 @@ def sts_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 TASK_LOSSES = {"sst": sst_loss, "qqp": qqp_loss, "sts": sts_loss}
 
 
-def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    if task == "sst":
+        return sst_loss(output, labels, label_smoothing)
     return TASK_LOSSES[task](output, labels)
 
 

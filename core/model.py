@@ -119,6 +119,41 @@ class Encoding:
     tokens: torch.Tensor   # [B, T, H]
     mask: torch.Tensor     # [B, T]
     pooled: torch.Tensor   # [B, D]
+    # hybrid heads only: the cross-encoding of the joint "[CLS] a [SEP] b [SEP]" input,
+    # carried by the first sentence's Encoding (the second one is the pair's other side)
+    joint: "Encoding | None" = None
+
+
+# Which encoded parts each head mode reads ("a", "b": the sentences alone; "ab": the
+# joint cross-encoder input). The one place that decides the input layout of a head.
+MODE_PARTS = {"single": ("a",), "bi": ("a", "b"), "cosine": ("a", "b"), "cross": ("ab",),
+              "hybrid": ("a", "b", "ab")}
+
+
+class HybridCombiner(nn.Module):
+    """Two branch outputs -> one: ``w_cross * cross + w_bi * bi + bias``, initialized to
+    their average (w = 0.5, 0.5; bias 0), then learned."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((2,), 0.5))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, cross: torch.Tensor, bi: torch.Tensor) -> torch.Tensor:
+        return self.weight[0] * cross + self.weight[1] * bi + self.bias
+
+
+class CosineLogit(nn.Module):
+    """Paraphrase logit from a cosine: ``scale * (cos - centre)``, initialized at the
+    zero-shot calibration of all-MiniLM-L6-v2 (``ZERO_SHOT_PARAPHRASE``), then learned."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(ZERO_SHOT_PARAPHRASE["scale"]))
+        self.center = nn.Parameter(torch.tensor(ZERO_SHOT_PARAPHRASE["center"]))
+
+    def forward(self, cos: torch.Tensor) -> torch.Tensor:
+        return self.scale * (cos - self.center)
 
 
 class TaskHead(nn.Module):
@@ -127,11 +162,17 @@ class TaskHead(nn.Module):
     deep FFN. ``token_dim`` is the encoder's hidden size (token-state reducers)."""
     uses_tokens = False  # heads that read token states (not only pooled) set this
 
-    def __init__(self, cfg: HeadConfig, in_dim: int, out_dim: int, token_dim: int | None = None):
+    def __init__(self, cfg: HeadConfig, in_dim: int, out_dim: int, token_dim: int | None = None,
+                 task: str | None = None):
         super().__init__()
         from core.heads import DeepFFN, make_reducer
         self.mode = cfg.mode
         self.cosine_map = cfg.cosine_map
+        self.task = task
+        if cfg.mode == "hybrid":   # cross branch: the MLP below; bi branch: the cosine
+            self.combine = HybridCombiner()
+            if task == "qqp":
+                self.cosine_logit = CosineLogit()
         self.reducer = make_reducer(cfg.arch, token_dim or in_dim, cfg.hidden, cfg.kernel_sizes)
         if self.reducer is not None:
             self.uses_tokens = True
@@ -151,11 +192,26 @@ class TaskHead(nn.Module):
         return enc.pooled if self.reducer is None else self.reducer(enc.tokens, enc.mask)
 
     def forward(self, a: Encoding, b: Encoding | None = None) -> torch.Tensor:
+        return self.branches(a, b)["output"]
+
+    def branches(self, a: Encoding, b: Encoding | None = None) -> dict[str, torch.Tensor]:
+        """``{"output": ...}``; a hybrid head adds its two branches' own outputs, in the
+        same units as the output ("cross", "bi"), so each can be trained on its own."""
         u = self.vector(a)
         if self.mode == "cosine":
-            return scaled_cosine(u, self.vector(b), self.cosine_map)
+            return {"output": scaled_cosine(u, self.vector(b), self.cosine_map)}
+        if self.mode == "hybrid":
+            if a.joint is None:
+                raise MinbertError("a hybrid head needs the joint (cross-encoded) input as well")
+            cross = self.mlp(self.vector(a.joint)).reshape(-1)
+            cos = F.cosine_similarity(u, self.vector(b), dim=-1)
+            if self.task == "qqp":      # logits
+                bi = self.cosine_logit(cos)
+            else:                       # similarity scores on 0..5
+                cross, bi = torch.sigmoid(cross) * STS_MAX, cos * STS_MAX
+            return {"output": self.combine(cross, bi), "cross": cross, "bi": bi}
         x = self.pair(u, self.vector(b)) if self.mode == "bi" else u
-        return self.mlp(x)
+        return {"output": self.mlp(x)}
 
 
 # ------------------------------------------------------------------------ inputs
@@ -197,7 +253,7 @@ class MultitaskBert(nn.Module):
         out_dims = {"sst": N_SENTIMENT, "qqp": 1, "sts": 1}
         tasks = config.head_tasks() if tasks is None else tasks
         token_dim = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dim, out_dims[t], token_dim)
+        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dim, out_dims[t], token_dim, task=t)
                                     for t in tasks})
 
     # ---------------------------------------------------------------- building
@@ -233,12 +289,27 @@ class MultitaskBert(nn.Module):
         cross inputs, ``(a, b)`` for bi-encoder pairs. ``embeds`` (part name -> [B, T, H]
         input embeddings, e.g. SMART's perturbed ones) replaces the word-embedding lookup."""
         mode = self.head_mode(task)
-        if mode == "cross" or mode == "single":
-            part = "ab" if mode == "cross" else "a"
-            return self.encode(inputs[part], None if embeds is None else embeds[part]), None
-        if embeds is not None:
-            return self.encode(inputs["a"], embeds["a"]), self.encode(inputs["b"], embeds["b"])
-        return self._encode_two(inputs["a"], inputs["b"])
+        if mode in ("bi", "cosine", "hybrid") and embeds is None:
+            a, b = self._encode_two(inputs["a"], inputs["b"])
+            encoded = {"a": a, "b": b}
+            if mode == "hybrid":
+                encoded["ab"] = self.encode(inputs["ab"])
+        else:
+            encoded = {part: self.encode(inputs[part], None if embeds is None else embeds[part])
+                       for part in MODE_PARTS[mode]}
+        return self.head_inputs(task, encoded)
+
+    def head_inputs(self, task: str, encoded: dict[str, Encoding]) -> tuple[Encoding, Encoding | None]:
+        """The ``(a, b)`` a task's head reads, from the encodings of its input parts
+        (``MODE_PARTS``): single/cross ``(a or ab, None)``; bi/cosine ``(a, b)``; hybrid
+        ``(a with .joint = ab, b)``."""
+        mode = self.head_mode(task)
+        if mode in ("single", "cross"):
+            return encoded["ab" if mode == "cross" else "a"], None
+        a = encoded["a"]
+        if mode == "hybrid":
+            a = Encoding(a.tokens, a.mask, a.pooled, joint=encoded["ab"])
+        return a, encoded["b"]
 
     def forward(self, task: str, inputs: dict[str, dict[str, torch.Tensor]],
                 embeds: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -246,15 +317,21 @@ class MultitaskBert(nn.Module):
 
     def head_forward(self, task: str, a: Encoding, b: Encoding | None = None) -> torch.Tensor:
         """The task output from already-encoded inputs (cached encodings included)."""
-        mode = self.head_mode(task)
+        return self.head_branches(task, a, b)["output"]
+
+    def head_branches(self, task: str, a: Encoding, b: Encoding | None = None) -> dict[str, torch.Tensor]:
+        """The task output (``"output"``, as :meth:`head_forward`) and, for a hybrid head,
+        each branch's own output in the same units (``"cross"``, ``"bi"``)."""
         if task not in self.heads:
-            return self._zero_shot(task, a, b)
-        out = self.heads[task](a, b)
+            return {"output": self._zero_shot(task, a, b)}
+        mode = self.head_mode(task)
+        out = self.heads[task].branches(a, b)
         if task == "sst":
             return out
-        out = out.reshape(-1)  # [B, 1] (MLP) or [B] (cosine) -> [B]; squeeze(-1) made [1] a scalar
-        if task == "sts" and mode != "cosine":
-            out = torch.sigmoid(out) * STS_MAX
+        # [B, 1] (MLP) or [B] (cosine) -> [B]; squeeze(-1) made [1] a scalar
+        out = {k: v.reshape(-1) for k, v in out.items()}
+        if task == "sts" and mode not in ("cosine", "hybrid"):
+            out["output"] = torch.sigmoid(out["output"]) * STS_MAX
         return out
 
     def _encode_two(self, a: dict, b: dict) -> tuple[Encoding, Encoding]:
@@ -287,14 +364,10 @@ class MultitaskBert(nn.Module):
             from core.prompts import encode_prompted
             enc = encode_prompted(tok, self.config.model.prompts, task, texts_a, texts_b, max_len)
             return TaskFeatures({"a" if mode == "single" else "ab": enc}, pad_id=tok.pad_token_id or 0)
-        if mode == "single":
-            parts = {"a": encode_texts(tok, list(texts_a), max_len)}
-        elif mode == "cross":
-            parts = {"ab": encode_pairs(tok, list(texts_a), list(texts_b), max_len)}
-        else:
-            parts = {"a": encode_texts(tok, list(texts_a), max_len),
-                     "b": encode_texts(tok, list(texts_b), max_len)}
-        return TaskFeatures(parts, pad_id=tok.pad_token_id or 0)
+        build = {"a": lambda: encode_texts(tok, list(texts_a), max_len),
+                 "b": lambda: encode_texts(tok, list(texts_b), max_len),
+                 "ab": lambda: encode_pairs(tok, list(texts_a), list(texts_b), max_len)}
+        return TaskFeatures({part: build[part]() for part in MODE_PARTS[mode]}, pad_id=tok.pad_token_id or 0)
 
     # ----------------------------------------------------------------- predict
     @torch.inference_mode()

@@ -188,6 +188,16 @@ class Stage:
 OBJECTIVE_STREAM = "objective"   # the stream name of a sentence-embedding objective's set
 
 
+def encoder_depth(name: str, n_layers: int) -> int:
+    """Depth of an encoder parameter for layer-wise learning rates: 0 = embeddings,
+    i + 1 = ``encoder.layer.i``, n_layers = the top layer and the pooler above it."""
+    if name.startswith("embeddings."):
+        return 0
+    if name.startswith("encoder.layer."):
+        return int(name.split(".")[2]) + 1
+    return n_layers
+
+
 def encoder_checksum(model: MultitaskBert) -> float:
     """A fingerprint of the encoder weights (logged at stage boundaries)."""
     with torch.no_grad():
@@ -239,6 +249,9 @@ class Trainer:
         if any(train.objective != "supervised" for _, train in plan) and "sts" not in dev_tasks:
             dev_tasks.append("sts")   # sentence-embedding stages are scored on STS dev
         train = {t: load_task(t, "train", cfg.data.dir, limit=cfg.data.limit) for t in train_tasks}
+        for t in cfg.data.symmetric_pairs:
+            if t in train:
+                train[t] = train[t].with_swapped_pairs()
         dev = {t: load_task(t, "dev", cfg.data.dir, limit=cfg.data.eval_limit) for t in dev_tasks}
         return train, dev
 
@@ -304,7 +317,13 @@ class Trainer:
         encoder = [] if cfg.freeze_encoder else list(self.model.bert.named_parameters())
         heads = [] if not stage.supervised else \
             [(f"{t}.{n}", p) for t in stage.streams for n, p in self.model.heads[t].named_parameters()]
-        for params, lr in ((encoder, cfg.lr), (heads, cfg.head_lr or cfg.lr)):
+        # encoder parameters by learning rate (layer_decay < 1: one rate per layer)
+        n_layers = self.model.bert.config.num_hidden_layers
+        by_lr: dict[float, list] = {}
+        for n, p in encoder:
+            by_lr.setdefault(cfg.lr * cfg.layer_decay ** (n_layers - encoder_depth(n, n_layers)), []).append((n, p))
+        by_lr.setdefault(cfg.head_lr or cfg.lr, []).extend(heads)
+        for lr, params in by_lr.items():
             decay = [p for n, p in params if not no_decay(n)]
             plain = [p for n, p in params if no_decay(n)]
             groups += [{"params": decay, "lr": lr, "weight_decay": cfg.weight_decay},
@@ -353,8 +372,21 @@ class Trainer:
     def _task_output(self, stream: TaskStream, idx: list[int]) -> torch.Tensor:
         if stream.cache is not None:
             enc = {p: Encoding(None, None, v[idx]) for p, v in stream.cache.items()}
-            return self.model.head_forward(stream.task, enc.get("a", enc.get("ab")), enc.get("b"))
+            return self.model.head_forward(stream.task, *self.model.head_inputs(stream.task, enc))
         return self.model(stream.task, stream.features.batch(idx, self.device))
+
+    def _task_loss(self, task: str, branches: dict[str, torch.Tensor], labels: torch.Tensor) \
+            -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(loss of the task output, + each hybrid branch's own loss, the branch losses)."""
+        cfg = self.stage.train
+        loss = task_loss(task, branches["output"], labels, cfg.label_smoothing)
+        total, aux = loss, {}
+        for name in ("cross", "bi"):
+            if name in branches and cfg.hybrid_aux_weight > 0:
+                branch = task_loss(task, branches[name], labels, cfg.label_smoothing)
+                total = total + cfg.hybrid_aux_weight * branch
+                aux[f"{task}_{name}"] = branch.item()
+        return loss, total, aux
 
     def _supervised_loss(self, stream: TaskStream, idx: list[int], n_global: int | None = None) \
             -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -363,7 +395,7 @@ class Trainer:
         labels = stream.labels[idx].to(self.device)
         aux: dict[str, float] = {}
         if stream.cache is not None:
-            loss = task_loss(task, self._task_output(stream, idx), labels)
+            loss = task_loss(task, self._task_output(stream, idx), labels, cfg.label_smoothing)
             return loss, loss, aux
         batch = stream.features.batch(idx, self.device)
         embeds = None
@@ -371,9 +403,9 @@ class Trainer:
             lookup = self.model.bert.embeddings.word_embeddings
             embeds = {part: lookup(x["input_ids"]) for part, x in batch.items()}
         a, b = self.model.encode_task(task, batch, embeds)
-        output = self.model.head_forward(task, a, b)
-        loss = task_loss(task, output, labels)
-        total = loss
+        branches = self.model.head_branches(task, a, b)
+        output = branches["output"]
+        loss, total, aux = self._task_loss(task, branches, labels)
         if cfg.mnrl_weight > 0 and b is not None:
             positive = labels == 1 if task == "qqp" else labels >= cfg.contrastive.sts_positive
             n_positive = self.dist.sum_int(int(positive.sum()))   # over the global batch
