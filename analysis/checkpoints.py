@@ -1,6 +1,7 @@
 """Finding, loading and fingerprinting checkpoints for the analysis tools.
 
     list_checkpoints(root)   "pretrained" plus every directory under ``root`` holding config.json
+                             (the default root, checkpoints/, holds the shipped minbert-multitask)
     resolve_checkpoint(name) a choice ("pretrained", a name under root, or a path) -> str for load
     load_model(name)         MultitaskBert.load of that choice
     checkpoint_hash(name)    sha256 of the checkpoint's weights + config (content, not path)
@@ -15,8 +16,8 @@ import weakref
 from pathlib import Path
 
 from core.errors import CheckpointError
+from core.model import PRETRAINED, SHIPPED, SHIPPED_DIR
 
-PRETRAINED = "pretrained"
 REPO = Path(__file__).resolve().parents[1]
 # Where the app looks for checkpoints; the env var lets tests and deployments point elsewhere.
 CHECKPOINTS_ENV = "MINBERT_CHECKPOINTS"
@@ -50,6 +51,8 @@ def resolve_checkpoint(name: str | os.PathLike, root: str | os.PathLike | None =
     root = Path(root) if root is not None else checkpoints_root()
     if (root / name / "config.json").is_file():
         return str(root / name)
+    if name == SHIPPED and (SHIPPED_DIR / "config.json").is_file():
+        return str(SHIPPED_DIR)
     if (Path(name) / "config.json").is_file():
         return name
     raise CheckpointError(f"no checkpoint {name!r}: expected a directory with config.json under "

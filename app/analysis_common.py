@@ -17,7 +17,7 @@ import streamlit as st  # noqa: E402
 from app.common import PRETRAINED, TASK_TITLES, MinbertError, default_models, load_model, model_choices  # noqa: E402
 
 DATA_DIR = ROOT / "data"
-SALIENCY_PAGE = "pages/4_Attention_and_saliency.py"
+SALIENCY_PAGE = "views/4_Attention_and_saliency.py"
 EXAMPLE_KEY = "analysis_example"  # {"task", "text_a", "text_b", "checkpoint"} handed to page 4
 
 __all__ = ["DATA_DIR", "EXAMPLE_KEY", "PRETRAINED", "TASK_TITLES", "MinbertError", "load_model",

@@ -21,19 +21,18 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on t
 
 import streamlit as st  # noqa: E402
 
-from analysis.checkpoints import PRETRAINED, checkpoints_root, list_checkpoints, resolve_checkpoint  # noqa: E402
+from analysis.checkpoints import PRETRAINED, SHIPPED, checkpoints_root, list_checkpoints, resolve_checkpoint  # noqa: E402
 from core.data import TASK_NAMES  # noqa: E402
 from core.errors import MinbertError  # noqa: E402
 from core.jobs import Job, JobManager  # noqa: E402
 
-SHIPPED = "minbert-multitask"
 STARTER_RECIPE = ROOT / "configs" / "starter.yaml"
 TASK_TITLES = {"sst": "Sentiment", "qqp": "Paraphrase", "sts": "Similarity"}
 QUORA_CAPTION = ":material/info: all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora duplicates."
 
 __all__ = ["PRETRAINED", "ROOT", "SHIPPED", "STARTER_RECIPE", "TASK_NAMES", "TASK_TITLES",
            "QUORA_CAPTION", "MinbertError", "page_setup", "checkpoints_root", "jobs_root", "job_manager",
-           "load_model", "serving_int8", "serving_toggle", "model_choices", "default_models", "checkpoint_tasks", "trained_checkpoints",
+           "load_model", "serving_int8", "serving_toggle", "model_choices", "default_models", "checkpoint_tasks", "served_tasks", "trained_checkpoints",
            "fmt_duration", "latest_job", "resolve_checkpoint"]
 
 
@@ -115,6 +114,15 @@ def checkpoint_tasks(name: str) -> list[str]:
     return [t for t in ("sst", "qqp", "sts") if t in tasks]
 
 
+def served_tasks(names: list[str]) -> list[str]:
+    """Tasks to offer for the picked checkpoints: those every one of them serves (so no
+    page offers work a model cannot do), or, when they share none, those any serves."""
+    per_model = [set(checkpoint_tasks(n)) for n in names]
+    common = set.intersection(*per_model) if per_model else set(TASK_TITLES)
+    chosen = common or set().union(*per_model)
+    return [t for t in TASK_TITLES if t in chosen]
+
+
 def _mean_score(name: str) -> float:
     try:
         score = json.loads((Path(resolve_checkpoint(name)) / "metrics.json").read_text()).get("mean_score")
@@ -125,9 +133,8 @@ def _mean_score(name: str) -> float:
 
 def trained_checkpoints() -> list[str]:
     """Names of checkpoints with trained heads and weights, best mean dev score first."""
-    root = checkpoints_root()
-    names = [n for n in list_checkpoints(root)
-             if n != PRETRAINED and (root / n / "model.safetensors").is_file()]
+    names = [n for n in list_checkpoints()
+             if n != PRETRAINED and (Path(resolve_checkpoint(n)) / "model.safetensors").is_file()]
     return sorted(names, key=lambda n: (n != SHIPPED, -_mean_score(n), n))
 
 

@@ -2,7 +2,7 @@
 
     streamlit run app/main.py
 
-Builds the navigation from the page files in ``app/pages/`` (``N_Title.py``: pages 1-3
+Builds the navigation from the page files in ``app/views/`` (``N_Title.py``: pages 1-3
 are the studio, later ones the analysis tools) and renders the home page.
 """
 from __future__ import annotations
@@ -31,14 +31,14 @@ def home() -> None:
 
     c1, c2, c3 = st.columns(3)
     with c1:
-        st.page_link("pages/1_Predict.py", label="**Predict**", icon=":material/online_prediction:")
+        st.page_link("views/1_Predict.py", label="**Predict**", icon=":material/online_prediction:")
         st.caption("Type a sentence or a pair and see predictions as you type; compare checkpoints; "
                    "batch-predict a CSV.")
     with c2:
-        st.page_link("pages/2_Train.py", label="**Train**", icon=":material/model_training:")
+        st.page_link("views/2_Train.py", label="**Train**", icon=":material/model_training:")
         st.caption("Edit a recipe, launch a background training job, watch its loss curves and dev metrics.")
     with c3:
-        st.page_link("pages/3_Compare.py", label="**Compare**", icon=":material/compare_arrows:")
+        st.page_link("views/3_Compare.py", label="**Compare**", icon=":material/compare_arrows:")
         st.caption("Every checkpoint's dev metrics; confusion matrices, scatter plots and disagreements of two.")
 
     st.subheader("Checkpoints")
@@ -76,9 +76,9 @@ PAGE_ICONS = {"Predict": ":material/online_prediction:", "Train": ":material/mod
 
 
 def _pages() -> dict[str, list]:
-    """Home, then every ``app/pages/N_Title.py`` in number order, in two sections."""
+    """Home, then every ``app/views/N_Title.py`` in number order, in two sections."""
     sections: dict[str, list] = {"Studio": [st.Page(home, title="Home", icon=":material/home:", default=True)]}
-    files = [p for p in (Path(__file__).parent / "pages").glob("*.py") if re.match(r"^\d+_", p.stem)]
+    files = [p for p in (Path(__file__).parent / "views").glob("*.py") if re.match(r"^\d+_", p.stem)]
     for path in sorted(files, key=lambda p: (int(p.stem.split("_", 1)[0]), p.stem)):
         title = path.stem.split("_", 1)[1].replace("_", " ")
         section = "Studio" if int(path.stem.split("_", 1)[0]) <= 3 else "Analysis"

@@ -30,6 +30,12 @@ from core.errors import CheckpointError, MinbertError
 
 log = logging.getLogger(__name__)
 
+# The model shipped in the repository: ``MultitaskBert.load("minbert-multitask")`` finds it
+# from any working directory (configs/best.yaml; README "Results").
+SHIPPED = "minbert-multitask"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / SHIPPED
+PRETRAINED = "pretrained"
+
 CHECKPOINT_FORMAT = "minbert-checkpoint"
 CHECKPOINT_VERSION = 1
 N_SENTIMENT = 5
@@ -454,12 +460,14 @@ class MultitaskBert(nn.Module):
         from core.quantize import quantize_model
         if quantize is not None and torch.device(device).type != "cpu":
             raise MinbertError(f"quantize={quantize!r} is for CPU inference; use device='cpu' or quantize=None")
-        if str(path) == "pretrained":
+        if str(path) == PRETRAINED:
             config = Config(name="pretrained")
             model = cls(config, BertModel.from_pretrained(config.model.encoder),
                         load_tokenizer(config.model.encoder), tasks=[])
             return quantize_model(model.to(device).eval(), quantize)
         directory = Path(path)
+        if not directory.is_dir() and str(path) == SHIPPED:
+            directory = SHIPPED_DIR
         if not directory.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {directory}")
         meta = read_checkpoint_meta(directory)

@@ -22,7 +22,7 @@ TIMEOUT = 120
 
 
 def page(name: str) -> AppTest:
-    path = APP / "main.py" if name == "main" else next((APP / "pages").glob(f"*_{name}.py"))
+    path = APP / "main.py" if name == "main" else next((APP / "views").glob(f"*_{name}.py"))
     return AppTest.from_file(str(path), default_timeout=TIMEOUT)
 
 
@@ -76,39 +76,49 @@ def test_predict_sentence_as_typed(env):
     at = page("Predict").run()
     no_exceptions(at)
     assert at.multiselect[0].value == ["tiny"]          # the best trained checkpoint by default
-    at.text_input(key="text_sst").input("A gorgeous, witty, seductive movie.").run()
+    at.text_input(key="text_a").input("A gorgeous, witty, seductive movie.").run()
     no_exceptions(at)
     assert not at.error
-    (metric,) = at.metric
+    (metric,) = at.metric                               # one sentence: sentiment only
     assert metric.label == "tiny" and metric.value in SENTIMENT_LABELS
     assert "confident" in metric.delta
+
+
+def test_predict_a_typed_pair_gives_all_three_tasks(env):
+    at = page("Predict").run()
+    at.text_input(key="text_a").input("How do I learn Python?")
+    at.text_input(key="text_b").input("What is the best way to learn Python?").run()
+    no_exceptions(at)
+    values = [m.value for m in at.metric]
+    assert values[0] in SENTIMENT_LABELS                 # sentiment of the first sentence
+    assert any(v.endswith("%") for v in values)          # paraphrase probability
+    assert any(v.endswith("/ 5") for v in values)        # similarity
+    assert any("Quora duplicates" in c.value for c in at.caption)
 
 
 def test_predict_pairs_side_by_side(env):
     at = page("Predict").run()
     at.multiselect[0].set_value(["tiny", "pretrained"]).run()
-    at.radio(key="task").set_value("sts").run()
-    at.text_input(key="text_sts_a").input("A man is playing a guitar.")
-    at.text_input(key="text_sts_b").input("A person plays the guitar.").run()
+    at.text_input(key="text_a").input("A man is playing a guitar.")
+    at.text_input(key="text_b").input("A person plays the guitar.").run()
     no_exceptions(at)
-    assert [m.label for m in at.metric] == ["tiny", "pretrained"]
-    for m in at.metric:
-        assert 0.0 <= float(m.value.split("/")[0]) <= 5.0
-    at.radio(key="task").set_value("qqp").run()
-    at.text_input(key="text_qqp_a").input("How do I learn Python?")
-    at.text_input(key="text_qqp_b").input("What is the best way to learn Python?").run()
-    no_exceptions(at)
-    assert all(m.value.endswith("%") for m in at.metric)
-    assert any("Quora duplicates" in c.value for c in at.caption)
+    # sentiment: tiny only (the zero-shot model has no sentiment head, and says so)
+    assert any("No sentiment head: pretrained" in c.value for c in at.caption)
+    labels = [m.label.strip() for m in at.metric]
+    assert labels == ["tiny", "tiny", "tiny", "pretrained", "pretrained"]
+    scores = [float(m.value.split("/")[0]) for m in at.metric if m.value.endswith("/ 5")]
+    assert len(scores) == 2 and all(0.0 <= x <= 5.0 for x in scores)
+    probs = [m.value for m in at.metric if m.value.endswith("%")]
+    assert len(probs) == 2
 
 
 def test_predict_bad_inputs_give_messages(env):
     at = page("Predict").run()
-    at.text_input(key="text_sst").input("x" * 20_000).run()
+    at.text_input(key="text_a").input("x" * 20_000).run()
     no_exceptions(at)
     assert any("20,000 characters" in e.value and "2,000" in e.value for e in at.error)
     assert not at.metric
-    at.text_input(key="text_sst").input("   ").run()
+    at.text_input(key="text_a").input("   ").run()
     no_exceptions(at)
     assert not at.error and not at.metric
 
@@ -133,7 +143,8 @@ def test_predict_without_trained_models_offers_starter(empty_env):
     no_exceptions(at)
     assert at.multiselect[0].value == ["pretrained"]
     assert any("zero-shot" in i.value for i in at.info)
-    assert any("no sentiment head" in w.value for w in at.warning)
+    at.text_input(key="text_a").input("A gorgeous, witty, seductive movie.").run()
+    assert any("No sentiment head: pretrained" in c.value for c in at.caption) and not at.error
     starter = next(b for b in at.button if "starter" in b.label)
     starter.click().run()
     no_exceptions(at)
@@ -215,7 +226,7 @@ def test_predict_serves_int8_unless_toggled_off(env, monkeypatch):
     at = page("Predict").run()
     no_exceptions(at)
     assert at.toggle(key="serving_int8").value is True
-    at.text_input(key="text_sst").input("A gorgeous, witty, seductive movie.").run()
+    at.text_input(key="text_a").input("A gorgeous, witty, seductive movie.").run()
     no_exceptions(at)
     assert calls == ["int8"] and at.metric[0].value in SENTIMENT_LABELS
     at.toggle(key="serving_int8").set_value(False).run()

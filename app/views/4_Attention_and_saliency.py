@@ -18,7 +18,7 @@ from analysis.attention import attention_maps, attention_rollout  # noqa: E402
 from analysis.plots import attention_grid, attention_heatmap, saliency_figure  # noqa: E402
 from analysis.saliency import attribute  # noqa: E402
 from app.analysis_common import EXAMPLE_KEY, TASK_TITLES, load_model, pick_checkpoints, run_safely  # noqa: E402
-from app.common import page_setup  # noqa: E402
+from app.common import page_setup, served_tasks  # noqa: E402
 from core.data import TASK_LABELS  # noqa: E402
 
 page_setup("Attention and saliency", ":material/visibility:")
@@ -41,7 +41,10 @@ if example:
         st.session_state["as_ckpts"] = [example["checkpoint"]]
 
 names = pick_checkpoints("as_ckpts")
-task = st.selectbox("Task", list(TASK_TITLES), format_func=TASK_TITLES.get, key="as_task")
+tasks = served_tasks(names)
+if st.session_state.get("as_task") not in tasks:
+    st.session_state.pop("as_task", None)
+task = st.selectbox("Task", tasks, format_func=TASK_TITLES.get, key="as_task")
 # Switching task swaps in that task's example, unless the user typed their own text.
 prev = st.session_state.get("as_prev_task")
 untouched = prev in DEFAULTS and (st.session_state.get("as_text_a"),

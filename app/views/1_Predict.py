@@ -76,90 +76,105 @@ starter_panel(trained)
 
 models = st.multiselect("Checkpoints", choices, default=default_models(choices), max_selections=4,
                         help="Pick one or several to see them side by side. 'pretrained' is the zero-shot encoder.")
-task = st.radio("Task", list(TASK_TITLES), format_func=TASK_TITLES.get, horizontal=True, key="task")
 if not models:
     st.info("Pick at least one checkpoint above.")
     st.stop()
-usable = [m for m in models if task in checkpoint_tasks(m)]
-for name in models:
-    if name not in usable:
-        st.warning(f"**{name}** has no {TASK_TITLES[task].lower()} head"
-                   + (" (the zero-shot model only does similarity and paraphrase)." if name == PRETRAINED else "."))
 
 live_tab, batch_tab = st.tabs([":material/keyboard: Type", ":material/table: Batch (CSV)"])
 
 
 # ------------------------------------------------------------------- live
-def _use_example(task: str) -> None:
-    choice = st.session_state.get(f"example_{task}")
+# One example list for the live panel: sentences (sentiment) and pairs (all three tasks).
+LIVE_EXAMPLES = [*EXAMPLES["sst"], *EXAMPLES["qqp"], *EXAMPLES["sts"]]
+
+
+def _use_example() -> None:
+    choice = st.session_state.get("example_live")
     if not choice:
         return
-    if task == "sst":
-        st.session_state["text_sst"] = choice
-    else:
-        a, b = choice
-        st.session_state[f"text_{task}_a"], st.session_state[f"text_{task}_b"] = a, b
+    a, b = (choice, "") if isinstance(choice, str) else choice
+    st.session_state["text_a"], st.session_state["text_b"] = a, b
 
 
-def show_results(task: str, names: list[str], a: str, b: str | None) -> None:
+def _predict_all(task: str, names: list[str], a: str, b: str | None) -> dict[str, dict]:
+    """Each model's prediction for one task; models without that task are skipped,
+    and a bad input is shown once as an error."""
     results = {}
     for name in names:
+        if task not in checkpoint_tasks(name):
+            continue
         try:
             results[name] = predict_one(load_model(name, serving=True), task, a, b)
         except MinbertError as e:
             st.error(f"{name}: {e}")
+            break
+    return results
+
+
+def show_sentiment(names: list[str], a: str) -> None:
+    st.markdown("##### :material/sentiment_satisfied: Sentiment of the sentence")
+    skipped = [n for n in names if "sst" not in checkpoint_tasks(n)]
+    if skipped:
+        st.caption(f"No sentiment head: {', '.join(skipped)}"
+                   + (" (the zero-shot model scores pairs only)." if PRETRAINED in skipped else "."))
+    results = _predict_all("sst", names, a, None)
     if not results:
         return
     quiet = dict(delta_color="off", delta_arrow="off", border=True)
     cols = st.columns(max(len(results), 2))
     for col, (name, r) in zip(cols, results.items()):
+        col.metric(name, r["label"], f"{max(r['probs']):.0%} confident", **quiet)
+    frame = sentiment_frame({n: r["probs"] for n, r in results.items()})
+    fig = px.bar(frame, x="label", y="probability", color="model", barmode="group",
+                 category_orders={"label": SENTIMENT_LABELS}, range_y=[0, 1], height=280,
+                 title="Sentiment distribution")
+    fig.update_layout(margin=dict(t=40, b=10), legend_title_text="")
+    st.plotly_chart(fig, width="stretch")
+
+
+def show_pair(names: list[str], a: str, b: str) -> None:
+    st.markdown("##### :material/compare_arrows: The pair: paraphrase and similarity")
+    para = _predict_all("qqp", names, a, b)
+    sim = _predict_all("sts", names, a, b)
+    quiet = dict(delta_color="off", delta_arrow="off", border=True)
+    shown = [n for n in names if n in para or n in sim]
+    cols = st.columns(max(len(shown), 2))
+    for col, name in zip(cols, shown):
         with col:
-            if task == "sst":
-                st.metric(name, r["label"], f"{max(r['probs']):.0%} confident", **quiet)
-            elif task == "qqp":
-                st.metric(name, f"{r['prob']:.0%}", "paraphrase probability", **quiet)
-                st.progress(r["prob"])
-            else:
-                st.metric(name, f"{r['score']:.2f} / 5", "similarity", **quiet)
-                st.progress(r["score"] / 5)
-    if task == "sst":
-        frame = sentiment_frame({n: r["probs"] for n, r in results.items()})
-        fig = px.bar(frame, x="label", y="probability", color="model", barmode="group",
-                     category_orders={"label": SENTIMENT_LABELS}, range_y=[0, 1], height=300,
-                     title="Sentiment distribution")
-        fig.update_layout(margin=dict(t=40, b=10), legend_title_text="")
-        st.plotly_chart(fig, width="stretch")
-    if task == "qqp":
-        st.caption(QUORA_CAPTION)
+            if name in para:
+                st.metric(name, f"{para[name]['prob']:.0%}", "paraphrase probability", **quiet)
+                st.progress(para[name]["prob"])
+            if name in sim:
+                st.metric(f"{name} ", f"{sim[name]['score']:.2f} / 5", "similarity", **quiet)
+                st.progress(sim[name]["score"] / 5)
+    st.caption(QUORA_CAPTION)
 
 
 @st.fragment
-def live_panel(task: str, names: list[str]) -> None:
-    examples = EXAMPLES[task]
-    st.selectbox("Start from an example", [None, *examples], key=f"example_{task}",
+def live_panel(names: list[str]) -> None:
+    st.selectbox("Start from an example", [None, *LIVE_EXAMPLES], key="example_live",
                  format_func=lambda e: "—" if e is None else (e if isinstance(e, str) else f"{e[0]}  ↔  {e[1]}"),
-                 on_change=_use_example, args=(task,))
-    if task == "sst":
-        a = st.text_input("Sentence", key="text_sst", live=True, placeholder="Type a sentence…")
-        b = None
-    else:
-        first, second = ("Question", "Other question") if task == "qqp" else ("Sentence", "Other sentence")
-        a = st.text_input(first, key=f"text_{task}_a", live=True, placeholder="Type the first text…")
-        b = st.text_input(second, key=f"text_{task}_b", live=True, placeholder="Type the second text…")
-    if not (a or "").strip() or (b is not None and not b.strip()):
-        st.caption("Predictions appear as you type" + (" both texts." if task != "sst" else "."))
+                 on_change=_use_example)
+    a = st.text_input("Sentence", key="text_a", live=True, placeholder="Type a sentence…")
+    b = st.text_input("Second sentence (optional: paraphrase and similarity of the pair)", key="text_b",
+                      live=True, placeholder="Type a second sentence or question to compare with…")
+    a, b = (a or "").strip(), (b or "").strip()
+    if not a:
+        st.caption("Predictions appear as you type: the sentiment of the sentence, and with a second "
+                   "sentence the paraphrase probability and similarity of the pair.")
         return
-    too_long = [t for t in (a, b) if t is not None and len(t.strip()) > MAX_TEXT_CHARS]
+    too_long = [t for t in (a, b) if len(t) > MAX_TEXT_CHARS]
     if too_long:
-        st.error(f"That text is {len(too_long[0].strip()):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
+        st.error(f"That text is {len(too_long[0]):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
                  "characters. Shorten it (the models read at most a few hundred words).")
         return
-    if names:
-        show_results(task, names, a, b)
+    show_sentiment(names, a)
+    if b:
+        show_pair(names, a, b)
 
 
 with live_tab:
-    live_panel(task, usable)
+    live_panel(models)
 
 
 # ------------------------------------------------------------------ batch
@@ -180,6 +195,13 @@ def _predict_batch(df: pd.DataFrame, task: str, names: list[str], col_a: str, co
 
 
 with batch_tab:
+    task = st.radio("Task", list(TASK_TITLES), format_func=TASK_TITLES.get, horizontal=True, key="task")
+    usable = [m for m in models if task in checkpoint_tasks(m)]
+    for name in models:
+        if name not in usable:
+            st.caption(f"**{name}** has no {TASK_TITLES[task].lower()} head"
+                       + (" (the zero-shot model only does similarity and paraphrase)." if name == PRETRAINED
+                          else "."))
     need = "two text columns (one pair per row, e.g. sentence1,sentence2)" if task != "sst" else \
         "one text column (e.g. sentence)"
     st.write(f"Upload a CSV with {need}; up to {MAX_UPLOAD_MB} MB and {MAX_BATCH_ROWS:,} rows. "

@@ -18,7 +18,7 @@ from analysis import errors as E  # noqa: E402
 from analysis.plots import confusion_figure, residual_figure, slice_figure  # noqa: E402
 from app.analysis_common import (DATA_DIR, TASK_TITLES, MinbertError, load_model, open_in_saliency,  # noqa: E402
                                  pick_checkpoints, run_safely)
-from app.common import page_setup, resolve_checkpoint  # noqa: E402
+from app.common import checkpoint_tasks, page_setup, resolve_checkpoint, served_tasks  # noqa: E402
 from core.data import TASK_LABELS  # noqa: E402
 
 page_setup("Errors", ":material/bug_report:")
@@ -27,7 +27,10 @@ st.caption("Confusions, the most confident mistakes, largest residuals, per-slic
            "disagreements of two checkpoints on the dev sets. Select a row to inspect it in the saliency view.")
 
 names = pick_checkpoints("er_ckpts", label="Checkpoint (a second one adds a disagreement table)")
-task = st.selectbox("Task", list(TASK_TITLES), format_func=TASK_TITLES.get, key="er_task")
+tasks = served_tasks(names)
+if st.session_state.get("er_task") not in tasks:
+    st.session_state.pop("er_task", None)
+task = st.selectbox("Task", tasks, format_func=TASK_TITLES.get, key="er_task")
 if not names:
     st.info("Pick a checkpoint.")
     st.stop()
@@ -59,6 +62,9 @@ frames = {}
 for name in names:
     df = run_safely(predictions, name, task, _stamp(name, task), what=name)
     if df is None:
+        if task not in checkpoint_tasks(name):
+            st.info(f"{name} has no {TASK_TITLES[task].lower()} head.")
+            continue
         if st.button(f"Compute {TASK_TITLES[task].lower()} dev predictions for {name}", key=f"er_compute_{name}"):
             if run_safely(compute_predictions, name, task, what=name):
                 st.rerun()
