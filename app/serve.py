@@ -7,8 +7,8 @@ Used by the browser end-to-end test and by docs/screenshots.py::
     ...
     stop_server(proc)
 
-The server reads checkpoints and jobs from ``root`` (``MINBERT_CHECKPOINTS`` and
-``MINBERT_JOBS_ROOT``). It runs in its own session (process group), headless, without
+The server reads jobs (``MINBERT_JOBS_ROOT``) and, by default, checkpoints
+(``MINBERT_CHECKPOINTS``) from ``root``. It runs in its own session (process group), headless, without
 the file watcher and without usage statistics.
 """
 from __future__ import annotations
@@ -34,12 +34,17 @@ def free_port() -> int:
 
 
 def start_server(root: str | os.PathLike, log_path: str | os.PathLike,
-                 timeout_s: float = 90.0) -> tuple[subprocess.Popen, str]:
+                 timeout_s: float = 90.0, checkpoints: str | os.PathLike | None = "root") -> tuple[subprocess.Popen, str]:
     """Launch the app on a free port; return ``(process, base_url)`` once its health check
-    answers ``ok``. Raises :class:`MinbertError` with the end of the server log if it
-    exits or does not answer within ``timeout_s`` seconds."""
+    answers ``ok``. Jobs live under ``root``; checkpoints too, unless ``checkpoints`` names
+    another folder, or is ``None``: the repository's own ``checkpoints/`` (what a fresh
+    clone serves, the shipped model included). Raises :class:`MinbertError` with the end
+    of the server log if it exits or does not answer within ``timeout_s`` seconds."""
     port = free_port()
-    env = {**os.environ, "MINBERT_CHECKPOINTS": str(root), "MINBERT_JOBS_ROOT": str(root)}
+    env = {**os.environ, "MINBERT_JOBS_ROOT": str(root)}
+    env.pop("MINBERT_CHECKPOINTS", None)
+    if checkpoints is not None:
+        env["MINBERT_CHECKPOINTS"] = str(root if checkpoints == "root" else checkpoints)
     log_path = Path(log_path)
     with log_path.open("wb") as log:   # the child keeps its own descriptor
         proc = subprocess.Popen(

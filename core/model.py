@@ -430,8 +430,11 @@ class MultitaskBert(nn.Module):
         return self._run(feats, lambda batch: self.encode(batch["a"]).pooled, batch_size).astype(np.float32)
 
     # ------------------------------------------------------------- checkpoints
-    def save(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write ``model.safetensors``, ``config.json`` and the tokenizer files."""
+    def save(self, directory: str | os.PathLike, extra: dict | None = None,
+             dtype: torch.dtype | None = None) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and the tokenizer files.
+        ``dtype=torch.float16`` stores the floating-point weights in half precision (half
+        the size; :meth:`load` casts them back to the model's float32)."""
         from safetensors.torch import save_file
         if getattr(self, "quantization", None):
             raise MinbertError(f"this model is {self.quantization}-quantized for inference and cannot be "
@@ -439,6 +442,8 @@ class MultitaskBert(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         tmp = directory / "model.safetensors.tmp"
         save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
         os.replace(tmp, directory / "model.safetensors")  # never leave a half-written file

@@ -1,7 +1,8 @@
 """End to end, in a real headless Chromium: start `streamlit run app/main.py`, type a
 sentence and see a prediction, launch a tiny training job and see it finish, look at
-the comparison. Saves the README's screenshots to docs/screenshots/ (or to
-``$MINBERT_SCREENSHOTS``).
+the comparison. Screenshots go to a temporary folder, or to ``$MINBERT_SCREENSHOTS``
+(``MINBERT_SCREENSHOTS=docs/screenshots pytest tests/test_e2e_browser.py`` refreshes the
+README's); a test run never writes into the tree.
 
 Needs Debian's ``chromium`` (``.ci/install-browser.sh``) and Playwright for Python;
 skips with the reason when either is missing.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from core.jobs import JobManager
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = Path(os.environ.get("MINBERT_SCREENSHOTS") or REPO / "docs" / "screenshots")
+SHOTS = Path(os.environ.get("MINBERT_SCREENSHOTS") or tempfile.mkdtemp(prefix="minbert-shots-"))
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 if not Path(CHROMIUM).is_file():
