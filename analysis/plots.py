@@ -193,3 +193,22 @@ def slice_figure(table, by: str, metric: str, title: str = "") -> go.Figure:
     fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=50, b=10),
                       xaxis_title=by, yaxis_title=metric)
     return fig
+
+
+def dev_curve_figure(events: Sequence[dict], title: str = "") -> go.Figure:
+    """Dev metrics of a run against its training wall time, from its ``train_log.jsonl``
+    events (``start`` and each ``eval``); one line per metric, markers at evaluations.
+    Wall time is measured from the run's start and includes the dev evaluations."""
+    start = next((e["time"] for e in events if e.get("event") == "start"), None)
+    evals = [e for e in events if e.get("event") == "eval"]
+    names = {"sst_acc": "SST accuracy", "sst_macro_f1": "SST macro-F1", "qqp_acc": "Quora accuracy*",
+             "qqp_f1": "Quora F1*", "sts_pearson": "STS Pearson", "sts_spearman": "STS Spearman"}
+    fig = go.Figure()
+    for key, label in names.items():
+        points = [(e["time"] - start, e[key]) for e in evals if key in e and start is not None]
+        if points:
+            minutes, values = zip(*[(t / 60, v) for t, v in points])
+            fig.add_trace(go.Scatter(x=minutes, y=values, mode="lines+markers", name=label))
+    fig.update_layout(title=title, xaxis_title="training wall time (minutes)", yaxis_title="dev metric",
+                      height=420, width=820, margin=dict(t=50, b=50, l=60, r=20), template="plotly_white")
+    return fig

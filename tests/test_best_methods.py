@@ -129,3 +129,15 @@ def test_best_recipe_trains_saves_and_predicts_with_hybrid_heads(tmp_path):
     s = m.predict_similarity(["A man plays a guitar."], ["Someone is playing an instrument."])
     assert 0.0 <= p[0] <= 1.0 and 0.0 <= s[0] <= 5.0
     assert m.predict_sentiment(["a fine film"]).sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_dev_curve_figure_puts_each_evaluation_at_its_wall_time_in_minutes():
+    from analysis.plots import dev_curve_figure
+    events = [{"event": "start", "time": 1000.0},
+              {"event": "eval", "time": 1060.0, "sst_acc": 0.4, "sts_pearson": 0.8},
+              {"event": "step", "time": 1100.0},
+              {"event": "eval", "time": 1180.0, "sst_acc": 0.5, "sts_pearson": 0.85}]
+    fig = dev_curve_figure(events)
+    traces = {t.name: t for t in fig.data}
+    assert set(traces) == {"SST accuracy", "STS Pearson"}
+    assert list(traces["SST accuracy"].x) == [1.0, 3.0] and list(traces["SST accuracy"].y) == [0.4, 0.5]
