@@ -377,7 +377,7 @@ class MultitaskBert(nn.Module):
 
     # ----------------------------------------------------------------- predict
     @torch.inference_mode()
-    def _run(self, features: TaskFeatures, fn: Callable[[dict], torch.Tensor], batch_size: int) -> np.ndarray:
+    def map_batches(self, features: TaskFeatures, fn: Callable[[dict], torch.Tensor], batch_size: int) -> np.ndarray:
         """``fn`` over length-sorted batches, results in input order. A batch holds up to
         ``batch_size * BATCH_TOKENS_PER_INPUT`` padded tokens: ``batch_size`` inputs of a
         typical sentence's length, more of shorter ones, fewer of longer ones."""
@@ -393,6 +393,8 @@ class MultitaskBert(nn.Module):
             return np.stack(results) if results else np.zeros((0,), dtype=np.float32)
         finally:
             self.train(was_training)
+
+    _run = map_batches   # the earlier private name, kept for callers written against it
 
     def predict_task(self, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
                      batch_size: int = 64) -> np.ndarray:

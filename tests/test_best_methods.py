@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -141,3 +143,31 @@ def test_dev_curve_figure_puts_each_evaluation_at_its_wall_time_in_minutes():
     traces = {t.name: t for t in fig.data}
     assert set(traces) == {"SST accuracy", "STS Pearson"}
     assert list(traces["SST accuracy"].x) == [1.0, 3.0] and list(traces["SST accuracy"].y) == [0.4, 0.5]
+
+
+def test_paired_bootstrap_of_identical_predictions_is_zero_and_of_a_better_one_positive():
+    import numpy as np
+
+    from analysis.ablation import paired_bootstrap
+    labels = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+    perfect = labels.astype(float)
+    half = np.array([0, 1, 0, 1, 1, 0, 0, 1], dtype=float)    # 5 of 8 right
+    assert paired_bootstrap("qqp", labels, perfect, perfect, resamples=200) == (0.0, 0.0)
+    lo, hi = paired_bootstrap("qqp", labels, perfect, half, resamples=200)
+    assert 0.0 <= lo <= 3 / 8 <= hi <= 1.0
+
+
+def test_hybrid_ablation_reads_three_outputs_of_the_same_weights(tmp_path):
+    from analysis.ablation import branch_predictions
+    from core.model import MultitaskBert
+    from core.train import Trainer
+    cfg = Config.from_yaml(REPO / "configs" / "best.yaml", TINY + [f"data.dir={REPO / 'data'}",
+                                                                    "train.tasks=[sts]"])
+    Trainer(cfg, tmp_path / "h", progress=False).run()
+    m = MultitaskBert.load(tmp_path / "h")
+    a, b = ["A man plays a guitar.", "A dog runs."], ["Someone plays music.", "A cat sleeps."]
+    out = branch_predictions(m, "sts", a, b)
+    w, bias = m.heads["sts"].combine.weight.detach(), m.heads["sts"].combine.bias.item()
+    expected = np.clip(w[0].item() * out["cross"] + w[1].item() * out["bi"] + bias, 0, 5)
+    np.testing.assert_allclose(out["output"], expected, atol=1e-5)
+    np.testing.assert_allclose(out["output"], m.predict_similarity(a, b), atol=1e-5)
