@@ -35,7 +35,7 @@ def test_shipped_model_loads_by_name_from_any_directory(tmp_path):
 def test_shipped_model_is_small_and_complete():
     size_mb = (SHIPPED_DIR / "model.safetensors").stat().st_size / 2**20
     assert size_mb <= 50
-    for name in ("config.json", "metrics.json", "train_log.jsonl", "vocab.txt",
+    for name in ("config.json", "metrics.json", "train_log.jsonl", "tokenizer.json",
                  "predictions/sst-dev.csv", "predictions/qqp-dev.csv", "predictions/sts-dev.csv"):
         assert (SHIPPED_DIR / name).is_file(), name
     meta = json.loads((SHIPPED_DIR / "config.json").read_text())
