@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +37,12 @@ def main(argv=None) -> int:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 840, "height": 440})
-        page.set_content(html, wait_until="load")
-        page.locator(".plot-container").first.wait_for()
+        page.set_default_timeout(180_000)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "figure.html"
+            path.write_text(html)
+            page.goto(path.as_uri(), wait_until="domcontentloaded")
+            page.locator(".plot-container").first.wait_for()
         page.locator(".plot-container").first.screenshot(path=args.png)
         browser.close()
     print(args.png)
