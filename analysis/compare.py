@@ -122,14 +122,17 @@ def checkpoint_record(directory: str | os.PathLike) -> dict:
 
 
 def checkpoint_table(root: str | os.PathLike) -> pd.DataFrame:
-    """Every comparable checkpoint under ``root``, best mean dev score first."""
+    """Every comparable checkpoint under ``root``: those serving more tasks first (a mean
+    over two tasks is not comparable with a mean over three), then best mean dev score."""
     records = [checkpoint_record(d) for d in checkpoint_dirs(root)]
     columns = ["name", *METRIC_COLUMNS, "tasks", "recipe", "description", "frozen_encoder", "epochs",
                "best_epoch", "steps", "train_time_s", "device", "finished", "dev_examples",
                "metrics_source", "path", "config", "history"]
     df = pd.DataFrame(records, columns=columns)
     if len(df):
-        df = df.sort_values("mean_score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+        n_tasks = df["tasks"].map(lambda t: len([x for x in str(t).split(",") if x.strip()]))
+        df = (df.assign(_n=-n_tasks).sort_values(["_n", "mean_score"], ascending=[True, False], na_position="last",
+                                                kind="stable").drop(columns="_n").reset_index(drop=True))
     return df
 
 
