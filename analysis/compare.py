@@ -9,7 +9,9 @@ reads these files only, so it is instant for any number of checkpoints.
     load_predictions(dir, task)     the per-example dev predictions of one task
     sst_confusion(df)               5x5 counts, row = gold, column = predicted
     qqp_precision_recall(df)        precision/recall curve over thresholds + the 0.5 point
-    disagreements(df_a, df_b, task) dev examples where two checkpoints disagree
+
+Which dev examples two checkpoints disagree on is decided in one place,
+:func:`analysis.errors.disagreements` (and :func:`analysis.errors.agreement`).
 
 No Streamlit here.
 """
@@ -22,15 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.errors import name_sentiment
+from analysis import errors
 from core.data import TASK_LABELS, TASKS
 from core.evaluate import PRIMARY, mean_score
+from core.errors import MinbertError
 from core.metrics import confusion_matrix, precision_recall_f1, task_metrics
 
 QUORA_NOTE = ("all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora "
               "duplicates, so its Quora figures overstate what it would do on unseen paraphrase data")
 METRIC_COLUMNS = ["mean_score", "sst_acc", "sst_macro_f1", "qqp_acc", "qqp_f1", "sts_pearson", "sts_spearman"]
-STS_DISAGREE = 1.0   # similarity predictions further apart than this count as a disagreement
 
 
 def _read_json(path: Path) -> dict:
@@ -56,15 +58,12 @@ def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
 
 
 def load_predictions(directory: str | os.PathLike, task: str, split: str = "dev") -> pd.DataFrame | None:
-    """``predictions/<task>-<split>.csv`` as a DataFrame (ids as strings), or None."""
-    path = Path(directory) / "predictions" / f"{task}-{split}.csv"
-    if not path.is_file():
-        return None
+    """``predictions/<task>-<split>.csv`` as read by :func:`analysis.errors.load_predictions`,
+    or None when it is missing or unreadable (the Compare page shows what there is)."""
     try:
-        df = pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values=[""])
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return errors.load_predictions(directory, task, split)
+    except MinbertError:
         return None
-    return df if {"id", "pred"} <= set(df.columns) else None
 
 
 def metrics_from_predictions(directory: str | os.PathLike) -> dict:
@@ -166,43 +165,3 @@ def qqp_precision_recall(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         rows.append({"threshold": float(threshold), "precision": p, "recall": r, "f1": f})
     p, r, f = precision_recall_f1(labels, (probs >= 0.5).astype(int))
     return pd.DataFrame(rows), {"precision": p, "recall": r, "f1": f}
-
-
-def _text_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in ("sentence", "sentence1", "sentence2") if c in df.columns]
-
-
-def disagreements(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str, names: tuple[str, str] = ("A", "B"),
-                  sts_gap: float = STS_DISAGREE) -> pd.DataFrame:
-    """Dev examples (matched by id) on which two checkpoints disagree: a different class
-    (sst, qqp) or similarity scores more than ``sts_gap`` apart (sts). Most confident /
-    largest disagreements first; ``right`` says which checkpoint matches the gold label."""
-    a, b = names
-    keep = ["id", *_text_columns(df_a), *(["label"] if "label" in df_a else [])]
-    extra = {"sst": ["pred", "confidence"], "qqp": ["pred", "prob"], "sts": ["pred"]}[task]
-    left = df_a[keep + [c for c in extra if c in df_a]].rename(columns={c: f"{c} ({a})" for c in extra})
-    right = df_b[["id"] + [c for c in extra if c in df_b]].rename(columns={c: f"{c} ({b})" for c in extra})
-    merged = left.merge(right, on="id", how="inner")
-    pa, pb = merged[f"pred ({a})"], merged[f"pred ({b})"]
-    if task == "sts":
-        gap = (pa.astype(float) - pb.astype(float)).abs()
-        out = merged[gap > sts_gap].assign(gap=gap[gap > sts_gap]).sort_values("gap", ascending=False)
-        if "label" in out:
-            err_a = (out[f"pred ({a})"] - out["label"]).abs()
-            err_b = (out[f"pred ({b})"] - out["label"]).abs()
-            out["closer to gold"] = np.where(err_a < err_b, a, np.where(err_b < err_a, b, "tie"))
-    else:
-        out = merged[pa.astype(int) != pb.astype(int)].copy()
-        if "label" in out:
-            ok_a, ok_b = out[f"pred ({a})"] == out["label"], out[f"pred ({b})"] == out["label"]
-            out["right"] = np.select([ok_a & ~ok_b, ok_b & ~ok_a], [a, b], "neither")
-        if task == "sst":
-            out = name_sentiment(out, (f"pred ({a})", f"pred ({b})", "label"))
-    return out.reset_index(drop=True)
-
-
-def agreement(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str, sts_gap: float = STS_DISAGREE) -> dict:
-    """How many shared dev examples the two checkpoints agree on."""
-    n = len(df_a[["id"]].merge(df_b[["id"]], on="id"))
-    d = len(disagreements(df_a, df_b, task, sts_gap=sts_gap))
-    return {"shared": n, "disagree": d, "agree_rate": (n - d) / n if n else float("nan")}

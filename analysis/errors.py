@@ -38,6 +38,10 @@ NEGATION = re.compile(r"\b(?:not|no|never|nobody|nothing|none|neither|nor|nowher
 WORD = re.compile(r"[a-z0-9]+", re.IGNORECASE)
 LENGTH_BINS = (0, 10, 20, 30, np.inf)
 OVERLAP_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# The one rule for "two checkpoints disagree" (used by the Errors and Compare pages):
+# sst / qqp: different predicted classes; sts: predicted similarities at least this far
+# apart on the 0-5 scale (a fifth of the scale; the Errors page lets the user move it).
+STS_DISAGREE = 1.0
 SLICES = {"sst": ("length", "negation", "label"),
           "qqp": ("length", "negation", "overlap", "label"),
           "sts": ("length", "negation", "overlap", "label")}
@@ -222,7 +226,7 @@ def slice_metrics(df: pd.DataFrame, task: str, by: str) -> pd.DataFrame:
 
 # --------------------------------------------------------------- disagreements
 def disagreements(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str, names: tuple[str, str] = ("A", "B"),
-                  sts_threshold: float = 0.5) -> pd.DataFrame:
+                  sts_threshold: float = STS_DISAGREE) -> pd.DataFrame:
     """Examples (matched by ``id``) on which two checkpoints disagree, and who was right.
 
     sst / qqp: different predicted classes; ``right`` is the name of the checkpoint that
@@ -257,6 +261,14 @@ def disagreements(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str, names: tupl
         sure = (merged[f"prob_{na}"] - merged[f"prob_{nb}"]).abs()
     merged["sureness"] = sure
     return merged.sort_values("sureness", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def agreement(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str, sts_threshold: float = STS_DISAGREE) -> dict:
+    """How many dev examples the two checkpoints share and disagree on (the rule of
+    :func:`disagreements`)."""
+    n = len(df_a[["id"]].merge(df_b[["id"]], on="id"))
+    d = len(disagreements(df_a, df_b, task, sts_threshold=sts_threshold))
+    return {"shared": n, "disagree": d, "agree_rate": (n - d) / n if n else float("nan")}
 
 
 def disagreement_summary(table: pd.DataFrame, names: tuple[str, str] = ("A", "B")) -> dict[str, int]:

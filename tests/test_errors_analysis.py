@@ -150,3 +150,17 @@ def test_name_sentiment_maps_class_indices_to_names_and_leaves_the_rest():
     assert named["label"].tolist() == ["very negative", "very positive", "neutral"]
     assert named["pred"].tolist() == ["negative", "very positive", "positive"]
     assert named["confidence"].tolist() == [0.5, 0.9, 0.4] and df["label"].tolist() == [0, 4, 2]
+
+
+def test_one_disagreement_rule_for_the_errors_and_compare_pages():
+    """Both pages count with analysis.errors: similarity predictions disagree when at
+    least 1.0 apart on the 0-5 scale (a fifth of it), classes when they differ."""
+    from analysis import compare
+    assert not hasattr(compare, "disagreements") and not hasattr(compare, "agreement")
+    s1 = sts_frame()
+    preds = s1["pred"].to_numpy()
+    gaps = [0.5, 0.99, 1.0, 1.5]                                   # hand-picked: 2 of 4 are >= 1.0
+    s2 = s1.assign(pred=preds + np.array(gaps))
+    table = E.disagreements(s1, s2, "sts")
+    assert len(table) == 2 and sorted(table["gap"].round(2)) == [1.0, 1.5]
+    assert E.agreement(s1, s2, "sts") == {"shared": 4, "disagree": 2, "agree_rate": 0.5}

@@ -13,9 +13,9 @@ import plotly.express as px  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from analysis.compare import (METRIC_COLUMNS, agreement, checkpoint_dirs, checkpoint_table,  # noqa: E402
-                              disagreements, history_long, load_predictions, metrics_long,
-                              qqp_precision_recall, sst_confusion)
+from analysis.compare import (METRIC_COLUMNS, checkpoint_dirs, checkpoint_table, history_long,  # noqa: E402
+                              load_predictions, metrics_long, qqp_precision_recall, sst_confusion)
+from analysis.errors import STS_DISAGREE, agreement, disagreements, name_sentiment  # noqa: E402
 from app.common import QUORA_CAPTION, checkpoints_root, fmt_duration, page_setup  # noqa: E402
 from core.data import TASK_LABELS  # noqa: E402
 
@@ -171,10 +171,12 @@ with diff_tab:
         st.info(f"Both checkpoints need {task} dev predictions to compare examples.")
     else:
         stats = agreement(da, db, task)
-        what = "scores more than 1.0 apart" if task == "sts" else "different predictions"
+        what = f"scores at least {STS_DISAGREE:g} apart" if task == "sts" else "different predictions"
         st.markdown(f"**{stats['disagree']:,}** of {stats['shared']:,} shared dev examples have {what} "
-                    f"(agreement {stats['agree_rate']:.1%}).")
+                    f"(agreement {stats['agree_rate']:.1%}; the Errors page uses the same rule).")
         diff = disagreements(da, db, task, names=(a, b))
+        if task == "sst":
+            diff = name_sentiment(diff, (f"pred_{a}", f"pred_{b}", "label"))
         st.dataframe(diff.drop(columns=["id"]).head(500), hide_index=True, width="stretch")
         if task == "qqp":
             st.caption(QUORA_CAPTION)

@@ -141,8 +141,9 @@ c2.dataframe(table, hide_index=True, width="stretch")
 if len(frames) == 2:
     other = list(frames)[1]
     st.subheader(f"Disagreements: {name} vs {other}")
-    threshold = st.slider("Similarity gap that counts as disagreeing", 0.1, 2.0, 0.5, 0.1,
-                          key="er_gap") if task == "sts" else 0.5
+    threshold = st.slider("Similarity gap that counts as disagreeing", 0.1, 2.0, E.STS_DISAGREE, 0.1,
+                          key="er_gap", help="The Compare page counts the default gap.") \
+        if task == "sts" else E.STS_DISAGREE
     table = run_safely(E.disagreements, frames[name], frames[other], task, names=(name, other),
                        sts_threshold=threshold, what="disagreements")
     if table is not None:
