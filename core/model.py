@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.bert import BertConfig, BertModel, load_tokenizer
+from core.atomic import atomic_write_json, link_or_copy, publish_dir, recover_swap, staging_dir
+from core.bert import BertConfig, BertModel, check_state_shapes, load_tokenizer, safetensors_shapes
 from core.config import Config, HeadConfig
 from core.data import Encoded, encode_pairs, encode_texts, pad_batch, sorted_batches
 from core.errors import CheckpointError, MinbertError
@@ -37,7 +39,15 @@ SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / SHIPPED
 PRETRAINED = "pretrained"
 
 CHECKPOINT_FORMAT = "minbert-checkpoint"
-CHECKPOINT_VERSION = 1
+# 1: the first format (no completeness marker; still loads). 2: published atomically
+# with a ``COMPLETE`` marker written last, which loaders require.
+CHECKPOINT_VERSION = 2
+COMPLETE_MARKER = "COMPLETE"
+# Files a checkpoint publication writes itself; any other entry of the directory
+# (train_log.jsonl, resume/, job logs, caches) is carried over when it is replaced.
+CHECKPOINT_OWNED = {"model.safetensors", "config.json", COMPLETE_MARKER, "metrics.json", "predictions",
+                    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+                    "added_tokens.json"}
 N_SENTIMENT = 5
 STS_MAX = 5.0
 
@@ -433,8 +443,15 @@ class MultitaskBert(nn.Module):
 
     # ------------------------------------------------------------- checkpoints
     def save(self, directory: str | os.PathLike, extra: dict | None = None,
-             dtype: torch.dtype | None = None) -> Path:
-        """Write ``model.safetensors``, ``config.json`` and the tokenizer files.
+             dtype: torch.dtype | None = None, extra_files: dict[str, str | bytes] | None = None,
+             populate: Callable[[Path], None] | None = None) -> Path:
+        """Publish the checkpoint atomically: ``model.safetensors``, ``config.json``, the
+        tokenizer files, ``extra_files`` (name -> content, e.g. ``metrics.json``) and
+        whatever ``populate(staging_dir)`` writes (e.g. ``predictions/``) are built in a
+        temporary directory beside ``directory``, the completeness marker ``COMPLETE``
+        is written last, everything is fsynced, and the directory is swapped in by one
+        rename (core/atomic.py). Files of an existing ``directory`` that are not part of
+        a checkpoint (``train_log.jsonl``, ``resume/``, logs) are carried over.
         ``dtype=torch.float16`` stores the floating-point weights in half precision (half
         the size; :meth:`load` casts them back to the model's float32)."""
         from safetensors.torch import save_file
@@ -442,19 +459,39 @@ class MultitaskBert(nn.Module):
             raise MinbertError(f"this model is {self.quantization}-quantized for inference and cannot be "
                                f"saved as a checkpoint; save the fp32 model (load it without quantize=)")
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        recover_swap(directory)
+        if directory.exists() and not directory.is_dir():
+            raise CheckpointError(f"{directory} is a file; pass a directory to save the checkpoint into")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        tmp = directory / "model.safetensors.tmp"
-        save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
-        os.replace(tmp, directory / "model.safetensors")  # never leave a half-written file
-        meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-                "config": self.config.to_dict(), "encoder_config": self.bert.config.to_dict(),
-                "tasks": list(self.heads.keys()), "has_pooler": self.bert.pooler is not None,
-                **(extra or {})}
-        _write_json_atomic(directory / "config.json", meta)
-        self.tokenizer.save_pretrained(str(directory))
+        staging = staging_dir(directory)
+        try:
+            save_file(state, str(staging / "model.safetensors"), metadata={"format": CHECKPOINT_FORMAT})
+            meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                    "config": self.config.to_dict(), "encoder_config": self.bert.config.to_dict(),
+                    "tasks": list(self.heads.keys()), "has_pooler": self.bert.pooler is not None,
+                    **(extra or {})}
+            (staging / "config.json").write_text(json.dumps(meta, indent=2))
+            self.tokenizer.save_pretrained(str(staging))
+            manifest = {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()}
+            for name, content in (extra_files or {}).items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+            if populate is not None:
+                populate(staging)
+            if directory.is_dir():   # the run's other files stay with the checkpoint
+                for entry in directory.iterdir():
+                    if not (staging / entry.name).exists() and _carried_over(entry.name):
+                        link_or_copy(entry, staging / entry.name)
+            # written last: a directory without it was not finished (see read_checkpoint_meta)
+            (staging / COMPLETE_MARKER).write_text(json.dumps(
+                {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "files": manifest}, indent=2))
+            publish_dir(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return directory
 
     @classmethod
@@ -478,20 +515,33 @@ class MultitaskBert(nn.Module):
         if not directory.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {directory}")
         meta = read_checkpoint_meta(directory)
+        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
         try:
             config = Config.from_dict(meta["config"])
             bert_config = BertConfig.from_dict(meta["encoder_config"])
-        except (MinbertError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{directory / 'config.json'} is corrupt or from an incompatible version: {e}") from None
-        state = read_checkpoint_weights(directory)
+            tasks = meta.get("tasks")
+            if tasks is not None and (not isinstance(tasks, list) or not set(tasks) <= {"sst", "qqp", "sts"}):
+                raise CheckpointError(f"tasks must be a list of sst/qqp/sts, got {tasks!r}")
+        except (MinbertError, KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{config_path} is corrupt or from an incompatible version: {e}") from None
         tokenizer = _checkpoint_tokenizer(directory, config)
-        model = cls(config, BertModel(bert_config, add_pooler=meta.get("has_pooler", True)), tokenizer,
-                    tasks=meta.get("tasks"))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{directory / 'model.safetensors'} does not match its config.json: "
-                f"{len(missing)} missing tensors {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
+        if not weights_path.is_file():
+            raise CheckpointError(f"{directory} is incomplete: model.safetensors is missing")
+        # Sizes first, from the safetensors header and a model skeleton on the "meta"
+        # device: a config.json that does not match the weights allocates nothing.
+        found = safetensors_shapes(weights_path)
+        try:
+            with torch.device("meta"):
+                skeleton = cls(config, BertModel(bert_config, add_pooler=meta.get("has_pooler", True)),
+                               tokenizer, tasks=tasks)
+        except (MinbertError, ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{config_path} describes a model that cannot be built: {e}") from None
+        check_state_shapes({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, found,
+                           weights_path, config_path, error=CheckpointError)
+        state = read_checkpoint_weights(directory)
+        model = skeleton.to_empty(device="cpu")   # allocated now, at the sizes just checked
+        model.tokenizer = tokenizer
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         model.checkpoint_dir = directory
         return quantize_model(model.to(device).eval(), quantize)
 
@@ -528,14 +578,24 @@ def _as_texts(texts, what: str) -> list[str]:
     return texts
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+_write_json_atomic = atomic_write_json   # the earlier private name
+
+
+def _carried_over(name: str) -> bool:
+    """Whether a directory entry survives a checkpoint publication (see ``CHECKPOINT_OWNED``);
+    temporary entries of interrupted writers never do."""
+    if name in CHECKPOINT_OWNED:
+        return False
+    return not (name.startswith(".") and (".staging-" in name or name.endswith((".previous", ".tmp"))))
 
 
 def read_checkpoint_meta(directory: Path) -> dict:
-    path = Path(directory) / "config.json"
+    """``config.json`` of a checkpoint directory, checked: format, version, and for
+    format_version >= 2 the ``COMPLETE`` marker and the sizes it lists. Checkpoints of
+    format_version 1 (written before the marker existed) load as before."""
+    directory = Path(directory)
+    recover_swap(directory)
+    path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a checkpoint: config.json is missing")
     try:
@@ -544,10 +604,35 @@ def read_checkpoint_meta(directory: Path) -> dict:
         raise CheckpointError(f"{path} is corrupt (not valid JSON: {e})") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a minBERT checkpoint config (format != {CHECKPOINT_FORMAT!r})")
-    if meta.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has format_version {meta['format_version']}; this code reads "
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has format_version {version}; this code reads "
                               f"up to {CHECKPOINT_VERSION}: update minBERT Studio")
+    if version >= 2:
+        _check_complete(directory)
     return meta
+
+
+def _check_complete(directory: Path) -> None:
+    marker = directory / COMPLETE_MARKER
+    fix = ("its writer was interrupted before it finished. Train it again (`python -m core.train "
+           "... --resume` continues a run), re-export it, or pick another checkpoint")
+    if not marker.is_file():
+        raise CheckpointError(f"{directory} is incomplete: the {COMPLETE_MARKER} marker is missing, so {fix}")
+    try:
+        files = json.loads(marker.read_text()).get("files", {})
+        files = {str(k): int(v) for k, v in files.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{marker} is corrupt ({e}); {fix}") from None
+    for name, size in files.items():
+        p = directory / name
+        if not p.is_file():
+            raise CheckpointError(f"{directory} is incomplete: {name} (listed in {COMPLETE_MARKER}) is missing; {fix}")
+        if p.stat().st_size != size:
+            raise CheckpointError(f"{p} has {p.stat().st_size} bytes where {COMPLETE_MARKER} lists {size}: "
+                                  f"the file was changed or cut short; {fix}")
 
 
 def read_checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -563,10 +648,14 @@ def read_checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def _checkpoint_tokenizer(directory: Path, config: Config):
+    """The checkpoint's own tokenizer files; never a fallback to another tokenizer (a
+    different vocabulary would silently give wrong predictions) nor a download."""
     if (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file():
         try:
             return load_tokenizer(directory)
         except MinbertError as e:
             raise CheckpointError(f"{directory}: tokenizer files are corrupt ({e})") from None
-    log.warning("%s has no tokenizer files; using the tokenizer of %s", directory, config.model.encoder)
-    return load_tokenizer(config.model.encoder)
+    raise CheckpointError(
+        f"{directory} has no tokenizer files (vocab.txt or tokenizer.json): copy them from the "
+        f"encoder it was trained from ({config.model.encoder!r}; for 'minilm' see "
+        f"core.bert.packaged_model_dir()), or save the checkpoint again with MultitaskBert.save")
