@@ -27,7 +27,7 @@ from torch import nn
 from core.atomic import atomic_write_json, link_or_copy, publish_dir, recover_swap, staging_dir
 from core.bert import BertConfig, BertModel, check_state_shapes, load_tokenizer, safetensors_shapes
 from core.config import Config, HeadConfig
-from core.data import Encoded, encode_pairs, encode_texts, pad_batch, sorted_batches
+from core.data import Encoded, encode_pairs, encode_texts, has_visible_text, pad_batch, sorted_batches
 from core.errors import CheckpointError, MinbertError
 
 log = logging.getLogger(__name__)
@@ -407,21 +407,140 @@ class MultitaskBert(nn.Module):
     _run = map_batches   # the earlier private name, kept for callers written against it
 
     def predict_task(self, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
-                     batch_size: int = 64) -> np.ndarray:
-        """sst: probabilities [n, 5]; qqp: probability [n]; sts: score in [0, 5] [n]."""
+                     batch_size: int = 64, return_info: bool = False, long_text: str = "window"):
+        """sst: probabilities [n, 5]; qqp: probability [n]; sts: score in [0, 5] [n].
+
+        Long texts are read whole (``long_text="window"``, the default): a text longer
+        than the ``model.max_len`` tokens the model was trained on is cut into windows
+        of that length (half-overlapping for one text, end to end for pairs), each
+        window is predicted, and the windows' predictions are combined (see
+        :meth:`_predict_windows`). ``long_text="truncate"`` reads the first
+        ``max_len`` tokens only. ``return_info=True`` returns ``(predictions, info)``
+        with ``info["tokens"]`` (tokens of each input: both texts of a pair),
+        ``info["windows"]`` (windows predicted per input) and ``info["read_tokens"]``
+        (tokens the prediction read); the last call's ``read_tokens`` and ``windows``
+        are also kept as ``model.last_read_tokens`` / ``model.last_windows``."""
+        if task not in ("sst", "qqp", "sts"):
+            raise MinbertError(f"unknown task {task!r}: use 'sst', 'qqp' or 'sts'")
+        if long_text not in ("window", "truncate"):
+            raise MinbertError(f"long_text must be 'window' or 'truncate', got {long_text!r}")
         texts_a = _as_texts(texts_a, "texts")
         if task != "sst":
             texts_b = _as_texts(texts_b, "second texts")
             if len(texts_a) != len(texts_b):
                 raise MinbertError(f"pair inputs differ in length: {len(texts_a)} vs {len(texts_b)}")
-        if not texts_a:
-            return np.zeros((0, N_SENTIMENT) if task == "sst" else (0,), dtype=np.float32)
+        else:
+            texts_b = None
         if task == "sst" and "sst" not in self.heads:
             self._zero_shot("sst", None, None)
+        if not texts_a:
+            out = np.zeros((0, N_SENTIMENT) if task == "sst" else (0,), dtype=np.float32)
+            info = {"tokens": [], "windows": [], "read_tokens": [], "max_len": self.config.model.max_len}
+        elif long_text == "truncate":
+            out = self._predict_plain(task, texts_a, texts_b, batch_size)
+            info = self._truncation_info(task, texts_a, texts_b)
+        else:
+            out, info = self._predict_windows(task, texts_a, texts_b, batch_size)
+        self.last_read_tokens, self.last_windows = info["read_tokens"], info["windows"]
+        return (out, info) if return_info else out
+
+    def _predict_plain(self, task: str, texts_a: list[str], texts_b: list[str] | None,
+                       batch_size: int) -> np.ndarray:
+        """One prediction per input, each read up to ``model.max_len`` tokens."""
         feats = self.featurize(task, texts_a, texts_b)
         post = {"sst": lambda x: x.softmax(-1), "qqp": torch.sigmoid,
                 "sts": lambda x: x.clamp(0.0, STS_MAX)}[task]
-        return self._run(feats, lambda batch: post(self(task, batch)), batch_size).astype(np.float32)
+        return self.map_batches(feats, lambda batch: post(self(task, batch)), batch_size).astype(np.float32)
+
+    # ------------------------------------------------------------ long texts
+    def _token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Character span of every token of each text (no special tokens, no limit)."""
+        enc = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,
+                             return_offsets_mapping=True, verbose=False)
+        return [[tuple(o) for o in offs] for offs in enc["offset_mapping"]]
+
+    def _window_budget(self, task: str) -> int:
+        """Tokens of one text that fit one window of ``model.max_len`` positions in this
+        task's input layout (a pair's joint input shares them between both texts)."""
+        max_len = self.config.model.max_len
+        pair = task != "sst"
+        feats = self.featurize(task, ["a"], ["a"] if pair else None)
+        budget = max_len
+        for part, enc in feats.parts.items():
+            n = len(enc.input_ids[0])
+            if part == "ab":
+                budget = min(budget, (max_len - (n - 2)) // 2)
+            else:
+                budget = min(budget, max_len - (n - 1))
+        return max(1, budget)
+
+    @staticmethod
+    def _windows(text: str, offsets: list[tuple[int, int]], budget: int, stride: int) -> list[str]:
+        """The text itself when it fits ``budget`` tokens, else windows of ``budget``
+        tokens every ``stride`` tokens, the last one ending at the text's end."""
+        n = len(offsets)
+        if n <= budget:
+            return [text]
+        starts = list(range(0, n - budget, stride)) + [n - budget]
+        return [text[offsets[s][0]:offsets[s + budget - 1][1]] for s in starts]
+
+    def _truncation_info(self, task, texts_a, texts_b) -> dict:
+        n_a = [len(o) for o in self._token_offsets(texts_a)]
+        n_b = [len(o) for o in self._token_offsets(texts_b)] if texts_b is not None else [0] * len(n_a)
+        budget = self._window_budget(task)
+        tokens = [a + b for a, b in zip(n_a, n_b)]
+        read = [min(a, budget) + min(b, budget) if texts_b is not None else min(a, budget)
+                for a, b in zip(n_a, n_b)]
+        return {"tokens": tokens, "windows": [1] * len(tokens), "read_tokens": read,
+                "max_len": self.config.model.max_len}
+
+    def _predict_windows(self, task: str, texts_a: list[str], texts_b: list[str] | None,
+                         batch_size: int) -> tuple[np.ndarray, dict]:
+        """Whole-text predictions from windows of the length the model was trained on.
+
+        One text (sentiment): windows of ``budget`` tokens every ``budget // 2`` tokens;
+        the prediction is the average of the windows' class probabilities (every window
+        has the same number of tokens, so this is the token-weighted average). A pair:
+        each text cut end to end into windows, every window of the first text predicted
+        with every window of the second, and the matrix S of those predictions combined
+        by symmetric best match, ``(mean_i max_j S_ij + mean_j max_i S_ij) / 2``: each
+        part of one text is compared with the part of the other that matches it best,
+        so two identical long texts score as identical. Inputs that fit one window are
+        predicted exactly as with ``long_text="truncate"``."""
+        budget = self._window_budget(task)
+        offs_a = self._token_offsets(texts_a)
+        offs_b = self._token_offsets(texts_b) if texts_b is not None else None
+        for offs, texts in ((offs_a, "texts"), (offs_b, "second texts")):
+            for i, o in enumerate(offs or []):
+                if len(o) > MAX_READ_TOKENS:
+                    raise MinbertError(f"{texts} item {i} is {len(o):,} tokens long; the limit is "
+                                       f"{MAX_READ_TOKENS:,} tokens per text: shorten it or split it")
+        if task == "sst":
+            wins = [self._windows(t, o, budget, max(1, budget // 2)) for t, o in zip(texts_a, offs_a)]
+            flat = [w for ws in wins for w in ws]
+            raw = self._predict_plain(task, flat, None, batch_size)
+            out, k = [], 0
+            for ws in wins:
+                out.append(raw[k:k + len(ws)].mean(0))
+                k += len(ws)
+            tokens = [len(o) for o in offs_a]
+            info = {"tokens": tokens, "windows": [len(ws) for ws in wins], "read_tokens": tokens}
+        else:
+            wa = [self._windows(t, o, budget, budget) for t, o in zip(texts_a, offs_a)]
+            wb = [self._windows(t, o, budget, budget) for t, o in zip(texts_b, offs_b)]
+            flat_a = [x for xs, ys in zip(wa, wb) for x in xs for _ in ys]
+            flat_b = [y for xs, ys in zip(wa, wb) for _ in xs for y in ys]
+            raw = self._predict_plain(task, flat_a, flat_b, batch_size)
+            out, k = [], 0
+            for xs, ys in zip(wa, wb):
+                S = raw[k:k + len(xs) * len(ys)].reshape(len(xs), len(ys))
+                k += len(xs) * len(ys)
+                out.append(S[0, 0] if S.size == 1 else 0.5 * (S.max(1).mean() + S.max(0).mean()))
+            tokens = [len(a) + len(b) for a, b in zip(offs_a, offs_b)]
+            info = {"tokens": tokens, "windows": [len(xs) * len(ys) for xs, ys in zip(wa, wb)],
+                    "read_tokens": tokens}
+        info["max_len"] = self.config.model.max_len
+        return np.stack(out).astype(np.float32), info
 
     def predict_sentiment(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         return self.predict_task("sst", texts, batch_size=batch_size)
@@ -439,7 +558,7 @@ class MultitaskBert(nn.Module):
             return np.zeros((0, self.pooling.output_dim(self.bert.config.hidden_size)), dtype=np.float32)
         feats = TaskFeatures({"a": encode_texts(self.tokenizer, texts, self.config.model.max_len)},
                              pad_id=self.tokenizer.pad_token_id or 0)
-        return self._run(feats, lambda batch: self.encode(batch["a"]).pooled, batch_size).astype(np.float32)
+        return self.map_batches(feats, lambda batch: self.encode(batch["a"]).pooled, batch_size).astype(np.float32)
 
     # ------------------------------------------------------------- checkpoints
     def save(self, directory: str | os.PathLike, extra: dict | None = None,
@@ -566,16 +685,42 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[i
     return batches
 
 
+# Tokens of one text that the predict API reads through windows (about 8,000
+# characters of English); longer texts raise a MinbertError instead of taking minutes.
+MAX_READ_TOKENS = 2_048
+
+
 def _as_texts(texts, what: str) -> list[str]:
+    """The inputs of the predict API as a list of strings, each checked with
+    :func:`check_input_text`."""
     if texts is None:
         raise MinbertError(f"{what} are missing: pair tasks need two lists of sentences")
     if isinstance(texts, str):
         texts = [texts]
+    elif isinstance(texts, (bytes, bytearray)) or not hasattr(texts, "__iter__"):
+        raise MinbertError(f"{what} must be a list of strings, got {type(texts).__name__}")
     texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise MinbertError(f"{what} must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+    for i, t in enumerate(texts):
+        check_input_text(t, f"{what} item {i}")
     return texts
+
+
+def check_input_text(text, what: str = "text") -> str:
+    """``text`` unchanged if a model can read it, else :class:`MinbertError`: not a
+    string; an unpaired surrogate (e.g. "\\ud800", which cannot be encoded as UTF-8);
+    nothing visible (only whitespace, control or zero-width / format characters, which
+    the tokenizer drops, leaving an empty input that would still get a confident
+    prediction)."""
+    if not isinstance(text, str):
+        raise MinbertError(f"{what} must be a string, got {type(text).__name__}")
+    for ch in text:
+        if "\ud800" <= ch <= "\udfff":
+            raise MinbertError(f"{what} contains an unpaired surrogate (U+{ord(ch):04X}), which is not "
+                               f"valid Unicode text: decode the input correctly (e.g. as UTF-8) first")
+    if not has_visible_text(text):
+        raise MinbertError(f"{what} has no visible characters (only whitespace, control or zero-width "
+                           f"characters): type some words")
+    return text
 
 
 _write_json_atomic = atomic_write_json   # the earlier private name
