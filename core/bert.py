@@ -416,7 +416,7 @@ def check_state_shapes(expected: dict[str, tuple], found: dict[str, tuple], weig
             parts.append(f"{len(missing)} tensors missing ({missing[:3]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors ({unexpected[:3]})")
-        raise error(f"{weights} does not match {config_path}: {', '.join(parts)}. Use the config.json "
+        raise error(f"{weights} does not match its config.json ({config_path}): {', '.join(parts)}. Use the config.json "
                     f"written with these weights, or weights of the model it describes")
 
 

@@ -774,10 +774,10 @@ def _check_complete(directory: Path) -> None:
     for name, size in files.items():
         p = directory / name
         if not p.is_file():
-            raise CheckpointError(f"{directory} is incomplete: {name} (listed in {COMPLETE_MARKER}) is missing; {fix}")
+            raise CheckpointError(f"{directory} is incomplete: {name} is missing (listed in {COMPLETE_MARKER}); {fix}")
         if p.stat().st_size != size:
-            raise CheckpointError(f"{p} has {p.stat().st_size} bytes where {COMPLETE_MARKER} lists {size}: "
-                                  f"the file was changed or cut short; {fix}")
+            raise CheckpointError(f"{p} is corrupt or cut short: {p.stat().st_size} bytes where {COMPLETE_MARKER} "
+                                  f"lists {size}; {fix}")
 
 
 def read_checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -115,7 +115,7 @@ def test_v2_with_truncated_weights_is_refused(model, tmp_path):
     model.save(ck)
     data = (ck / "model.safetensors").read_bytes()
     (ck / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="model.safetensors has .* bytes where COMPLETE lists"):
+    with pytest.raises(CheckpointError, match="model.safetensors is corrupt or cut short: .* bytes where COMPLETE lists"):
         MultitaskBert.load(ck)
 
 
