@@ -172,7 +172,9 @@ def read_csv_upload(raw, max_mb: float = MAX_UPLOAD_MB, max_rows: int = MAX_BATC
 
 def _decode(raw: bytes) -> tuple[str, list[str]]:
     """(text, warnings): UTF-8 (a BOM is dropped); a few invalid bytes replaced by
-    U+FFFD with a warning naming the lines; mostly-invalid files read as Latin-1."""
+    U+FFFD with a warning naming the lines (the file has valid UTF-8 characters too, so
+    it is UTF-8 with a few damaged bytes); a file without any valid multi-byte UTF-8
+    character is read as Latin-1, with a warning."""
     try:
         return raw.decode("utf-8-sig"), []
     except UnicodeDecodeError:
@@ -180,8 +182,8 @@ def _decode(raw: bytes) -> tuple[str, list[str]]:
     text = raw.decode("utf-8-sig", errors="replace")
     bad = text.count("\ufffd") - raw.decode("utf-8-sig", errors="ignore").count("\ufffd")
     lines = [i + 1 for i, line in enumerate(text.splitlines()) if "\ufffd" in line]
-    high = sum(b >= 0x80 for b in raw)
-    if high and bad > 0.5 * high:   # most non-ASCII bytes invalid: a Latin-1 / Windows file
+    valid_utf8 = any(ord(c) > 127 for c in raw.decode("utf-8-sig", errors="ignore"))
+    if not valid_utf8:   # no valid multi-byte character at all: a Latin-1 / Windows file
         return raw.decode("latin-1"), [
             "The file is not UTF-8; it was read as Latin-1 (Windows Western European). Check that "
             "accented letters look right, or save the file as UTF-8 and upload it again."]
