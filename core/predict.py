@@ -283,7 +283,8 @@ def predict_frame(models: Mapping[str, object], task: str, df: pd.DataFrame, col
     if not ok.all():
         out["note"] = note
     # tokens each row's prediction read (whole texts, in windows of max_len): for the page
-    out.attrs["tokens_read"] = tokens
+    # (plain lists: Streamlit serializes attrs as JSON)
+    out.attrs["tokens_read"] = [None if pd.isna(t) else int(t) for t in tokens]
     out.attrs["max_len"] = max((int(m.config.model.max_len) for m in models.values()
                                 if hasattr(m, "config")), default=None)
     return out
