@@ -462,17 +462,31 @@ class MultitaskBert(nn.Module):
     def _window_budget(self, task: str) -> int:
         """Tokens of one text that fit one window of ``model.max_len`` positions in this
         task's input layout (a pair's joint input shares them between both texts)."""
+        caps = self._capacities(task)
+        budget = min(caps.get("single", caps.get("ab", 0) // 2 or 10**9),
+                     caps["ab"] // 2 if "ab" in caps else 10**9)
+        return max(1, budget)
+
+    def _capacities(self, task: str) -> dict[str, int]:
+        """Text tokens one input of each part holds within ``model.max_len``: "single"
+        (a sentence alone, parts a / b) and "ab" (both texts of a joint input together),
+        special tokens and prompt templates subtracted."""
         max_len = self.config.model.max_len
         pair = task != "sst"
         feats = self.featurize(task, ["a"], ["a"] if pair else None)
-        budget = max_len
+        caps: dict[str, int] = {}
         for part, enc in feats.parts.items():
             n = len(enc.input_ids[0])
             if part == "ab":
-                budget = min(budget, (max_len - (n - 2)) // 2)
+                caps["ab"] = max(2, max_len - (n - 2))
             else:
-                budget = min(budget, max_len - (n - 1))
-        return max(1, budget)
+                caps["single"] = min(caps.get("single", max_len), max(1, max_len - (n - 1)))
+        return caps
+
+    def _pair_fits(self, caps: dict[str, int], n_a: int, n_b: int) -> bool:
+        """Whether a pair is read whole without windows (as with truncation)."""
+        return (("single" not in caps or max(n_a, n_b) <= caps["single"])
+                and ("ab" not in caps or n_a + n_b <= caps["ab"]))
 
     @staticmethod
     def _windows(text: str, offsets: list[tuple[int, int]], budget: int, stride: int) -> list[str]:
@@ -526,8 +540,15 @@ class MultitaskBert(nn.Module):
             tokens = [len(o) for o in offs_a]
             info = {"tokens": tokens, "windows": [len(ws) for ws in wins], "read_tokens": tokens}
         else:
-            wa = [self._windows(t, o, budget, budget) for t, o in zip(texts_a, offs_a)]
-            wb = [self._windows(t, o, budget, budget) for t, o in zip(texts_b, offs_b)]
+            caps = self._capacities(task)
+            wa, wb = [], []
+            for ta, oa, tb, ob in zip(texts_a, offs_a, texts_b, offs_b):
+                if self._pair_fits(caps, len(oa), len(ob)):
+                    wa.append([ta])
+                    wb.append([tb])
+                else:
+                    wa.append(self._windows(ta, oa, budget, budget))
+                    wb.append(self._windows(tb, ob, budget, budget))
             flat_a = [x for xs, ys in zip(wa, wb) for x in xs for _ in ys]
             flat_b = [y for xs, ys in zip(wa, wb) for _ in xs for y in ys]
             raw = self._predict_plain(task, flat_a, flat_b, batch_size)

@@ -152,3 +152,12 @@ def test_predict_frame_notes_unreadable_rows_and_reports_tokens(tiny):
     assert tokens == [1, None, None, 100]
     json.dumps(out.attrs)   # Streamlit serializes attrs as JSON
     assert out["m: sentiment"].notna().tolist() == [True, False, False, True]
+
+
+def test_pair_that_fits_the_joint_input_is_not_windowed(tiny):
+    """max_len 32, cross-encoder: 20 + 5 tokens fit one joint input (29 tokens of text),
+    though 20 is more than half of it: read as one input, exactly as with truncation."""
+    a, b = " ".join(["word"] * 20), "five words in this one"
+    out, info = tiny.predict_task("qqp", [a], [b], return_info=True)
+    assert info["windows"] == [1] and info["read_tokens"] == [25]
+    assert np.array_equal(out, tiny.predict_task("qqp", [a], [b], long_text="truncate"))
