@@ -29,6 +29,14 @@ from torch import nn
 
 from core.errors import ModelLoadError
 
+# Loading never touches the network: transformers / huggingface_hub read local files only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Upper bound of every size in an encoder config (vocab, widths, layers, positions): far
+# above any BERT, far below sizes whose tensors could not be allocated.
+MAX_CONFIG_SIZE = 1_000_000
+
 # Names under which the packaged all-MiniLM-L6-v2 weights can be asked for.
 PACKAGED_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
@@ -50,13 +58,31 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BertConfig":
+        """A config from a dict (HF config.json or a checkpoint's ``encoder_config``),
+        every value checked, so that a corrupt file raises :class:`ModelLoadError`
+        instead of a ZeroDivisionError or a gigantic allocation later."""
+        if not isinstance(d, dict):
+            raise ModelLoadError(f"the encoder config must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         cfg = cls(**{k: v for k, v in d.items() if k in names})
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(cfg, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CONFIG_SIZE:
+                raise ModelLoadError(f"{name} must be an integer in 1..{MAX_CONFIG_SIZE:,}, got {value!r}")
+        if not isinstance(cfg.pad_token_id, int) or not 0 <= cfg.pad_token_id < cfg.vocab_size:
+            raise ModelLoadError(f"pad_token_id must be an integer in 0..vocab_size-1, got {cfg.pad_token_id!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(cfg, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ModelLoadError(f"{name} must be a number in [0, 1), got {value!r}")
+        if not isinstance(cfg.layer_norm_eps, (int, float)) or not 0 < cfg.layer_norm_eps < 1:
+            raise ModelLoadError(f"layer_norm_eps must be a number in (0, 1), got {cfg.layer_norm_eps!r}")
         if cfg.hidden_size % cfg.num_attention_heads:
             raise ModelLoadError(
                 f"hidden_size {cfg.hidden_size} is not a multiple of "
                 f"num_attention_heads {cfg.num_attention_heads}")
-        if cfg.hidden_act not in _ACTIVATIONS:
+        if not isinstance(cfg.hidden_act, str) or cfg.hidden_act not in _ACTIVATIONS:
             raise ModelLoadError(
                 f"hidden_act {cfg.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
         return cfg
@@ -254,14 +280,17 @@ class BertModel(nn.Module):
         hub id when the hub is reachable."""
         model_dir = resolve_model_dir(name_or_path)
         config = read_bert_config(model_dir)
+        weights, found = bert_weight_shapes(model_dir)
+        pooler = any(k.startswith("pooler.") for k in found)
+        # every tensor checked against the config before anything is allocated (a
+        # skeleton on the "meta" device): missing, unexpected and mis-shaped ones
+        with torch.device("meta"):
+            skeleton = cls(config, add_pooler=pooler)
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        check_state_shapes(expected, found, weights, model_dir / "config.json")
         state = load_bert_state_dict(model_dir)
-        model = cls(config, add_pooler=any(k.startswith("pooler.") for k in state))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing]
-        if missing:
-            raise ModelLoadError(
-                f"{model_dir}: the weights lack {len(missing)} encoder tensors "
-                f"(e.g. {missing[:3]}); is this a BERT checkpoint?")
+        model = skeleton.to_empty(device="cpu")
+        model.load_state_dict(state, strict=True)
         model.source = str(model_dir)
         return model.eval()
 
@@ -289,20 +318,21 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
         raise ModelLoadError(f"{path} is a file; pass the directory that holds config.json")
     if name.startswith((".", "/", "~")) or os.sep in name.rstrip("/").split("/", 1)[-1]:
         raise ModelLoadError(f"no such model directory: {path}")
-    # Looks like a hub id ("bert-base-uncased", "org/name"): try the local HF cache or
-    # the hub. Offline, this fails with a clear message instead of a network traceback.
+    # Looks like a hub id ("bert-base-uncased", "org/name"): only a copy already in the
+    # local Hugging Face cache is used; nothing is ever downloaded.
     try:
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(
-            name, allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin",
-                                  "vocab.txt", "tokenizer.json", "tokenizer_config.json",
-                                  "special_tokens_map.json"]))
+            name, local_files_only=True,
+            allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin",
+                            "vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                            "special_tokens_map.json"]))
     except Exception as e:
         raise ModelLoadError(
-            f"could not find {name!r}: it is not a local directory, and downloading it from "
-            f"the Hugging Face hub failed ({type(e).__name__}). Offline, pass a local "
-            f"HF-format BERT directory (config.json + model.safetensors + vocab.txt) or "
-            f"'minilm' for the packaged all-MiniLM-L6-v2.") from None
+            f"could not find {name!r}: it is not a local directory nor in the local Hugging Face "
+            f"cache ({type(e).__name__}), and minBERT never downloads. Pass a local HF-format BERT "
+            f"directory (config.json + model.safetensors + vocab.txt) or 'minilm' for the "
+            f"packaged all-MiniLM-L6-v2.") from None
 
 
 def read_bert_config(model_dir: Path) -> BertConfig:
@@ -313,16 +343,23 @@ def read_bert_config(model_dir: Path) -> BertConfig:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object, got {type(raw).__name__}")
     if raw.get("model_type", "bert") != "bert":
         raise ModelLoadError(f"{path}: model_type is {raw.get('model_type')!r}, only 'bert' loads")
-    return BertConfig.from_dict(raw)
+    try:
+        return BertConfig.from_dict(raw)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
 
 
-def _normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map HF key variants onto ours: drop a ``bert.`` prefix (BertFor* heads), old
-    gamma/beta LayerNorm names, and buffers and task heads we do not use."""
+def _key_map(keys) -> dict[str, str]:
+    """Our key -> the file's key, for HF key variants: a ``bert.`` prefix (BertFor*
+    heads) dropped, old gamma/beta LayerNorm names renamed, and buffers and task heads
+    we do not use left out."""
     out = {}
-    for key, value in state.items():
+    for raw in keys:
+        key = raw
         if key.startswith("bert."):
             key = key[len("bert."):]
         elif key.startswith(("cls.", "classifier.", "qa_outputs.")):
@@ -330,8 +367,67 @@ def _normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         if key.endswith(("position_ids", "token_type_ids")) and key.startswith("embeddings."):
             continue
-        out[key] = value
+        out[key] = raw
     return out
+
+
+def _normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` under our key names (see :func:`_key_map`)."""
+    return {key: state[raw] for key, raw in _key_map(state).items()}
+
+
+def safetensors_shapes(path: Path, error: type[Exception] = ModelLoadError) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors file's header, no tensor data read."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise error(f"{path} is corrupt or not a safetensors file ({e})") from None
+
+
+def bert_weight_shapes(model_dir: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    """(weights file, {our key: shape}) of an HF-format directory, read without loading
+    the tensors (safetensors header; pytorch_model.bin memory-mapped)."""
+    st_path, bin_path = model_dir / "model.safetensors", model_dir / "pytorch_model.bin"
+    if st_path.is_file():
+        shapes = safetensors_shapes(st_path)
+        return st_path, {k: shapes[raw] for k, raw in _key_map(list(shapes)).items()}
+    if bin_path.is_file():
+        state = _torch_load(bin_path, mmap=True)
+        return bin_path, {k: tuple(v.shape) for k, v in _normalize_keys(state).items()}
+    raise ModelLoadError(f"{model_dir} has neither model.safetensors nor pytorch_model.bin")
+
+
+def check_state_shapes(expected: dict[str, tuple], found: dict[str, tuple], weights: Path,
+                       config_path: Path, error: type[Exception] = ModelLoadError) -> None:
+    """Raise ``error`` naming the file and the first mismatches unless ``found`` has
+    exactly the tensors of ``expected`` (no missing, no unexpected key), each of the
+    expected shape."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k}: {list(found[k])} in the file, {list(expected[k])} from the config"
+             for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"{len(wrong)} tensors of another shape ({'; '.join(wrong[:3])})")
+        if missing:
+            parts.append(f"{len(missing)} tensors missing ({missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors ({unexpected[:3]})")
+        raise error(f"{weights} does not match its config.json ({config_path}): {', '.join(parts)}. Use the config.json "
+                    f"written with these weights, or weights of the model it describes")
+
+
+def _torch_load(path: Path, mmap: bool = False) -> dict:
+    try:  # never unpickle arbitrary objects: tensors and plain containers only
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:
+        raise ModelLoadError(f"{path} could not be loaded safely (weights_only=True): {e}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"{path} is not a state dict of tensors")
+    return state
 
 
 def load_bert_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -342,14 +438,10 @@ def load_bert_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
         try:
             state = load_file(str(st_path))
-        except (SafetensorError, OSError, ValueError) as e:
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise ModelLoadError(f"{st_path} is corrupt or not a safetensors file ({e})") from None
     elif bin_path.is_file():
-        try:  # never unpickle arbitrary objects: tensors and plain containers only
-            state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ModelLoadError(
-                f"{bin_path} could not be loaded safely (weights_only=True): {e}") from None
+        state = _torch_load(bin_path)
     else:
         raise ModelLoadError(f"{model_dir} has neither model.safetensors nor pytorch_model.bin")
     return {k: v.float() for k, v in _normalize_keys(state).items()}

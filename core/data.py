@@ -34,6 +34,7 @@ import csv
 import logging
 import math
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -345,7 +346,8 @@ def load_task(
                 )
                 continue
             texts = [fields[col[name]].strip() for name in text_cols]
-            problems = [f"empty {name}" for name, text in zip(text_cols, texts) if not text]
+            problems = [f"empty {name}" if not text else f"{name} has no visible characters"
+                        for name, text in zip(text_cols, texts) if not has_visible_text(text)]
             label: int | float | None = None
             if labelled:
                 label, label_problem = _parse_label(task, fields[col[label_col]])
@@ -442,6 +444,12 @@ class Encoded:
 def _check_max_len(max_len: int, minimum: int) -> None:
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < minimum:
         raise ConfigError(f"max_len must be a whole number >= {minimum}, got {max_len!r}.")
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` has a character other than whitespace, control and format
+    (zero-width) characters: what the tokenizer keeps of it is not empty."""
+    return any(unicodedata.category(ch)[0] not in "CZ" for ch in text)
 
 
 def _check_texts(texts: Sequence[str], name: str) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.bert import BertConfig, BertModel, load_tokenizer
+from core.atomic import atomic_write_json, link_or_copy, publish_dir, recover_swap, staging_dir
+from core.bert import BertConfig, BertModel, check_state_shapes, load_tokenizer, safetensors_shapes
 from core.config import Config, HeadConfig
-from core.data import Encoded, encode_pairs, encode_texts, pad_batch, sorted_batches
+from core.data import Encoded, encode_pairs, encode_texts, has_visible_text, pad_batch, sorted_batches
 from core.errors import CheckpointError, MinbertError
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,15 @@ SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / SHIPPED
 PRETRAINED = "pretrained"
 
 CHECKPOINT_FORMAT = "minbert-checkpoint"
-CHECKPOINT_VERSION = 1
+# 1: the first format (no completeness marker; still loads). 2: published atomically
+# with a ``COMPLETE`` marker written last, which loaders require.
+CHECKPOINT_VERSION = 2
+COMPLETE_MARKER = "COMPLETE"
+# Files a checkpoint publication writes itself; any other entry of the directory
+# (train_log.jsonl, resume/, job logs, caches) is carried over when it is replaced.
+CHECKPOINT_OWNED = {"model.safetensors", "config.json", COMPLETE_MARKER, "metrics.json", "predictions",
+                    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+                    "added_tokens.json"}
 N_SENTIMENT = 5
 STS_MAX = 5.0
 
@@ -397,21 +407,161 @@ class MultitaskBert(nn.Module):
     _run = map_batches   # the earlier private name, kept for callers written against it
 
     def predict_task(self, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
-                     batch_size: int = 64) -> np.ndarray:
-        """sst: probabilities [n, 5]; qqp: probability [n]; sts: score in [0, 5] [n]."""
+                     batch_size: int = 64, return_info: bool = False, long_text: str = "window"):
+        """sst: probabilities [n, 5]; qqp: probability [n]; sts: score in [0, 5] [n].
+
+        Long texts are read whole (``long_text="window"``, the default): a text longer
+        than the ``model.max_len`` tokens the model was trained on is cut into windows
+        of that length (half-overlapping for one text, end to end for pairs), each
+        window is predicted, and the windows' predictions are combined (see
+        :meth:`_predict_windows`). ``long_text="truncate"`` reads the first
+        ``max_len`` tokens only. ``return_info=True`` returns ``(predictions, info)``
+        with ``info["tokens"]`` (tokens of each input: both texts of a pair),
+        ``info["windows"]`` (windows predicted per input) and ``info["read_tokens"]``
+        (tokens the prediction read); the last call's ``read_tokens`` and ``windows``
+        are also kept as ``model.last_read_tokens`` / ``model.last_windows``."""
+        if task not in ("sst", "qqp", "sts"):
+            raise MinbertError(f"unknown task {task!r}: use 'sst', 'qqp' or 'sts'")
+        if long_text not in ("window", "truncate"):
+            raise MinbertError(f"long_text must be 'window' or 'truncate', got {long_text!r}")
         texts_a = _as_texts(texts_a, "texts")
         if task != "sst":
             texts_b = _as_texts(texts_b, "second texts")
             if len(texts_a) != len(texts_b):
                 raise MinbertError(f"pair inputs differ in length: {len(texts_a)} vs {len(texts_b)}")
-        if not texts_a:
-            return np.zeros((0, N_SENTIMENT) if task == "sst" else (0,), dtype=np.float32)
+        else:
+            texts_b = None
         if task == "sst" and "sst" not in self.heads:
             self._zero_shot("sst", None, None)
+        if not texts_a:
+            out = np.zeros((0, N_SENTIMENT) if task == "sst" else (0,), dtype=np.float32)
+            info = {"tokens": [], "windows": [], "read_tokens": [], "max_len": self.config.model.max_len}
+        elif long_text == "truncate":
+            out = self._predict_plain(task, texts_a, texts_b, batch_size)
+            info = self._truncation_info(task, texts_a, texts_b)
+        else:
+            out, info = self._predict_windows(task, texts_a, texts_b, batch_size)
+        self.last_read_tokens, self.last_windows = info["read_tokens"], info["windows"]
+        return (out, info) if return_info else out
+
+    def _predict_plain(self, task: str, texts_a: list[str], texts_b: list[str] | None,
+                       batch_size: int) -> np.ndarray:
+        """One prediction per input, each read up to ``model.max_len`` tokens."""
         feats = self.featurize(task, texts_a, texts_b)
         post = {"sst": lambda x: x.softmax(-1), "qqp": torch.sigmoid,
                 "sts": lambda x: x.clamp(0.0, STS_MAX)}[task]
-        return self._run(feats, lambda batch: post(self(task, batch)), batch_size).astype(np.float32)
+        return self.map_batches(feats, lambda batch: post(self(task, batch)), batch_size).astype(np.float32)
+
+    # ------------------------------------------------------------ long texts
+    def _token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Character span of every token of each text (no special tokens, no limit)."""
+        enc = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,
+                             return_offsets_mapping=True, verbose=False)
+        return [[tuple(o) for o in offs] for offs in enc["offset_mapping"]]
+
+    def _window_budget(self, task: str) -> int:
+        """Tokens of one text that fit one window of ``model.max_len`` positions in this
+        task's input layout (a pair's joint input shares them between both texts)."""
+        caps = self._capacities(task)
+        budget = min(caps.get("single", caps.get("ab", 0) // 2 or 10**9),
+                     caps["ab"] // 2 if "ab" in caps else 10**9)
+        return max(1, budget)
+
+    def _capacities(self, task: str) -> dict[str, int]:
+        """Text tokens one input of each part holds within ``model.max_len``: "single"
+        (a sentence alone, parts a / b) and "ab" (both texts of a joint input together),
+        special tokens and prompt templates subtracted."""
+        max_len = self.config.model.max_len
+        pair = task != "sst"
+        feats = self.featurize(task, ["a"], ["a"] if pair else None)
+        caps: dict[str, int] = {}
+        for part, enc in feats.parts.items():
+            n = len(enc.input_ids[0])
+            if part == "ab":
+                caps["ab"] = max(2, max_len - (n - 2))
+            else:
+                caps["single"] = min(caps.get("single", max_len), max(1, max_len - (n - 1)))
+        return caps
+
+    def _pair_fits(self, caps: dict[str, int], n_a: int, n_b: int) -> bool:
+        """Whether a pair is read whole without windows (as with truncation)."""
+        return (("single" not in caps or max(n_a, n_b) <= caps["single"])
+                and ("ab" not in caps or n_a + n_b <= caps["ab"]))
+
+    @staticmethod
+    def _windows(text: str, offsets: list[tuple[int, int]], budget: int, stride: int) -> list[str]:
+        """The text itself when it fits ``budget`` tokens, else windows of ``budget``
+        tokens every ``stride`` tokens, the last one ending at the text's end."""
+        n = len(offsets)
+        if n <= budget:
+            return [text]
+        starts = list(range(0, n - budget, stride)) + [n - budget]
+        return [text[offsets[s][0]:offsets[s + budget - 1][1]] for s in starts]
+
+    def _truncation_info(self, task, texts_a, texts_b) -> dict:
+        n_a = [len(o) for o in self._token_offsets(texts_a)]
+        n_b = [len(o) for o in self._token_offsets(texts_b)] if texts_b is not None else [0] * len(n_a)
+        budget = self._window_budget(task)
+        tokens = [a + b for a, b in zip(n_a, n_b)]
+        read = [min(a, budget) + min(b, budget) if texts_b is not None else min(a, budget)
+                for a, b in zip(n_a, n_b)]
+        return {"tokens": tokens, "windows": [1] * len(tokens), "read_tokens": read,
+                "max_len": self.config.model.max_len}
+
+    def _predict_windows(self, task: str, texts_a: list[str], texts_b: list[str] | None,
+                         batch_size: int) -> tuple[np.ndarray, dict]:
+        """Whole-text predictions from windows of the length the model was trained on.
+
+        One text (sentiment): windows of ``budget`` tokens every ``budget // 2`` tokens;
+        the prediction is the average of the windows' class probabilities (every window
+        has the same number of tokens, so this is the token-weighted average). A pair:
+        each text cut end to end into windows, every window of the first text predicted
+        with every window of the second, and the matrix S of those predictions combined
+        by symmetric best match, ``(mean_i max_j S_ij + mean_j max_i S_ij) / 2``: each
+        part of one text is compared with the part of the other that matches it best,
+        so two identical long texts score as identical. Inputs that fit one window are
+        predicted exactly as with ``long_text="truncate"``."""
+        budget = self._window_budget(task)
+        offs_a = self._token_offsets(texts_a)
+        offs_b = self._token_offsets(texts_b) if texts_b is not None else None
+        for offs, texts in ((offs_a, "texts"), (offs_b, "second texts")):
+            for i, o in enumerate(offs or []):
+                if len(o) > MAX_READ_TOKENS:
+                    raise MinbertError(f"{texts} item {i} is {len(o):,} tokens long; the limit is "
+                                       f"{MAX_READ_TOKENS:,} tokens per text: shorten it or split it")
+        if task == "sst":
+            wins = [self._windows(t, o, budget, max(1, budget // 2)) for t, o in zip(texts_a, offs_a)]
+            flat = [w for ws in wins for w in ws]
+            raw = self._predict_plain(task, flat, None, batch_size)
+            out, k = [], 0
+            for ws in wins:
+                out.append(raw[k:k + len(ws)].mean(0))
+                k += len(ws)
+            tokens = [len(o) for o in offs_a]
+            info = {"tokens": tokens, "windows": [len(ws) for ws in wins], "read_tokens": tokens}
+        else:
+            caps = self._capacities(task)
+            wa, wb = [], []
+            for ta, oa, tb, ob in zip(texts_a, offs_a, texts_b, offs_b):
+                if self._pair_fits(caps, len(oa), len(ob)):
+                    wa.append([ta])
+                    wb.append([tb])
+                else:
+                    wa.append(self._windows(ta, oa, budget, budget))
+                    wb.append(self._windows(tb, ob, budget, budget))
+            flat_a = [x for xs, ys in zip(wa, wb) for x in xs for _ in ys]
+            flat_b = [y for xs, ys in zip(wa, wb) for _ in xs for y in ys]
+            raw = self._predict_plain(task, flat_a, flat_b, batch_size)
+            out, k = [], 0
+            for xs, ys in zip(wa, wb):
+                S = raw[k:k + len(xs) * len(ys)].reshape(len(xs), len(ys))
+                k += len(xs) * len(ys)
+                out.append(S[0, 0] if S.size == 1 else 0.5 * (S.max(1).mean() + S.max(0).mean()))
+            tokens = [len(a) + len(b) for a, b in zip(offs_a, offs_b)]
+            info = {"tokens": tokens, "windows": [len(xs) * len(ys) for xs, ys in zip(wa, wb)],
+                    "read_tokens": tokens}
+        info["max_len"] = self.config.model.max_len
+        return np.stack(out).astype(np.float32), info
 
     def predict_sentiment(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         return self.predict_task("sst", texts, batch_size=batch_size)
@@ -429,12 +579,19 @@ class MultitaskBert(nn.Module):
             return np.zeros((0, self.pooling.output_dim(self.bert.config.hidden_size)), dtype=np.float32)
         feats = TaskFeatures({"a": encode_texts(self.tokenizer, texts, self.config.model.max_len)},
                              pad_id=self.tokenizer.pad_token_id or 0)
-        return self._run(feats, lambda batch: self.encode(batch["a"]).pooled, batch_size).astype(np.float32)
+        return self.map_batches(feats, lambda batch: self.encode(batch["a"]).pooled, batch_size).astype(np.float32)
 
     # ------------------------------------------------------------- checkpoints
     def save(self, directory: str | os.PathLike, extra: dict | None = None,
-             dtype: torch.dtype | None = None) -> Path:
-        """Write ``model.safetensors``, ``config.json`` and the tokenizer files.
+             dtype: torch.dtype | None = None, extra_files: dict[str, str | bytes] | None = None,
+             populate: Callable[[Path], None] | None = None) -> Path:
+        """Publish the checkpoint atomically: ``model.safetensors``, ``config.json``, the
+        tokenizer files, ``extra_files`` (name -> content, e.g. ``metrics.json``) and
+        whatever ``populate(staging_dir)`` writes (e.g. ``predictions/``) are built in a
+        temporary directory beside ``directory``, the completeness marker ``COMPLETE``
+        is written last, everything is fsynced, and the directory is swapped in by one
+        rename (core/atomic.py). Files of an existing ``directory`` that are not part of
+        a checkpoint (``train_log.jsonl``, ``resume/``, logs) are carried over.
         ``dtype=torch.float16`` stores the floating-point weights in half precision (half
         the size; :meth:`load` casts them back to the model's float32)."""
         from safetensors.torch import save_file
@@ -442,19 +599,39 @@ class MultitaskBert(nn.Module):
             raise MinbertError(f"this model is {self.quantization}-quantized for inference and cannot be "
                                f"saved as a checkpoint; save the fp32 model (load it without quantize=)")
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        recover_swap(directory)
+        if directory.exists() and not directory.is_dir():
+            raise CheckpointError(f"{directory} is a file; pass a directory to save the checkpoint into")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        tmp = directory / "model.safetensors.tmp"
-        save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
-        os.replace(tmp, directory / "model.safetensors")  # never leave a half-written file
-        meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-                "config": self.config.to_dict(), "encoder_config": self.bert.config.to_dict(),
-                "tasks": list(self.heads.keys()), "has_pooler": self.bert.pooler is not None,
-                **(extra or {})}
-        _write_json_atomic(directory / "config.json", meta)
-        self.tokenizer.save_pretrained(str(directory))
+        staging = staging_dir(directory)
+        try:
+            save_file(state, str(staging / "model.safetensors"), metadata={"format": CHECKPOINT_FORMAT})
+            meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                    "config": self.config.to_dict(), "encoder_config": self.bert.config.to_dict(),
+                    "tasks": list(self.heads.keys()), "has_pooler": self.bert.pooler is not None,
+                    **(extra or {})}
+            (staging / "config.json").write_text(json.dumps(meta, indent=2))
+            self.tokenizer.save_pretrained(str(staging))
+            manifest = {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()}
+            for name, content in (extra_files or {}).items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+            if populate is not None:
+                populate(staging)
+            if directory.is_dir():   # the run's other files stay with the checkpoint
+                for entry in directory.iterdir():
+                    if not (staging / entry.name).exists() and _carried_over(entry.name):
+                        link_or_copy(entry, staging / entry.name)
+            # written last: a directory without it was not finished (see read_checkpoint_meta)
+            (staging / COMPLETE_MARKER).write_text(json.dumps(
+                {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "files": manifest}, indent=2))
+            publish_dir(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return directory
 
     @classmethod
@@ -478,20 +655,33 @@ class MultitaskBert(nn.Module):
         if not directory.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {directory}")
         meta = read_checkpoint_meta(directory)
+        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
         try:
             config = Config.from_dict(meta["config"])
             bert_config = BertConfig.from_dict(meta["encoder_config"])
-        except (MinbertError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{directory / 'config.json'} is corrupt or from an incompatible version: {e}") from None
-        state = read_checkpoint_weights(directory)
+            tasks = meta.get("tasks")
+            if tasks is not None and (not isinstance(tasks, list) or not set(tasks) <= {"sst", "qqp", "sts"}):
+                raise CheckpointError(f"tasks must be a list of sst/qqp/sts, got {tasks!r}")
+        except (MinbertError, KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{config_path} is corrupt or from an incompatible version: {e}") from None
         tokenizer = _checkpoint_tokenizer(directory, config)
-        model = cls(config, BertModel(bert_config, add_pooler=meta.get("has_pooler", True)), tokenizer,
-                    tasks=meta.get("tasks"))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{directory / 'model.safetensors'} does not match its config.json: "
-                f"{len(missing)} missing tensors {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
+        if not weights_path.is_file():
+            raise CheckpointError(f"{directory} is incomplete: model.safetensors is missing")
+        # Sizes first, from the safetensors header and a model skeleton on the "meta"
+        # device: a config.json that does not match the weights allocates nothing.
+        found = safetensors_shapes(weights_path)
+        try:
+            with torch.device("meta"):
+                skeleton = cls(config, BertModel(bert_config, add_pooler=meta.get("has_pooler", True)),
+                               tokenizer, tasks=tasks)
+        except (MinbertError, ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{config_path} describes a model that cannot be built: {e}") from None
+        check_state_shapes({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, found,
+                           weights_path, config_path, error=CheckpointError)
+        state = read_checkpoint_weights(directory)
+        model = skeleton.to_empty(device="cpu")   # allocated now, at the sizes just checked
+        model.tokenizer = tokenizer
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         model.checkpoint_dir = directory
         return quantize_model(model.to(device).eval(), quantize)
 
@@ -516,26 +706,62 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[i
     return batches
 
 
+# Tokens of one text that the predict API reads through windows (about 8,000
+# characters of English); longer texts raise a MinbertError instead of taking minutes.
+MAX_READ_TOKENS = 2_048
+
+
 def _as_texts(texts, what: str) -> list[str]:
+    """The inputs of the predict API as a list of strings, each checked with
+    :func:`check_input_text`."""
     if texts is None:
         raise MinbertError(f"{what} are missing: pair tasks need two lists of sentences")
     if isinstance(texts, str):
         texts = [texts]
+    elif isinstance(texts, (bytes, bytearray)) or not hasattr(texts, "__iter__"):
+        raise MinbertError(f"{what} must be a list of strings, got {type(texts).__name__}")
     texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise MinbertError(f"{what} must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+    for i, t in enumerate(texts):
+        check_input_text(t, f"{what} item {i}")
     return texts
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+def check_input_text(text, what: str = "text") -> str:
+    """``text`` unchanged if a model can read it, else :class:`MinbertError`: not a
+    string; an unpaired surrogate (e.g. "\\ud800", which cannot be encoded as UTF-8);
+    nothing visible (only whitespace, control or zero-width / format characters, which
+    the tokenizer drops, leaving an empty input that would still get a confident
+    prediction)."""
+    if not isinstance(text, str):
+        raise MinbertError(f"{what} must be a string, got {type(text).__name__}")
+    for ch in text:
+        if "\ud800" <= ch <= "\udfff":
+            raise MinbertError(f"{what} contains an unpaired surrogate (U+{ord(ch):04X}), which is not "
+                               f"valid Unicode text: decode the input correctly (e.g. as UTF-8) first")
+    if not has_visible_text(text):
+        raise MinbertError(f"{what} has no visible characters (only whitespace, control or zero-width "
+                           f"characters): type some words")
+    return text
+
+
+_write_json_atomic = atomic_write_json   # the earlier private name
+
+
+def _carried_over(name: str) -> bool:
+    """Whether a directory entry survives a checkpoint publication (see ``CHECKPOINT_OWNED``);
+    temporary entries of interrupted writers never do."""
+    if name in CHECKPOINT_OWNED:
+        return False
+    return not (name.startswith(".") and (".staging-" in name or name.endswith((".previous", ".tmp"))))
 
 
 def read_checkpoint_meta(directory: Path) -> dict:
-    path = Path(directory) / "config.json"
+    """``config.json`` of a checkpoint directory, checked: format, version, and for
+    format_version >= 2 the ``COMPLETE`` marker and the sizes it lists. Checkpoints of
+    format_version 1 (written before the marker existed) load as before."""
+    directory = Path(directory)
+    recover_swap(directory)
+    path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a checkpoint: config.json is missing")
     try:
@@ -544,10 +770,35 @@ def read_checkpoint_meta(directory: Path) -> dict:
         raise CheckpointError(f"{path} is corrupt (not valid JSON: {e})") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a minBERT checkpoint config (format != {CHECKPOINT_FORMAT!r})")
-    if meta.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has format_version {meta['format_version']}; this code reads "
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has format_version {version}; this code reads "
                               f"up to {CHECKPOINT_VERSION}: update minBERT Studio")
+    if version >= 2:
+        _check_complete(directory)
     return meta
+
+
+def _check_complete(directory: Path) -> None:
+    marker = directory / COMPLETE_MARKER
+    fix = ("its writer was interrupted before it finished. Train it again (`python -m core.train "
+           "... --resume` continues a run), re-export it, or pick another checkpoint")
+    if not marker.is_file():
+        raise CheckpointError(f"{directory} is incomplete: the {COMPLETE_MARKER} marker is missing, so {fix}")
+    try:
+        files = json.loads(marker.read_text()).get("files", {})
+        files = {str(k): int(v) for k, v in files.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{marker} is corrupt ({e}); {fix}") from None
+    for name, size in files.items():
+        p = directory / name
+        if not p.is_file():
+            raise CheckpointError(f"{directory} is incomplete: {name} is missing (listed in {COMPLETE_MARKER}); {fix}")
+        if p.stat().st_size != size:
+            raise CheckpointError(f"{p} is corrupt or cut short: {p.stat().st_size} bytes where {COMPLETE_MARKER} "
+                                  f"lists {size}; {fix}")
 
 
 def read_checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -563,10 +814,14 @@ def read_checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def _checkpoint_tokenizer(directory: Path, config: Config):
+    """The checkpoint's own tokenizer files; never a fallback to another tokenizer (a
+    different vocabulary would silently give wrong predictions) nor a download."""
     if (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file():
         try:
             return load_tokenizer(directory)
         except MinbertError as e:
             raise CheckpointError(f"{directory}: tokenizer files are corrupt ({e})") from None
-    log.warning("%s has no tokenizer files; using the tokenizer of %s", directory, config.model.encoder)
-    return load_tokenizer(config.model.encoder)
+    raise CheckpointError(
+        f"{directory} has no tokenizer files (vocab.txt or tokenizer.json): copy them from the "
+        f"encoder it was trained from ({config.model.encoder!r}; for 'minilm' see "
+        f"core.bert.packaged_model_dir()), or save the checkpoint again with MultitaskBert.save")

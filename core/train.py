@@ -7,9 +7,12 @@
 The recipe is parsed and validated once (``core.config.Config``); every flag above is
 applied to that object as an override, so the checkpoint's ``config.json`` holds exactly
 what ran. The output directory receives, after each epoch's dev evaluation, the best
-checkpoint so far (``model.safetensors``, ``config.json``, ``metrics.json``), a
-``train_log.jsonl`` event log, and ``resume/`` (state of the last finished epoch, used
-by ``--resume``, removed when the run finishes).
+checkpoint so far (``model.safetensors``, ``config.json``, tokenizer files,
+``metrics.json``, ``predictions/``, published together in one atomic swap with a
+``COMPLETE`` marker), a ``train_log.jsonl`` event log, and ``resume/`` (the state of the
+last ``train.resume_every`` optimizer steps or epoch end, whichever came last, used by
+``--resume``, removed when the run finishes). A run killed at any moment and resumed
+ends with the same weights as an uninterrupted one (bitwise on CPU).
 
 What a recipe can combine (each method lives in its own module, named by report):
 
@@ -56,6 +59,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core.atomic import atomic_write_json, publish_dir, recover_swap, staging_dir
 from core.config import Config, TrainConfig
 from core.contrastive import ContrastiveSet, build_set, objective_loss
 from core.data import TASKS, TaskData, bucket_batches, encode_texts, load_task
@@ -229,12 +233,16 @@ class Trainer:
         self.device = self.dist.device_for(resolve_device(config.train.device))
 
     def _prepare_out_dir(self, resume: bool, overwrite: bool) -> None:
+        recover_swap(self.out)                 # a publication cut between its two renames
+        if self.out.is_dir():
+            recover_swap(self.out / "resume")
         if self.out.exists() and (self.out / "train_log.jsonl").exists() and not resume and not overwrite:
             raise MinbertError(f"{self.out} already holds a run; pass --resume to continue it, "
                                f"--overwrite to replace it, or choose another --out")
         if resume and not (self.out / "resume" / "state.json").is_file():
-            raise MinbertError(f"nothing to resume in {self.out}: no finished epoch was saved "
-                               f"(resume/state.json is missing)")
+            raise MinbertError(f"nothing to resume in {self.out}: no resume state was saved yet "
+                               f"(resume/state.json is missing; it is written every train.resume_every "
+                               f"steps and at each epoch end): start the run again without --resume")
         if overwrite and self.out.exists() and not resume:
             for name in ("train_log.jsonl", "metrics.json", "resume", "predictions"):
                 p = self.out / name
@@ -305,7 +313,7 @@ class Trainer:
         self.stages = [self._build_stage(i, name, train) for i, (name, train) in enumerate(cfg.stage_plan())]
         self.total_steps = sum(s.total_steps for s in self.stages)
         self.step, self.best_score, self.history = 0, -math.inf, []
-        self.stage_index, self.stage_step, self.start_epoch = 0, 0, 0
+        self.stage_index, self.stage_step, self.start_epoch, self.start_epoch_step = 0, 0, 0, 0
         self.elapsed_before = 0.0
         self._resume_state: dict | None = None
         if self.resume:
@@ -539,7 +547,7 @@ class Trainer:
             for stage in self.stages[self.stage_index:]:
                 resuming = self._resume_state is not None and stage.index == self.stage_index
                 if not resuming:
-                    self.stage_step, self.start_epoch = 0, 0
+                    self.stage_step, self.start_epoch, self.start_epoch_step = 0, 0, 0
                 self._start_stage(stage)
                 if resuming:
                     self._restore_stage_state()
@@ -550,7 +558,8 @@ class Trainer:
                 for epoch in range(self.start_epoch, stage.train.epochs):
                     if self.stage_step >= stage.total_steps:
                         break
-                    self._train_epoch(epoch, t0)
+                    start, self.start_epoch_step = self.start_epoch_step, 0
+                    self._train_epoch(epoch, t0, start)
                     self._end_epoch(epoch, t0)
                 self.events.write("stage_done", stage=stage.name, index=stage.index, step=self.step,
                                   encoder_checksum=encoder_checksum(self.model))
@@ -571,15 +580,18 @@ class Trainer:
                           mean_score=summary["mean_score"], **extra)
         return summary
 
-    def _train_epoch(self, epoch: int, t0: float) -> None:
+    def _train_epoch(self, epoch: int, t0: float, start: int = 0) -> None:
+        """Steps ``start``.. of ``epoch`` (``start`` > 0: resumed mid-epoch); resume state
+        every ``train.resume_every`` optimizer steps (the epoch's last step excepted: its
+        state is saved after the dev evaluation, by :meth:`_end_epoch`)."""
         stage, cfg = self.stage, self.stage.train
-        plan = stage.plan(epoch)[: stage.total_steps - self.stage_step]
+        plan = stage.plan(epoch)[start: start + stage.total_steps - self.stage_step]
         adaptive = cfg.loss_weighting == "dev" and stage.supervised
         if adaptive:
             self.task_weights = self._dev_weights(epoch)
         label = f"{stage.name} " if len(self.stages) > 1 else ""
-        bar = tqdm(total=len(plan), desc=f"{label}epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
-                   dynamic_ncols=True, leave=True)
+        bar = tqdm(total=start + len(plan), initial=start, desc=f"{label}epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not self.progress, dynamic_ncols=True, leave=True)
         window_t, window_n = time.time(), 0
         for i, tasks in enumerate(plan):
             out = self.train_step(tasks)
@@ -596,6 +608,8 @@ class Trainer:
                                   examples_per_s=round(window_n / max(now - window_t, 1e-9), 2),
                                   elapsed_s=round(self.elapsed_before + now - t0, 2), **extra)
                 window_t, window_n = now, 0
+            if self.step % cfg.resume_every == 0 and i < len(plan) - 1:
+                self._checkpoint_resume(epoch, start + i + 1, self.elapsed_before + time.time() - t0)
         bar.close()
 
     def _dev_weights(self, epoch: int) -> dict[str, float]:
@@ -616,24 +630,38 @@ class Trainer:
         last_stage = stage.index == len(self.stages) - 1
         improved = last_stage and score > self.best_score   # the checkpoint is the last stage's best
         self.events.write("eval", **record, best=improved)
+        wall = self.elapsed_before + time.time() - t0
         if improved:
             self.best_score = score
             self.best = record
             if self.dist.is_main:
+                # one atomic publication: weights, config.json, tokenizer, metrics.json and
+                # predictions/ appear together, with the COMPLETE marker (core/model.py)
+                metrics = json.dumps(self._metrics_summary(wall, finished=False), indent=2, default=_json_default)
+                populate = (lambda d: write_predictions(frames, d / "predictions", "dev")) if frames else None
                 self.model.save(self.out, extra={"trained": {"epoch": epoch + 1, "step": self.step,
-                                                             "stage": stage.name}})
-                if frames:
-                    write_predictions(frames, self.out / "predictions", "dev")
+                                                             "stage": stage.name}},
+                                extra_files={"metrics.json": metrics}, populate=populate)
             self.events.write("checkpoint", step=self.step, epoch=epoch + 1, path=str(self.out), score=score)
-        wall = self.elapsed_before + time.time() - t0
-        self._write_metrics(wall, finished=False)
+        else:
+            self._write_metrics(wall, finished=False)
         run_over = last_stage and (epoch + 1 >= stage.train.epochs or self.stage_step >= stage.total_steps)
         if not run_over:   # after the very last epoch there is nothing to resume
-            rng_states = self.dist.all_gather_object(_rng_state(self.device))   # every rank's own
-            if self.dist.is_main:
-                self._save_resume_state(epoch, wall, rng_states)
+            self._checkpoint_resume(epoch + 1, 0, wall)
+
+    def _checkpoint_resume(self, epoch: int, epoch_step: int, wall: float) -> None:
+        """Resume state: continue at step ``epoch_step`` of ``epoch`` (0-based)."""
+        rng_states = self.dist.all_gather_object(_rng_state(self.device))   # every rank's own
+        if self.dist.is_main:
+            self._save_resume_state(epoch, epoch_step, wall, rng_states)
 
     def _write_metrics(self, wall: float, finished: bool) -> dict:
+        summary = self._metrics_summary(wall, finished)
+        if self.dist.is_main:
+            atomic_write_json(self.out / "metrics.json", summary, indent=2, default=_json_default)
+        return summary
+
+    def _metrics_summary(self, wall: float, finished: bool) -> dict:
         best = getattr(self, "best", None) or {}
         summary = {
             "name": self.config.name,
@@ -646,37 +674,44 @@ class Trainer:
         }
         if self.dist.enabled:
             summary["world_size"] = self.dist.world_size
-        if self.dist.is_main:
-            (self.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         return summary
 
     # ---------------------------------------------------------------- resume
-    def _save_resume_state(self, epoch: int, wall: float, rng_states: list[dict] | None = None) -> None:
-        """State after a finished epoch: weights, optimizer, schedule, RNG (``rng_states``:
-        every rank's generators, in rank order), counters."""
-        tmp = self.out / "resume.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    def _save_resume_state(self, epoch: int, epoch_step: int, wall: float,
+                           rng_states: list[dict] | None = None) -> None:
+        """Everything an uninterrupted run carries from one step to the next: weights,
+        SMART teacher, optimizer, schedule, uncertainty weights, every generator (torch
+        per rank, Python, NumPy), stream positions, counters and dev history. Built in a
+        staging directory and swapped in at once (core/atomic.py): ``resume/`` always
+        holds one complete state, the previous one until the new one is in place."""
         from safetensors.torch import save_file
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
-                  str(tmp / "model.safetensors"))
-        if self.teacher is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.teacher.model.state_dict().items()},
-                      str(tmp / "teacher.safetensors"))
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "rng_per_rank": rng_states or [_rng_state(self.device)],
-                    "uncertainty": None if self.uncertainty is None else self.uncertainty.state_dict()},
-                   tmp / "optimizer.pt")
-        state = {"stage": self.stage.index, "stage_name": self.stage.name, "epoch_done": epoch + 1,
-                 "step": self.step, "stage_step": self.stage_step, "best_score": self.best_score,
-                 "best": getattr(self, "best", None), "history": self.history, "elapsed_s": wall,
-                 "stream_passes": {t: s.passes for t, s in self.streams.items()},
-                 "stream_remaining": {t: s.remaining for t, s in self.streams.items()},
-                 "python_rng": _py_rng_to_json(random.getstate())}
-        (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
-        shutil.rmtree(self.out / "resume", ignore_errors=True)
-        os.replace(tmp, self.out / "resume")
+        tmp = staging_dir(self.out / "resume")
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
+                      str(tmp / "model.safetensors"))
+            if self.teacher is not None:
+                save_file({k: v.detach().contiguous().cpu() for k, v in self.teacher.model.state_dict().items()},
+                          str(tmp / "teacher.safetensors"))
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "rng_per_rank": rng_states or [_rng_state(self.device)],
+                        "uncertainty": None if self.uncertainty is None else self.uncertainty.state_dict()},
+                       tmp / "optimizer.pt")
+            state = {"stage": self.stage.index, "stage_name": self.stage.name,
+                     "epoch": epoch, "epoch_step": epoch_step,
+                     "epoch_done": epoch,   # read by code before mid-epoch resume state existed
+                     "step": self.step, "stage_step": self.stage_step, "best_score": self.best_score,
+                     "best": getattr(self, "best", None), "history": self.history, "elapsed_s": wall,
+                     "stream_passes": {t: s.passes for t, s in self.streams.items()},
+                     "stream_remaining": {t: s.remaining for t, s in self.streams.items()},
+                     "python_rng": _py_rng_to_json(random.getstate()),
+                     "numpy_rng": _np_rng_to_json(np.random.get_state())}
+            (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
+            publish_dir(tmp, self.out / "resume")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.events.write("resume_state", step=self.step, epoch=epoch + 1, epoch_step=epoch_step)
 
     def _load_resume_state(self) -> None:
         """Weights and counters of the last finished epoch; the stage's optimizer state is
@@ -687,12 +722,15 @@ class Trainer:
             state = json.loads((directory / "state.json").read_text())
             self.model.load_state_dict(read_checkpoint_weights(directory))
             self._resume_opt = torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=True)
-        except (json.JSONDecodeError, OSError, RuntimeError, KeyError, pickle.UnpicklingError) as e:
+        except (json.JSONDecodeError, OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError,
+                MinbertError) as e:
             raise MinbertError(f"{directory} is corrupt and cannot be resumed from: {e}") from None
         # The random state of the epoch boundary: dropout and the next stage's draws
         # continue exactly as in an uninterrupted run.
-        _set_rng_state(select_rank_rng(self._resume_opt, self.dist.rank, self.dist.world_size), self.device)
-        random.setstate(_py_rng_from_json(state["python_rng"]))
+        self._resume_rng = (select_rank_rng(self._resume_opt, self.dist.rank, self.dist.world_size),
+                            _py_rng_from_json(state["python_rng"]),
+                            _np_rng_from_json(state["numpy_rng"]) if state.get("numpy_rng") else None)
+        self._set_resumed_rng()
         stage_index = state.get("stage", 0)
         if stage_index >= len(self.stages) or state.get("stage_name", self.stages[stage_index].name) \
                 != self.stages[stage_index].name:
@@ -705,13 +743,23 @@ class Trainer:
         self.history = state["history"]
         stage = self.stages[stage_index]
         self.stage_step = state.get("stage_step", state["step"])
-        self.start_epoch = state["epoch_done"]
-        if self.start_epoch >= stage.train.epochs or self.stage_step >= stage.total_steps:
+        self.start_epoch = state.get("epoch", state["epoch_done"])
+        self.start_epoch_step = state.get("epoch_step", 0)
+        if self.start_epoch_step == 0 and (self.start_epoch >= stage.train.epochs
+                                           or self.stage_step >= stage.total_steps):
             # that stage is done: the next one starts afresh from these weights
             self.stage_index, self._resume_state = stage_index + 1, None
         else:
             self.stage_index, self._resume_state = stage_index, state
-        self.events.write("resume", stage=stage.name, epoch_done=self.start_epoch, step=self.step)
+        self.events.write("resume", stage=stage.name, step=self.step, epoch=self.start_epoch + 1,
+                          epoch_step=self.start_epoch_step, epoch_done=self.start_epoch)
+
+    def _set_resumed_rng(self) -> None:
+        torch_state, py_state, np_state = self._resume_rng
+        _set_rng_state(torch_state, self.device)
+        random.setstate(py_state)
+        if np_state is not None:
+            np.random.set_state(np_state)
 
     def _restore_stage_state(self) -> None:
         directory, state, opt = self.out / "resume", self._resume_state, self._resume_opt
@@ -731,6 +779,9 @@ class Trainer:
         for task, passes in state["stream_passes"].items():
             if task in self.streams:
                 self.streams[task].restart(passes, remaining.get(task))
+        # generators again, after the stage's set-up: the run continues drawing exactly
+        # where the saved step left off
+        self._set_resumed_rng()
         self._resume_state = None
 
 
@@ -778,6 +829,16 @@ def _py_rng_from_json(obj):
     return (version, tuple(internal), gauss)
 
 
+def _np_rng_to_json(state):
+    name, keys, pos, has_gauss, cached = state
+    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
+
+
+def _np_rng_from_json(obj):
+    name, keys, pos, has_gauss, cached = obj
+    return (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+
+
 def build_config(args) -> Config:
     overrides = list(args.set or [])
     if args.limit is not None:
@@ -798,7 +859,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output checkpoint directory")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set train.lr=3e-5 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from the last finished epoch")
+    p.add_argument("--resume", action="store_true", help="continue from the last resume state (saved every train.resume_every steps and at epoch ends)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p.add_argument("--limit", type=int, help="keep the first N examples of every training set")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")

@@ -78,7 +78,7 @@ def test_predictions_keep_input_order(untrained):
 def test_predict_input_errors(untrained):
     with pytest.raises(MinbertError, match="differ in length"):
         untrained.predict_paraphrase(["a", "b"], ["c"])
-    with pytest.raises(MinbertError, match="must be strings"):
+    with pytest.raises(MinbertError, match="texts item 1 must be a string, got int"):
         untrained.predict_sentiment(["ok", 3])
     assert untrained.predict_sentiment([]).shape == (0, 5)
     assert untrained.predict_similarity("one", "one").shape == (1,)  # a bare string is one input
@@ -139,6 +139,10 @@ def test_corrupt_checkpoints_are_named(tmp_path, tiny_checkpoint, damage, needle
     elif damage == "wrong_weights":
         from safetensors.torch import save_file
         save_file({"x": torch.zeros(2)}, str(w_path))
+        # the COMPLETE marker lists the new size: the content check is what fails
+        marker = json.loads((ckpt / "COMPLETE").read_text())
+        marker["files"]["model.safetensors"] = w_path.stat().st_size
+        (ckpt / "COMPLETE").write_text(json.dumps(marker))
     elif damage == "future_version":
         meta = json.loads(cfg_path.read_text())
         meta["format_version"] = 99

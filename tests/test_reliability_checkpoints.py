@@ -1,0 +1,254 @@
+"""Atomic checkpoints, the completeness marker, v1 compatibility, and load errors that
+name the file and the mismatch (issue 12, items 2 and 4). A tiny 2-layer encoder keeps
+every test to about a second."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from core import atomic
+from core.bert import BertConfig, BertModel, packaged_model_dir
+from core.config import Config
+from core.errors import CheckpointError, MinbertError, ModelLoadError
+from core.model import COMPLETE_MARKER, MultitaskBert, read_checkpoint_meta
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=64)
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in BertModel(config).state_dict().items()},
+              str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({**config.to_dict(), "model_type": "bert"}))
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(packaged_model_dir() / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def model(tiny_encoder):
+    torch.manual_seed(1)
+    return MultitaskBert.from_config(Config.from_dict({"model": {"encoder": str(tiny_encoder), "max_len": 32}}))
+
+
+def _reseal(ck: Path) -> None:
+    """After a test edited files on purpose: the marker lists their new sizes (so the
+    loader's later checks, not the size check, are what the test sees)."""
+    marker = json.loads((ck / COMPLETE_MARKER).read_text())
+    marker["files"] = {k: (ck / k).stat().st_size for k in marker["files"] if (ck / k).is_file()}
+    (ck / COMPLETE_MARKER).write_text(json.dumps(marker))
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ------------------------------------------------------------------ atomic helper
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "m.json"
+    atomic.atomic_write_json(p, {"a": 1})
+    atomic.atomic_write_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 2}
+    assert [x.name for x in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_publish_dir_swaps_and_fallback_window_is_recovered(tmp_path, monkeypatch):
+    target = tmp_path / "ck"
+    target.mkdir()
+    (target / "f").write_text("old")
+    new = atomic.staging_dir(target)
+    (new / "f").write_text("new")
+    atomic.publish_dir(new, target)
+    assert (target / "f").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    # the fallback (no renameat2): crash between its two renames -> recover_swap restores
+    monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
+    os.rename(target, atomic.previous_path(target))      # the first rename happened, then a crash
+    assert not target.exists()
+    assert atomic.recover_swap(target)
+    assert (target / "f").read_text() == "new"
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_save_publishes_complete_marker_last_and_carries_run_files(model, tmp_path):
+    ck = tmp_path / "ck"
+    model.save(ck, extra_files={"metrics.json": '{"x": 1}'})
+    (ck / "train_log.jsonl").write_text('{"event": "start"}\n')
+    (ck / "resume").mkdir()
+    (ck / "resume" / "state.json").write_text("{}")
+    inode = (ck / "train_log.jsonl").stat().st_ino
+    model.save(ck)        # a second publication over the first
+    names = sorted(p.name for p in ck.iterdir())
+    assert COMPLETE_MARKER in names and "metrics.json" not in names        # metrics belong to a publication
+    assert (ck / "train_log.jsonl").stat().st_ino == inode                 # hard link: appends survive
+    assert (ck / "resume" / "state.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]           # no staging left behind
+    marker = json.loads((ck / COMPLETE_MARKER).read_text())
+    assert marker["files"]["model.safetensors"] == (ck / "model.safetensors").stat().st_size
+    assert _same_weights(MultitaskBert.load(ck), model)
+
+
+def test_v2_without_marker_is_refused_with_a_fix(model, tmp_path):
+    ck = tmp_path / "ck"
+    model.save(ck)
+    (ck / COMPLETE_MARKER).unlink()
+    with pytest.raises(CheckpointError, match="COMPLETE marker is missing.*--resume"):
+        MultitaskBert.load(ck)
+
+
+def test_v2_with_truncated_weights_is_refused(model, tmp_path):
+    ck = tmp_path / "ck"
+    model.save(ck)
+    data = (ck / "model.safetensors").read_bytes()
+    (ck / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors is corrupt or cut short: .* bytes where COMPLETE lists"):
+        MultitaskBert.load(ck)
+
+
+def test_v1_checkpoint_without_marker_still_loads(model, tmp_path):
+    """A checkpoint as the code before format 2 wrote it (no marker, format_version 1),
+    e.g. the shipped checkpoints/minbert-multitask/."""
+    ck = tmp_path / "v1"
+    model.save(ck)
+    (ck / COMPLETE_MARKER).unlink()
+    meta = json.loads((ck / "config.json").read_text())
+    meta["format_version"] = 1
+    (ck / "config.json").write_text(json.dumps(meta))
+    assert read_checkpoint_meta(ck)["format_version"] == 1
+    assert _same_weights(MultitaskBert.load(ck), model)
+
+
+def test_shipped_checkpoint_if_present_loads():
+    from core.model import SHIPPED_DIR
+    if not (SHIPPED_DIR / "config.json").is_file():
+        pytest.skip("checkpoints/minbert-multitask is not in this checkout")
+    assert MultitaskBert.load(SHIPPED_DIR).predict_sentiment(["fine"]).shape == (1, 5)
+
+
+def test_kill_during_save_leaves_old_checkpoint_intact(model, tmp_path):
+    """A real process SIGKILLed in the middle of a publication (after the weights were
+    written into the staging directory): the previous checkpoint is untouched."""
+    ck = tmp_path / "ck"
+    model.save(ck)
+    before = (ck / "model.safetensors").read_bytes()
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        import core.model as cm
+        m = cm.MultitaskBert.load({str(ck)!r})
+        with torch.no_grad():
+            for p in m.parameters(): p.add_(1.0)
+        real = m.tokenizer.save_pretrained
+        def die(*a, **k):
+            real(*a, **k); os.kill(os.getpid(), signal.SIGKILL)
+        m.tokenizer.save_pretrained = die
+        m.save({str(ck)!r})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert (ck / "model.safetensors").read_bytes() == before
+    assert _same_weights(MultitaskBert.load(ck), model)
+    model.save(ck)      # the next writer cleans the dead writer's staging directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+# --------------------------------------------------------------------- loading
+def test_config_sizes_not_matching_weights_fail_before_allocating(model, tmp_path):
+    ck = tmp_path / "ck"
+    model.save(ck)
+    meta = json.loads((ck / "config.json").read_text())
+    meta["encoder_config"]["vocab_size"] = 900_000        # 900k x 32 floats: never allocated
+    meta["encoder_config"]["intermediate_size"] = 128
+    (ck / "config.json").write_text(json.dumps(meta))
+    _reseal(ck)
+    with pytest.raises(CheckpointError, match=r"model.safetensors does not match .*config.json.*"
+                                              r"word_embeddings.weight: \[30522, 32\] in the file, \[900000, 32\]"):
+        MultitaskBert.load(ck)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_attention_heads": 0}, "num_attention_heads must be an integer"),
+    ({"hidden_size": 10**12}, "hidden_size must be an integer in 1..1,000,000"),
+    ({"hidden_size": "32"}, "hidden_size must be an integer"),
+    ({"hidden_act": "swish"}, "hidden_act 'swish' is not supported"),
+    ({"layer_norm_eps": -1}, "layer_norm_eps"),
+])
+def test_corrupt_encoder_config_is_a_checkpoint_error(model, tmp_path, change, message):
+    ck = tmp_path / "ck"
+    model.save(ck)
+    meta = json.loads((ck / "config.json").read_text())
+    meta["encoder_config"].update(change)
+    (ck / "config.json").write_text(json.dumps(meta))
+    _reseal(ck)
+    with pytest.raises(CheckpointError, match=message):
+        MultitaskBert.load(ck)
+
+
+def test_unexpected_and_missing_keys_are_named(model, tmp_path):
+    ck = tmp_path / "ck"
+    model.save(ck)
+    state = load_file(str(ck / "model.safetensors"))
+    state["extra.weight"] = torch.zeros(2)
+    del state["bert.encoder.layer.1.output.dense.bias"]
+    save_file(state, str(ck / "model.safetensors"))
+    _reseal(ck)
+    with pytest.raises(CheckpointError, match=r"1 tensors missing \(\['bert.encoder.layer.1.output.dense.bias'\]\)"
+                                              r".*1 unexpected tensors \(\['extra.weight'\]\)"):
+        MultitaskBert.load(ck)
+
+
+def test_checkpoint_without_vocab_files_is_an_error_not_a_fallback(model, tmp_path):
+    ck = tmp_path / "ck"
+    model.save(ck)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (ck / name).unlink(missing_ok=True)
+    _reseal(ck)
+    with pytest.raises(CheckpointError, match="no tokenizer files .*copy them from the encoder"):
+        MultitaskBert.load(ck)
+
+
+def test_encoder_shape_mismatch_unexpected_and_missing(tiny_encoder, tmp_path):
+    d = tmp_path / "enc"
+    shutil.copytree(tiny_encoder, d)
+    state = load_file(str(d / "model.safetensors"))
+    state["encoder.layer.0.attention.self.query.weight"] = torch.zeros(32, 16)
+    state["encoder.layer.9.output.dense.weight"] = torch.zeros(1)
+    del state["embeddings.LayerNorm.bias"]
+    save_file(state, str(d / "model.safetensors"))
+    with pytest.raises(ModelLoadError) as e:
+        BertModel.from_pretrained(d)
+    msg = str(e.value)
+    assert "model.safetensors does not match" in msg and "query.weight: [32, 16] in the file, [32, 32]" in msg
+    assert "['embeddings.LayerNorm.bias']" in msg and "['encoder.layer.9.output.dense.weight']" in msg
+
+
+def test_hub_name_never_downloads(tmp_path, monkeypatch):
+    """An unknown hub id fails from the local cache only (no network), as a MinbertError."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    import socket
+    def no_network(*a, **k):
+        raise AssertionError("a load tried to open a network connection")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(ModelLoadError, match="never downloads"):
+        BertModel.from_pretrained("some-org/some-bert")
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_old_resume_state_error_is_minbert(tmp_path):
+    from core.train import Trainer
+    cfg = Config.from_dict({"model": {"encoder": "minilm"}})
+    with pytest.raises(MinbertError, match="nothing to resume"):
+        Trainer(cfg, tmp_path / "none", resume=True)
