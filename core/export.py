@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -40,19 +40,22 @@ def export(src: str | Path, dst: str | Path, dtype: str = "float16", data_dir: s
     model = MultitaskBert.load(src)
     extra = {k: v for k, v in meta.items() if k not in STANDARD_META}
     extra.update(exported_from=src.name, weights_dtype=dtype)
-    if dst.exists():
-        shutil.rmtree(dst)
-    model.save(dst, extra=extra, dtype=DTYPES[dtype])
-    if (src / "train_log.jsonl").is_file():
-        shutil.copyfile(src / "train_log.jsonl", dst / "train_log.jsonl")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # evaluate the exported weights first (a probe copy), then publish everything at once:
+    # DST is replaced by one atomic swap and never missing or half-written
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        probe = Path(tmp) / "probe"
+        model.save(probe, extra=extra, dtype=DTYPES[dtype])
+        metrics, frames = evaluate_model(MultitaskBert.load(probe), data_dir=data_dir, limit=eval_limit)
     summary = json.loads((src / "metrics.json").read_text()) if (src / "metrics.json").is_file() else {}
-    exported = MultitaskBert.load(dst)
-    metrics, frames = evaluate_model(exported, data_dir=data_dir, limit=eval_limit)
-    write_predictions(frames, dst / "predictions", "dev")
     summary["training_dev"] = summary.get("dev")
     summary["dev"] = metrics
     summary["weights_dtype"] = dtype
-    (dst / "metrics.json").write_text(json.dumps(summary, indent=2))
+    files: dict[str, str | bytes] = {"metrics.json": json.dumps(summary, indent=2)}
+    if (src / "train_log.jsonl").is_file():
+        files["train_log.jsonl"] = (src / "train_log.jsonl").read_bytes()
+    model.save(dst, extra=extra, dtype=DTYPES[dtype], extra_files=files,
+               populate=lambda d: write_predictions(frames, d / "predictions", "dev"))
     return metrics
 
 
