@@ -82,6 +82,8 @@ def test_predict_sentence_as_typed(env):
     (metric,) = at.metric                               # one sentence: sentiment only
     assert metric.label == "tiny" and metric.value in SENTIMENT_LABELS
     assert "confident" in metric.delta
+    # "A gorgeous, witty, seductive movie." = a gorgeous , witty , seductive movie . (8 wordpieces)
+    assert any(c.value == "Read all 8 tokens." for c in at.caption), [c.value for c in at.caption]
 
 
 def test_predict_a_typed_pair_gives_all_three_tasks(env):
@@ -132,6 +134,12 @@ def test_predict_batch_csv(env):
     assert len(result) == 3
     assert result["tiny: sentiment"].iloc[[0, 2]].isin(SENTIMENT_LABELS).all()
     assert result["note"].iloc[1] == "empty sentence"
+    assert "tokens read" in result.columns
+    # one invalid UTF-8 byte: the row is kept (U+FFFD) and the page says so
+    at.file_uploader(key="batch_file").upload(
+        "latin.csv", b"id,sentence\n1,A caf\xe9 film.\n2,Dull.\n", "text/csv").run()
+    no_exceptions(at)
+    assert any("latin.csv" in w.value for w in at.warning)
     # a pair task on a file with one text column: a clear message, no traceback
     at.radio(key="task").set_value("qqp").run()
     no_exceptions(at)

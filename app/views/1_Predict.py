@@ -111,6 +111,15 @@ def _predict_all(task: str, names: list[str], a: str, b: str | None) -> dict[str
     return results
 
 
+def read_note(r: dict) -> str:
+    """How much of the input the model read: all of it, in windows when it is longer
+    than the length the model was trained on (core.model.MultitaskBert.predict_task)."""
+    note = f"Read all {r['tokens']:,} tokens"
+    if r.get("windows", 1) > 1:
+        note += f" in {r['windows']} windows of {r['max_len']} tokens"
+    return note + "."
+
+
 def show_sentiment(names: list[str], a: str) -> None:
     st.markdown("##### :material/sentiment_satisfied: Sentiment of the sentence")
     skipped = [n for n in names if "sst" not in checkpoint_tasks(n)]
@@ -124,6 +133,7 @@ def show_sentiment(names: list[str], a: str) -> None:
     cols = st.columns(max(len(results), 2))
     for col, (name, r) in zip(cols, results.items()):
         col.metric(name, r["label"], f"{max(r['probs']):.0%} confident", **quiet)
+        col.caption(read_note(r))
     frame = sentiment_frame({n: r["probs"] for n, r in results.items()})
     fig = px.bar(frame, x="label", y="probability", color="model", barmode="group",
                  category_orders={"label": SENTIMENT_LABELS}, range_y=[0, 1], height=280,
@@ -147,6 +157,7 @@ def show_pair(names: list[str], a: str, b: str) -> None:
             if name in sim:
                 st.metric(f"{name} ", f"{sim[name]['score']:.2f} / 5", "similarity", **quiet)
                 st.progress(sim[name]["score"] / 5)
+            st.caption(read_note(para.get(name) or sim[name]))
     st.caption(QUORA_CAPTION)
 
 
@@ -189,6 +200,7 @@ def _predict_batch(df: pd.DataFrame, task: str, names: list[str], col_a: str, co
         bar.progress(done / len(df), text=f"Predicting… {done:,}/{len(df):,} rows")
     bar.empty()
     out = pd.concat(parts)
+    out.attrs["tokens_read"] = [t for part in parts for t in part.attrs.get("tokens_read", [])]
     if "note" in out:
         out["note"] = out["note"].fillna("")
     return out
@@ -210,11 +222,14 @@ with batch_tab:
     if upload is not None:
         raw = upload.getvalue()
         try:
-            df = read_csv_upload(raw)
+            upload.seek(0)
+            df = read_csv_upload(upload)          # limits enforced while reading
             guess = guess_columns(df, task)
         except MinbertError as e:
             st.error(f"{upload.name}: {e}")
         else:
+            for warning in df.attrs.get("warnings", []):
+                st.warning(f"{upload.name}: {warning}")
             cols = list(df.columns)
             c1, c2 = st.columns(2)
             col_a = c1.selectbox("Text column" if task == "sst" else "First text column", cols,
@@ -234,6 +249,8 @@ with batch_tab:
                         st.session_state.pop("batch_key", None)
                 if st.session_state.get("batch_key") == key:
                     result = st.session_state["batch_result"]
+                    if result.attrs.get("tokens_read"):
+                        result = result.assign(**{"tokens read": result.attrs["tokens_read"]})
                     st.dataframe(result, width="stretch", height=360)
                     st.download_button("Download predictions (CSV)", result.to_csv(index=False).encode(),
                                        file_name=f"{Path(upload.name).stem}-{task}-predictions.csv",
