@@ -65,6 +65,13 @@ def load_model(name: str | os.PathLike, root: str | os.PathLike | None = None, d
     return MultitaskBert.load(resolve_checkpoint(name, root), device=device)
 
 
+def forget_hashes() -> None:
+    """Drop the memoised file and model digests of this process (a benchmark of the
+    cold path; files are re-hashed on next use)."""
+    _HASHES.clear()
+    _MODEL_HASHES.clear()
+
+
 def _file_digest(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)

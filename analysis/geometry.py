@@ -246,14 +246,17 @@ def project(embeddings, method: str = "umap", n_components: int = 2, seed: int =
 
 
 def _save_atomic(path: Path, arr: np.ndarray | dict) -> None:
+    """An .npy / .npz cache file, written whole or not at all (core/atomic.py)."""
+    import io
+
+    from core.atomic import atomic_write_bytes
+    buf = io.BytesIO()
+    if isinstance(arr, dict):
+        np.savez(buf, **arr)
+    else:
+        np.save(buf, arr, allow_pickle=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        if isinstance(arr, dict):
-            np.savez(f, **arr)
-        else:
-            np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------- metrics
@@ -418,7 +421,8 @@ def _predict_from_embeddings(model, task: str, emb_a, emb_b, texts_a, texts_b):
     if task == "sst" and "sst" not in model.heads:
         return None
     if not _reuses_embeddings(model, task):
-        out = model.predict_task(task, texts_a, texts_b)
+        # as the embeddings: each input read up to the model's max_len (no windows)
+        out = model.predict_task(task, texts_a, texts_b, long_text="truncate")
         return out.argmax(1).astype(np.float32) if task == "sst" else out
     with torch.inference_mode():
         dtype = next(model.parameters()).dtype
@@ -541,9 +545,8 @@ def bench(checkpoint: str = "pretrained", task: str = "qqp", n: int = 2000, seed
         result["umap_cold_s"] = round(time.perf_counter() - t0, 3)
         # the cached path, as the app takes it: hash the checkpoint, reload the sample and
         # its projection from disk
-        from analysis import checkpoints as ck
-        ck._HASHES.clear()
-        ck._MODEL_HASHES.clear()
+        from analysis.checkpoints import forget_hashes
+        forget_hashes()
         t0 = time.perf_counter()
         again = embed_sample(model, task, n=n, seed=seed, data_dir=data_dir, cache_dir=cache)
         xy2 = sample_projection(again, "umap", 2, seed, cache_dir=cache)
