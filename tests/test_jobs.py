@@ -307,11 +307,11 @@ def test_killed_job_resumes_from_its_resume_state(jm, capsys):
     state = Path(job.checkpoint) / "resume" / "state.json"
     wait_for(lambda: state.is_file(), timeout=600, every=0.1)     # epoch 1 done
     running = jm.get(job.id)
+    with pytest.raises(JobError, match="only failed or cancelled"):
+        jm.resume(job.id)
     os.kill(running.train_pid, signal.SIGKILL)
     failed = settled(jm, job.id, timeout=60)
     assert failed.state == "failed" and "SIGKILL" in failed.message and failed.resumable
-    with pytest.raises(JobError, match="only failed or cancelled"):
-        jm.resume(jm.submit(QUICK, TINY, name="queued-one", device="cpu").id)
     assert main(["--root", str(jm.root), "resume", str(job.id)]) == 0
     assert "attempt 1" in capsys.readouterr().out
     done = settled(jm, job.id)

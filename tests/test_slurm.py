@@ -34,10 +34,10 @@ from slurm_cluster import LocalSlurm, SlurmUnavailable
 
 QUICK = REPO / "configs" / "quick.yaml"
 CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-# Two epochs of 30 steps: the first leaves resume state, the second is long enough to
+# Two epochs of 40 steps: the first leaves resume state, the second is long enough to
 # kill or requeue the job in.
 TWO_EPOCHS = ["data.limit=64", "data.eval_limit=8", "train.batch_size=4", "model.max_len=16",
-              "train.epochs=2", "train.steps_per_epoch=30", "train.max_steps=null", "train.log_every=1"]
+              "train.epochs=2", "train.steps_per_epoch=40", "train.max_steps=null", "train.log_every=1"]
 SLOW = ["data.limit=64", "train.max_steps=500", "train.batch_size=8", "model.max_len=32"]
 
 
@@ -300,29 +300,30 @@ def test_cancel_a_running_slurm_job(sjm, slurm):
 def test_killed_slurm_job_is_failed_resumable_and_resumes_also_after_a_requeue(sjm, slurm):
     job = sjm.submit(QUICK, TWO_EPOCHS, name="s-kill", device="cpu")
     resume_state = Path(job.checkpoint) / "resume" / "state.json"
-    wait_for(lambda: resume_state.is_file(), timeout=600)         # epoch 1 done
+    wait_for(lambda: resume_state.is_file(), timeout=600, every=0.1)   # epoch 1 done
     slurm.run(["scancel", "--signal=KILL", job.cluster_id])
     failed = settled(sjm, job.id, timeout=120)
     assert failed.state == "failed" and failed.resumable, failed.message
     assert f"Slurm job {job.cluster_id} ended CANCELLED" in failed.message
+    assert failed.progress().phase != "done"                        # it was killed in epoch 2
 
     first_id = job.cluster_id
     resumed = sjm.resume(job.id)
     assert resumed.state == "queued" and resumed.attempt == 1 and resumed.cluster_id != first_id
-    # running again, from the resume state: then Slurm requeues it (what preemption with
-    # PreemptMode=REQUEUE does); a requeued job waits for its begin time, released here
-    wait_for(lambda: any(e["event"] == "resume" for e in events(job)), timeout=600)
+    # running again; then Slurm requeues it, as preemption with PreemptMode=REQUEUE does (a
+    # requeued job waits for a begin time two minutes ahead: released here at once)
+    wait_for(lambda: f"Slurm job {resumed.cluster_id} (restart 0)" in sjm.get(job.id).log_tail(400), timeout=300)
     slurm.run(["scontrol", "requeue", resumed.cluster_id])
     wait_for(lambda: sjm.refresh() and sjm.get(job.id).state == "queued", timeout=60)
     slurm.run(["scontrol", "update", f"JobId={resumed.cluster_id}", "StartTime=now"])
     done = settled(sjm, job.id)
     assert done.state == "succeeded", done.message + "\n" + done.log_tail()
     assert scontrol(slurm, resumed.cluster_id)["Restarts"] == "1"
-    log = done.log_tail(400)
-    assert "(restart 1)" in log and log.count("--resume") >= 2
+    starts = [x for x in done.log_tail(400).splitlines() if f"Slurm job {resumed.cluster_id} (restart" in x]
+    assert len(starts) == 2 and all(x.endswith("--resume") for x in starts)   # both starts resumed
     ev = events(done)
-    assert sum(e["event"] == "resume" for e in ev) == 2            # once after the kill, once after the requeue
-    assert ev[-1]["event"] == "done" and ev[-1]["step"] == 60
+    assert [e for e in ev if e["event"] == "start"][-1]["resumed_at_step"] == 40   # from epoch 1's state
+    assert ev[-1]["event"] == "done" and ev[-1]["step"] == 80
 
 
 def _dropout_free_encoder(tmp_path: Path) -> Path:
