@@ -278,6 +278,10 @@ def batch_script(*, job_id: int, job_dir: Path, checkpoint: Path, config_path: P
     the shell; nothing is taken from a stored command line."""
     q = shlex.quote
     r = resources
+    for what, path in (("job directory", job_dir), ("repository", repo)):
+        if any(c.isspace() for c in str(path)):
+            raise JobError(f"the {what} {path} contains white space, which #SBATCH lines cannot carry: "
+                           f"use a jobs root and a checkout without spaces for Slurm jobs")
     lines = ["#!/bin/bash",
              f"#SBATCH --job-name=minbert-{int(job_id)}",
              f"#SBATCH --output={job_dir / 'job.log'}",
@@ -309,12 +313,14 @@ def batch_script(*, job_id: int, job_dir: Path, checkpoint: Path, config_path: P
               f'echo "[job {int(job_id)}] Slurm job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on '
               f'$SLURM_JOB_NODELIST ${{MODE[*]}}"']
     train = ["-m", "core.train", "--config", q(str(config_path)), "--out", '"$CKPT"', "--no-progress", '"${MODE[@]}"']
+    # srun does not inherit sbatch's --cpus-per-task since Slurm 22.05: ask again
+    srun = ["srun", "--kill-on-bad-exit=1", f"--cpus-per-task={r.cpus_per_task}"]
     if r.nodes == 1 and procs_per_node == 1:
-        lines.append(" ".join(["srun", "--kill-on-bad-exit=1", q(python), *train]))
+        lines.append(" ".join([*srun, q(python), *train]))
     else:
         lines += ['HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
                   f"PORT=$(( {cluster.rdzv_port} + SLURM_JOB_ID % 1000 ))",
-                  " ".join(["srun", "--kill-on-bad-exit=1", "--ntasks-per-node=1", q(python), "-m",
+                  " ".join([*srun, "--ntasks-per-node=1", q(python), "-m",
                             "torch.distributed.run", '--nnodes="$SLURM_JOB_NUM_NODES"',
                             f"--nproc_per_node={int(procs_per_node)}", "--rdzv_backend=c10d",
                             '--rdzv_endpoint="$HEAD:$PORT"', '--rdzv_id="$SLURM_JOB_ID"', *train])]

@@ -357,3 +357,13 @@ def test_read_only_and_secret_modes():
             check_access(typed, sec)
     check_access("s3cret", sec)
     assert access_mode({"MINBERT_READ_ONLY": "0"}) == "open"
+
+
+def test_server_listens_locally_and_hides_error_details():
+    import tomllib
+
+    from streamlit.config import ShowErrorDetailsConfigOptions
+    conf = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert conf["server"]["address"] == "127.0.0.1"
+    assert conf["client"]["showErrorDetails"] == "none"
+    assert conf["client"]["showErrorDetails"] in {o.value for o in ShowErrorDetailsConfigOptions}
