@@ -12,7 +12,7 @@ Runs, each under its own time limit so that the whole stays under 10 minutes:
 
 Writes ``gpu_check.json`` (machine, GPU names, torch and CUDA versions, git commit, each
 step's outcome, wall time and output, the bench figures) and ``gpu_check.md`` (a table
-for README) into ``--out`` (default ``gpu_check/`` in the current directory), and exits
+for README) into ``--out`` (default ``checkpoints/gpu_check/``, which git ignores), and exits
 non-zero when a step failed. Without a CUDA GPU it stops at once with the reason.
 """
 from __future__ import annotations
@@ -84,7 +84,8 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.gpu_check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="gpu_check", help="directory for gpu_check.json and gpu_check.md")
+    p.add_argument("--out", default=str(REPO / "checkpoints" / "gpu_check"),
+                   help="directory for gpu_check.json and gpu_check.md")
     p.add_argument("--budget-s", type=float, default=570.0, help="wall-time budget of all steps together")
     p.add_argument("--bench-repeats", type=int, default=3)
     args = p.parse_args(argv)

@@ -212,6 +212,23 @@ def test_gpu_jobs_without_a_gpu_are_refused_with_the_reason(jm):
     assert jm.list() == [] and not (jm.root / "gpu").exists()
 
 
+def test_two_gpu_job_is_accepted_where_two_gpus_are_visible(jm, monkeypatch):
+    """The refusal came from a flag check (core.train.SUPPORTS_TORCHRUN) that nothing
+    defined; with two GPUs visible a 2-GPU job is accepted and launches torchrun."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(JobManager, "start_queued", lambda self: [])   # accepted, not started here
+    job = jm.submit(QUICK, TINY, name="two-gpus", device="cuda", gpus=2)
+    assert job.state == "queued" and job.gpus == 2
+    assert "device: cuda" in job.config_path.read_text()
+    command = jm.train_command(job)
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    with pytest.raises(JobError, match="3 GPUs were asked for but only 2"):
+        jm.submit(QUICK, TINY, name="three", device="cuda", gpus=3)
+    jm.cancel(job.id)
+
+
 def test_cancel_and_dead_worker_stop_every_torchrun_process(jm):
     """torchrun starts its workers in sessions of their own: killing the worker's process
     group alone would leave them running. Cancel stops all of them; so does the launcher
