@@ -217,7 +217,7 @@ def job_details(job) -> None:
                     job_manager().cancel(job.id, grace_s=5)
             except MinbertError as e:
                 st.error(str(e))
-            st.rerun(scope="fragment")
+            st.rerun()
     if MODE != "read-only" and job.resumable and st.button(
             "Resume this job", key=f"resume:{job.id}",
             help="Runs it again in its checkpoint, from its last resume state (python -m core.jobs resume ID)."):
@@ -227,7 +227,7 @@ def job_details(job) -> None:
             except MinbertError as e:
                 st.error(str(e))
             else:
-                st.rerun(scope="fragment")
+                st.rerun()
     if job.message and job.state in ("failed", "cancelled"):
         (st.error if job.state == "failed" else st.info)(job.message.splitlines()[0])
     left, right = st.columns(2)
