@@ -19,6 +19,13 @@ TINY = ["data.limit=16", "data.eval_limit=16", "train.batch_size=8", "train.max_
         "model.max_len=32", "train.log_every=1"]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skips without one); run the group with "
+                                       "`pytest -m cuda` or `python -m core.gpu_check`")
+    config.addinivalue_line("markers", "slurm: runs jobs on a real local Slurm cluster (skips without "
+                                       "slurm-wlm/munge/root, fails instead under CI=true)")
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with one intra-op thread (tiny tensors: thread hand-offs cost more

@@ -1,7 +1,8 @@
-"""Job manager: submit, progress, queue, cancel, killed workers, restart recovery, CLI.
+"""Job manager: submit, progress, queue, cancel, killed workers, restart recovery, CLI,
+multi-process (torchrun) jobs, resume, and the guards of an exposed app.
 
-Jobs are real processes (``python -m core.jobs _worker`` running ``python -m core.train``)
-on TINY recipes; only one of them trains to the end.
+Jobs are real processes (``python -m core.jobs _worker`` running ``python -m core.train``,
+or torchrun with 2 gloo CPU processes) on TINY recipes; faults are real signals.
 """
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY
+import core.jobs
+from core.config import Config
 from core.errors import ConfigError, JobError
-from core.jobs import JobManager, main, pid_alive, pid_start_time, read_progress
+from core.jobs import (JobManager, access_mode, check_access, check_app_overrides, main, pid_alive, pid_start_time,
+                       read_progress, token_pids)
 
 QUICK = REPO / "configs" / "quick.yaml"
 # Long enough that a job is still running when a test cancels or kills it.
 SLOW = ["data.limit=64", "train.max_steps=500", "train.batch_size=8", "model.max_len=32"]
+# Two epochs: the first leaves resume state, the second is long enough to kill the job in.
+TWO_EPOCHS = ["data.limit=64", "data.eval_limit=8", "train.batch_size=4", "model.max_len=16",
+              "train.epochs=2", "train.steps_per_epoch=40", "train.max_steps=null", "train.log_every=1"]
 
 
 def wait_for(predicate, timeout: float = 180.0, every: float = 0.3):
@@ -36,7 +43,13 @@ def wait_for(predicate, timeout: float = 180.0, every: float = 0.3):
 
 @pytest.fixture
 def jm(tmp_path) -> JobManager:
-    return JobManager(tmp_path / "ckpts")
+    manager = JobManager(tmp_path / "ckpts")
+    yield manager
+    for job in manager.list(["queued", "running"]):   # a failed test leaves no trainer behind
+        try:
+            manager.cancel(job.id, grace_s=2)
+        except JobError:
+            pass
 
 
 def test_bad_config_creates_nothing(jm):
@@ -161,3 +174,213 @@ def test_read_progress_eta_and_partial_lines(tmp_path):
     assert p.eta_s == pytest.approx(6.0)  # 1 s per step since the stage began, 6 steps left
     assert [r["loss"] for r in p.losses] == [1.5, 1.2]
     assert read_progress(tmp_path / "missing.jsonl").phase == "preparing"
+
+
+def settled(jm: JobManager, job_id: int, timeout: float = 900.0):
+    return wait_for(lambda: (j := jm.get(job_id)).state not in ("queued", "running") and j, timeout=timeout)
+
+
+def events(job) -> list[dict]:
+    return [json.loads(line) for line in job.train_log.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------ multi-process jobs
+def test_two_process_job_is_accepted_runs_through_torchrun_and_loads(jm):
+    """The multi-GPU refusal is gone: 2 processes per node run under torchrun (gloo on CPU)."""
+    job = jm.submit(QUICK, TINY, name="ddp", device="cpu", gpus=2)
+    assert job.state == "running" and job.gpus == 2
+    done = settled(jm, job.id)
+    assert done.state == "succeeded", done.message + "\n" + done.log_tail()
+    launch = next(line for line in done.log_tail(400).splitlines() if line.startswith(f"[job {job.id}] "))
+    assert "-m torch.distributed.run --standalone --nproc_per_node=2 -m core.train" in launch
+    end = events(done)[-1]
+    assert end["event"] == "done" and end["world_size"] == 2 and end["ranks_in_sync"] is True
+    from core.model import MultitaskBert
+    model = MultitaskBert.load(done.checkpoint)
+    probs = model.predict_sentiment(["A gorgeous, witty, seductive movie."])
+    assert probs.shape == (1, 5)
+
+
+def test_gpu_jobs_without_a_gpu_are_refused_with_the_reason(jm):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for kwargs in ({"device": "cuda"}, {"device": "cuda", "gpus": 2}, {"device": "auto", "gpus": 2}):
+        with pytest.raises(JobError, match="no CUDA GPU is visible") as e:
+            jm.submit(QUICK, TINY, name="gpu", **kwargs)
+        assert "distributed support" not in str(e.value)
+    assert jm.list() == [] and not (jm.root / "gpu").exists()
+
+
+def test_two_gpu_job_is_accepted_where_two_gpus_are_visible(jm, monkeypatch):
+    """The refusal came from a flag check (core.train.SUPPORTS_TORCHRUN) that nothing
+    defined; with two GPUs visible a 2-GPU job is accepted and launches torchrun."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(JobManager, "start_queued", lambda self: [])   # accepted, not started here
+    job = jm.submit(QUICK, TINY, name="two-gpus", device="cuda", gpus=2)
+    assert job.state == "queued" and job.gpus == 2
+    assert "device: cuda" in job.config_path.read_text()
+    command = jm.train_command(job)
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    with pytest.raises(JobError, match="3 GPUs were asked for but only 2"):
+        jm.submit(QUICK, TINY, name="three", device="cuda", gpus=3)
+    jm.cancel(job.id)
+
+
+def test_cancel_and_dead_worker_stop_every_torchrun_process(jm):
+    """torchrun starts its workers in sessions of their own: killing the worker's process
+    group alone would leave them running. Cancel stops all of them; so does the launcher
+    noticing its worker's death (no refresh() call here)."""
+    cancel_me = jm.submit(QUICK, SLOW, name="ddp-cancel", device="cpu", gpus=2)
+    procs = wait_for(lambda: len(p := token_pids(cancel_me.token)) >= 4 and p, timeout=600)  # worker, agent, 2 ranks
+    assert len({os.getsid(p) for p in procs}) >= 2     # not one session: the test means something
+    assert jm.cancel(cancel_me.id, grace_s=5).state == "cancelled"
+    assert token_pids(cancel_me.token) == []
+
+    victim = jm.submit(QUICK, SLOW, name="ddp-victim", device="cpu", gpus=2)
+    wait_for(lambda: len(token_pids(victim.token)) >= 4, timeout=600)
+    victim = jm.get(victim.id)
+    os.kill(victim.pid, signal.SIGKILL)
+    failed = wait_for(lambda: (j := jm.get(victim.id)).state == "failed" and j, timeout=60)
+    assert f"pid {victim.pid}" in failed.message
+    wait_for(lambda: not token_pids(victim.token), timeout=30)
+
+
+# ------------------------------------------------------------------ integrity
+def test_reserved_and_bad_names_are_refused(jm):
+    for name in ("pretrained", "Pretrained", "minbert-multitask", "jobs", "cluster.yaml"):
+        with pytest.raises(JobError, match="reserved"):
+            jm.submit(QUICK, TINY, name=name)
+    assert jm.list() == [] and not (jm.root / "pretrained").exists()
+
+
+def test_a_failure_while_creating_a_job_leaves_nothing(jm, monkeypatch):
+    def disk_full(self):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Config, "to_yaml", disk_full)
+    with pytest.raises(JobError, match="No space left"):
+        jm.submit(QUICK, TINY, name="half")
+    assert jm.list() == []
+    assert list((jm.root / "jobs").iterdir()) == [] and not (jm.root / "half").exists()
+
+
+def test_worker_rebuilds_the_command_and_refuses_altered_rows(jm):
+    """A database row is data, never a command: the worker rebuilds the trainer's command
+    from the job's fields, and refuses a row whose paths point outside the job root."""
+    blocker = jm.submit(QUICK, SLOW, name="blocker", device="cpu")
+    tampered = jm.submit(QUICK, TINY, name="tampered", device="cpu")
+    moved = jm.submit(QUICK, TINY, name="moved", device="cpu")
+    assert tampered.state == moved.state == "queued"
+    pwned = jm.root / "PWNED"
+    with jm._db() as db:
+        db.execute("UPDATE jobs SET command = ? WHERE id = ?", (json.dumps(["touch", str(pwned)]), tampered.id))
+        db.execute("UPDATE jobs SET checkpoint = ? WHERE id = ?", (str(jm.root.parent / "elsewhere"), moved.id))
+    jm.cancel(blocker.id, grace_s=2)                      # frees the slot: "tampered" starts
+    wait_for(lambda: f"[job {tampered.id}] " in jm.get(tampered.id).log_tail(), timeout=300)
+    jm.cancel(tampered.id, grace_s=2)
+    line = next(x for x in jm.get(tampered.id).log_tail().splitlines() if x.startswith(f"[job {tampered.id}] "))
+    assert "-m core.train --config " + str(jm.root / "jobs" / str(tampered.id) / "config.yaml") in line
+    assert not pwned.exists()
+    refused = settled(jm, moved.id, timeout=300)
+    assert refused.state == "failed" and "database was altered" in refused.message
+    assert not (jm.root.parent / "elsewhere").exists()
+
+
+def test_dead_worker_is_settled_when_a_process_first_opens_the_root(tmp_path):
+    root = tmp_path / "ckpts"
+    JobManager(root)
+    gone = subprocess.Popen(["true"])
+    gone.wait()   # a pid that no longer runs
+    with JobManager(root)._db() as db:
+        db.execute("INSERT INTO jobs (name, state, recipe, overrides, device, gpus, checkpoint, job_dir, "
+                   "pid, pid_start, created, started) VALUES ('ghost', 'running', ?, '[]', 'cpu', 1, ?, ?, ?, ?, ?, ?)",
+                   (str(QUICK), str(root / "ghost"), str(root / "jobs" / "1"), gone.pid, 1, time.time(), time.time()))
+    core.jobs._SWEPT.discard(root.resolve())   # as in a freshly started app process
+    JobManager(root)                            # no refresh() call
+    with JobManager(root)._db() as db:
+        state = db.execute("SELECT state FROM jobs").fetchone()[0]
+    assert state == "failed"
+
+
+def test_queue_cap(tmp_path):
+    jm = JobManager(tmp_path / "ckpts", max_queued=1)
+    try:
+        first = jm.submit(QUICK, SLOW, name="a", device="cpu")
+        second = jm.submit(QUICK, TINY, name="b", device="cpu")
+        assert (first.state, second.state) == ("running", "queued")
+        with pytest.raises(JobError, match="1 jobs are already queued"):
+            jm.submit(QUICK, TINY, name="c", device="cpu")
+        assert [j.name for j in jm.list()] == ["b", "a"] and not (jm.root / "c").exists()
+    finally:
+        for job in jm.list(["queued", "running"]):
+            jm.cancel(job.id, grace_s=2)
+
+
+# --------------------------------------------------------------------- resume
+def test_killed_job_resumes_from_its_resume_state(jm, capsys):
+    job = jm.submit(QUICK, TWO_EPOCHS, name="resumable", device="cpu")
+    state = Path(job.checkpoint) / "resume" / "state.json"
+    wait_for(lambda: state.is_file(), timeout=600, every=0.1)     # epoch 1 done
+    running = jm.get(job.id)
+    with pytest.raises(JobError, match="only failed or cancelled"):
+        jm.resume(job.id)
+    os.kill(running.train_pid, signal.SIGKILL)
+    failed = settled(jm, job.id, timeout=60)
+    assert failed.state == "failed" and "SIGKILL" in failed.message and failed.resumable
+    assert main(["--root", str(jm.root), "resume", str(job.id)]) == 0
+    assert "attempt 1" in capsys.readouterr().out
+    done = settled(jm, job.id)
+    assert done.state == "succeeded", done.message + "\n" + done.log_tail()
+    assert done.attempt == 1
+    starts = [e for e in events(done) if e["event"] == "start"]
+    assert starts[-1]["resumed_at_step"] == 40                     # continued after epoch 1 of 40 steps
+    assert any(e["event"] == "resume" for e in events(done)) and events(done)[-1]["step"] == 80
+    assert "--resume" in next(x for x in reversed(done.log_tail(400).splitlines()) if "-m core.train" in x)
+
+
+def test_auto_resume_after_the_worker_dies(jm):
+    job = jm.submit(QUICK, TWO_EPOCHS, name="auto", device="cpu", auto_resume=True)
+    wait_for(lambda: (Path(job.checkpoint) / "resume" / "state.json").is_file(), timeout=600, every=0.1)
+    os.kill(jm.get(job.id).pid, signal.SIGKILL)                   # the worker, not the trainer
+    done = settled(jm, job.id)
+    assert done.state == "succeeded", done.message + "\n" + done.log_tail()
+    assert done.attempt == 1 and "automatic resume after its worker died" in done.log_tail(400)
+    assert [e for e in events(done) if e["event"] == "start"][-1]["resumed_at_step"] == 40
+
+
+# ------------------------------------------------------------- exposed app
+def test_app_override_allow_list():
+    check_app_overrides(["train.lr=1e-5", "train.smart.weight=1", "model.sst.dropout=0", "data.limit=16",
+                         "model.max_len=32", "model.prompts.enabled=true", "description=x"])
+    for bad in ("model.encoder=/etc", "data.dir=/root", "name=pretrained", "stages=[]", "train.device=cuda",
+                "nosuchkey=1"):
+        with pytest.raises(JobError, match="does not accept the override key"):
+            check_app_overrides([bad])
+
+
+def test_read_only_and_secret_modes():
+    assert access_mode({}) == "open"
+    check_access(None, {})
+    ro = {"MINBERT_READ_ONLY": "1", "MINBERT_SECRET": "s3cret"}
+    assert access_mode(ro) == "read-only"
+    with pytest.raises(JobError, match="read-only"):
+        check_access("s3cret", ro)
+    sec = {"MINBERT_SECRET": "s3cret"}
+    assert access_mode(sec) == "secret"
+    for typed in (None, "", "s3cre", "s3cret "):
+        with pytest.raises(JobError, match="secret is missing or wrong"):
+            check_access(typed, sec)
+    check_access("s3cret", sec)
+    assert access_mode({"MINBERT_READ_ONLY": "0"}) == "open"
+
+
+def test_server_listens_locally_and_hides_error_details():
+    import tomllib
+
+    from streamlit.config import ShowErrorDetailsConfigOptions
+    conf = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert conf["server"]["address"] == "127.0.0.1"
+    assert conf["client"]["showErrorDetails"] == "none"
+    assert conf["client"]["showErrorDetails"] in {o.value for o in ShowErrorDetailsConfigOptions}

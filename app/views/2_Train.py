@@ -12,18 +12,34 @@ import streamlit as st  # noqa: E402
 
 from app.common import (QUORA_CAPTION, MinbertError, fmt_duration, job_manager, page_setup)  # noqa: E402
 from core.config import Config  # noqa: E402
+from core.jobs import access_mode, check_access, check_app_overrides  # noqa: E402
 from core.recipes import FieldSpec, list_recipes, parse_override_lines, recipe_fields, to_overrides  # noqa: E402
 
 page_setup("Train", ":material/model_training:")
 st.title(":material/model_training: Train")
-st.caption("Jobs run as background processes: they keep going when you close this tab or stop the app. "
-           "Same operations on the command line: `python -m core.jobs submit|list|status|cancel`.")
+st.caption("Jobs run as background processes on this machine or as Slurm jobs: they keep going when you close "
+           "this tab or stop the app. Same operations on the command line: "
+           "`python -m core.jobs submit|list|status|cancel|resume`.")
 
 # Fields shown at the top of the form; the rest sit in one expander per section.
 MAIN_FIELDS = ["train.tasks", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
                "train.head_lr", "train.freeze_encoder", "data.limit", "data.eval_limit", "train.max_steps",
                "model.pooling", "model.max_len"]
-HIDDEN_FIELDS = {"name", "train.device"}  # the job name and the device selector replace these
+# The job name and the device selector replace name and train.device; model.encoder,
+# data.dir (paths on the server) and stages are not settable from the app
+# (core.jobs.check_app_overrides refuses them in extra overrides too).
+HIDDEN_FIELDS = {"name", "train.device", "model.encoder", "data.dir", "stages"}
+MODE = access_mode()
+
+
+def allowed(action: str) -> bool:
+    """Whether this session may submit / cancel / resume: shows why not."""
+    try:
+        check_access(st.session_state.get("access_secret"))
+    except MinbertError as e:
+        st.error(f"Not {action}: {e}")
+        return False
+    return True
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -63,6 +79,13 @@ def _float_values(fields: list[FieldSpec], values: dict) -> dict:
 
 
 # ------------------------------------------------------------------ launch
+if MODE == "read-only":
+    st.info("This deployment is read-only (MINBERT_READ_ONLY): jobs can be watched here, not started, "
+            "cancelled or resumed.", icon=":material/lock:")
+elif MODE == "secret":
+    st.text_input("Access secret", type="password", key="access_secret",
+                  help="This deployment asks for its shared secret (MINBERT_SECRET) before a job is started, "
+                       "cancelled or resumed.")
 st.subheader("New job")
 recipes = list_recipes()
 if not recipes:
@@ -81,6 +104,14 @@ fields = [f for f in recipe_fields(base) if f.key not in HIDDEN_FIELDS]
 by_key = {f.key: f for f in fields}
 prefix = recipe.stem
 n_gpus = gpu_count()
+try:
+    cluster = job_manager().cluster()
+except MinbertError as e:
+    st.error(f"The cluster settings do not load, fix them first: {e}")
+    st.stop()
+backend = st.radio("Run on", ["local", "slurm"], index=["local", "slurm"].index(cluster.backend), horizontal=True,
+                   key="backend", format_func={"local": "This machine", "slurm": "Slurm cluster"}.get,
+                   help=f"Defaults from {cluster.source}. Slurm jobs are submitted with sbatch from this machine.")
 with st.form(f"job_form:{prefix}"):
     c1, c2, c3 = st.columns([2, 2, 1])
     name = c1.text_input("Job name", value=recipe.stem, key=f"{prefix}:job_name",
@@ -88,8 +119,35 @@ with st.form(f"job_form:{prefix}"):
     device = c2.radio("Device", ["auto", "cpu", "cuda"], horizontal=True, key=f"{prefix}:device",
                       format_func={"auto": "Auto", "cpu": "CPU", "cuda": "GPU"}.get,
                       help="Auto uses a GPU when one is visible" + ("" if n_gpus else " (none is visible here)."))
-    gpus = c3.number_input("GPUs", min_value=1, max_value=max(1, n_gpus), value=1, step=1, key=f"{prefix}:gpus",
-                           disabled=n_gpus < 2, help="More than one GPU launches torchrun.")
+    if backend == "local":
+        gpus = c3.number_input("Processes", min_value=1, max_value=max(2, n_gpus), value=1, step=1,
+                               key=f"{prefix}:gpus",
+                               help="GPUs to use (more than one launches torchrun), or CPU processes (gloo) "
+                                    "with Device CPU.")
+        resources = None
+    else:
+        gpus = c3.number_input("Processes per node", min_value=1, max_value=64, value=1, step=1,
+                               key=f"{prefix}:procs",
+                               help="One per GPU when GPUs per node is set; CPU processes (gloo) with Device CPU.")
+        r = cluster.resources
+        s1, s2, s3 = st.columns(3)
+        resources = {
+            "nodes": s1.number_input("Nodes", min_value=1, max_value=1024, value=r.nodes, step=1, key="slurm:nodes",
+                                     help="More than one runs torchrun on every node, rendezvous on the first."),
+            "gpus_per_node": s2.number_input("GPUs per node", min_value=0, max_value=64, value=r.gpus_per_node,
+                                             step=1, key="slurm:gpus_per_node"),
+            "cpus_per_task": s3.number_input("CPUs per node", min_value=1, max_value=1024, value=r.cpus_per_task,
+                                             step=1, key="slurm:cpus_per_task"),
+            "mem": s1.text_input("Memory per node", value=r.mem or "", key="slurm:mem", placeholder="e.g. 32G",
+                                 help="Blank: the partition's default."),
+            "time": s2.text_input("Time limit", value=r.time or "", key="slurm:time", placeholder="e.g. 4:00:00",
+                                  help="Blank: the partition's default. D-HH:MM:SS, HH:MM:SS or minutes."),
+            "partition": s3.text_input("Partition", value=r.partition or "", key="slurm:partition",
+                                       placeholder="cluster default"),
+        }
+    auto_resume = st.checkbox("Resume automatically if the run dies", key=f"{prefix}:auto_resume",
+                              help=f"A killed worker, or a Slurm time-out, preemption or node failure, resubmits "
+                                   f"the job from its last resume state (at most {cluster.max_requeues} times).")
     values = {}
     cols = st.columns(3)
     for i, key in enumerate(k for k in MAIN_FIELDS if k in by_key):
@@ -107,16 +165,19 @@ with st.form(f"job_form:{prefix}"):
                     values[spec.key] = field_widget(spec, prefix)
     extra = st.text_area("Extra overrides, one key=value per line", key=f"{prefix}:extra", height=80,
                          placeholder="train.lr=3e-5\ndata.limit=200")
-    submitted = st.form_submit_button("Validate and launch", type="primary")
+    submitted = st.form_submit_button("Validate and launch", type="primary", disabled=MODE == "read-only")
 
-if submitted:
+if submitted and allowed("launched"):
     try:
         overrides = to_overrides(fields, _float_values(fields, values)) + parse_override_lines(extra)
-        job = job_manager().submit(recipe, overrides, name=name.strip(), device=device, gpus=int(gpus))
+        check_app_overrides(overrides)
+        job = job_manager().submit(recipe, overrides, name=name.strip(), device=device, gpus=int(gpus),
+                                   backend=backend, resources=resources, auto_resume=bool(auto_resume))
     except MinbertError as e:
         st.error(f"Not launched: {e}")
     else:
-        st.success(f"Job {job.id} ({job.name}) launched; its progress is below. Overrides: "
+        where = f" as Slurm job {job.cluster_id}" if job.cluster_id else ""
+        st.success(f"Job {job.id} ({job.name}) launched{where}; its progress is below. Overrides: "
                    + (", ".join(f"`{o}`" for o in job.overrides) or "none"))
         st.session_state["job_pick"] = job.id
 
@@ -126,11 +187,12 @@ def jobs_frame(jobs) -> pd.DataFrame:
     rows = []
     for job in jobs:
         d = job.to_dict()
-        rows.append({"id": job.id, "state": job.state, "name": job.name,
+        rows.append({"id": job.id, "Slurm job": job.cluster_id or "", "state": job.state, "name": job.name,
                      "progress": d["progress"], "step": f"{d['step']}/{d['total_steps'] or '?'}",
                      "ETA": fmt_duration(d["eta_s"]) if d["eta_s"] is not None else "",
                      "time": fmt_duration(d["duration_s"]), "recipe": Path(job.recipe).name,
-                     "device": job.device + (f" ×{job.gpus}" if job.gpus > 1 else ""),
+                     "device": job.device + (f" ×{job.gpus}" if job.gpus > 1 else "")
+                     + (f" · {job.resources.get('nodes', 1)} node(s)" if job.backend == "slurm" else ""),
                      "checkpoint": job.checkpoint})
     return pd.DataFrame(rows)
 
@@ -138,18 +200,34 @@ def jobs_frame(jobs) -> pd.DataFrame:
 def job_details(job) -> None:
     p = job.progress()
     st.markdown(f"**Job {job.id} · {job.name}** — {job.state}")
+    if job.backend == "slurm":
+        st.caption(f"Slurm job {job.cluster_id or '–'}" + (f" · attempt {job.attempt + 1}" if job.attempt else "")
+                   + " · " + ", ".join(f"{k} {v}" for k, v in job.resources.items() if v not in (None, "")))
+    elif job.attempt:
+        st.caption(f"attempt {job.attempt + 1}")
     text = {"preparing": "preparing (loading data and model)", "evaluating": "dev evaluation"}.get(
         p.phase, f"step {p.step}/{p.total_steps or '?'}, epoch {p.epoch}/{p.epochs or '?'}")
     if job.state == "running" and p.eta_s is not None:
         text += f", about {fmt_duration(p.eta_s)} left"
     st.progress(1.0 if job.state == "succeeded" else p.fraction, text=text)
-    if job.active and st.button("Cancel this job", key=f"cancel:{job.id}"):
-        try:
-            with st.spinner("Stopping…"):
-                job_manager().cancel(job.id, grace_s=5)
-        except MinbertError as e:
-            st.error(str(e))
-        st.rerun(scope="fragment")
+    if MODE != "read-only" and job.active and st.button("Cancel this job", key=f"cancel:{job.id}"):
+        if allowed("cancelled"):
+            try:
+                with st.spinner("Stopping…"):
+                    job_manager().cancel(job.id, grace_s=5)
+            except MinbertError as e:
+                st.error(str(e))
+            st.rerun()
+    if MODE != "read-only" and job.resumable and st.button(
+            "Resume this job", key=f"resume:{job.id}",
+            help="Runs it again in its checkpoint, from its last resume state (python -m core.jobs resume ID)."):
+        if allowed("resumed"):
+            try:
+                job_manager().resume(job.id)
+            except MinbertError as e:
+                st.error(str(e))
+            else:
+                st.rerun()
     if job.message and job.state in ("failed", "cancelled"):
         (st.error if job.state == "failed" else st.info)(job.message.splitlines()[0])
     left, right = st.columns(2)
@@ -175,7 +253,7 @@ def job_details(job) -> None:
     st.markdown("Log (last lines)")
     st.code(job.log_tail(25) or "(empty)", language=None)
     with st.expander("Command and overrides"):
-        st.code(" ".join(job.command), language="bash")
+        st.code(" ".join(job.command) or "(not started yet)", language="bash")
         st.write(job.overrides)
 
 
