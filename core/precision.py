@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from core.bert import BertModel
 from core.errors import MinbertError
 
 log = logging.getLogger(__name__)
@@ -118,33 +119,25 @@ def _to_fp32(x):
     return x
 
 
-def _autocast_class(base: type) -> type:
-    """``base`` (the encoder class) whose forward runs under bf16 autocast on the device
-    of its inputs and returns fp32 tensors."""
+class Bf16AutocastBertModel(BertModel):
+    """core.bert.BertModel whose forward runs under bf16 autocast on the device of its
+    inputs and returns fp32 tensors. Never built directly: :func:`enable_bf16` switches
+    the class of an existing encoder (same parameters, same state_dict)."""
+    bf16_autocast = True
 
-    class Bf16Autocast(base):
-        bf16_autocast = True
-
-        def forward(self, input_ids, *args, **kwargs):
-            with torch.autocast(device_type=input_ids.device.type, dtype=torch.bfloat16):
-                out = super().forward(input_ids, *args, **kwargs)
-            return _to_fp32(out)
-
-    Bf16Autocast.__name__ = Bf16Autocast.__qualname__ = f"Bf16Autocast{base.__name__}"
-    return Bf16Autocast
-
-
-_AUTOCAST_CLASSES: dict[type, type] = {}
+    def forward(self, input_ids, *args, **kwargs):
+        with torch.autocast(device_type=input_ids.device.type, dtype=torch.bfloat16):
+            out = super().forward(input_ids, *args, **kwargs)
+        return _to_fp32(out)
 
 
 def enable_bf16(encoder: torch.nn.Module) -> torch.nn.Module:
     """Make ``encoder`` (a core.bert.BertModel) run under bf16 autocast, in place: its
-    class becomes a subclass whose forward enters autocast and casts outputs to fp32.
-    Parameters, names and the state_dict are unchanged. Returns the encoder."""
-    from core.bert import BertModel
-    if getattr(type(encoder), "bf16_autocast", False):
+    class becomes :class:`Bf16AutocastBertModel`, whose forward enters autocast and casts
+    the outputs to fp32. Parameters, names and the state_dict are unchanged."""
+    if is_bf16(encoder):
         return encoder
-    if not isinstance(encoder, BertModel):
+    if type(encoder) is not BertModel:
         raise MinbertError(f"bf16 inference wraps a core.bert.BertModel, not {type(encoder).__name__}")
     device = next(encoder.parameters()).device
     if device.type not in ("cpu", "cuda"):
@@ -152,9 +145,7 @@ def enable_bf16(encoder: torch.nn.Module) -> torch.nn.Module:
     if not bf16_is_fast(device):
         log.warning("bf16 is not native on %s: autocast emulates it and will be slower than fp32 "
                     "(use quantize='auto', which picks int8 on such CPUs)", device)
-    base = type(encoder)
-    cls = _AUTOCAST_CLASSES.setdefault(base, _autocast_class(base))
-    encoder.__class__ = cls
+    encoder.__class__ = Bf16AutocastBertModel
     return encoder
 
 
