@@ -62,7 +62,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import random
 import statistics
 import sys

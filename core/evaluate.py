@@ -243,15 +243,14 @@ def evaluate_checkpoint(path, tasks=None, data_dir="data", split: str = "dev", l
         t0 = time.perf_counter()
         model = load_for_serving(str(path), device=device, quantize=None if mode == "fp32" else mode, warm=False)
         profile["load_model_s"] = round(time.perf_counter() - t0, 3)
-        embed = None
-        if cache:
-            def embed(texts):
-                key = [cache_mod.encoder_fingerprint(model), *_precision_key(mode),
-                       cache_mod.texts_fingerprint(texts)]
-                return cache_mod.cached_array(cache_mod.keyed_path("embed-eval", key, cache_dir),
-                                              lambda: model.embed(texts, batch_size=batch_size))
-        computed = predict_datasets(model, {t: data[t] for t in missing}, batch_size, embed=embed,
-                                    profile=profile)
+
+        def cached_embed(texts):
+            """Sentence embeddings cached by encoder content (shared across checkpoints)."""
+            key = [cache_mod.encoder_fingerprint(model), *_precision_key(mode), cache_mod.texts_fingerprint(texts)]
+            return cache_mod.cached_array(cache_mod.keyed_path("embed-eval", key, cache_dir),
+                                          lambda: model.embed(texts, batch_size=batch_size))
+        computed = predict_datasets(model, {t: data[t] for t in missing}, batch_size,
+                                    embed=cached_embed if cache else None, profile=profile)
         for t, value in computed.items():
             outputs[t] = value
             if cache:
