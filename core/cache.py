@@ -4,6 +4,16 @@
     emb = cached_embed(model, texts)                   # [n, d], computed once per model + texts
     probs = cached_predict(model, "sst", texts)        # MultitaskBert.predict_task, cached
 
+Dev evaluation (core/evaluate.py) uses two more keys, so that a checkpoint evaluated
+before is never loaded again and an encoder encoded before is never run again:
+
+* :func:`checkpoint_fingerprint` - the sha256 of a checkpoint directory's files
+  (``model.safetensors``, ``config.json``, tokenizer files), computed without loading the
+  model (memoized per path, size and mtime within a process);
+* :func:`encoder_fingerprint` - the encoder's tensors only, with pooling, ``max_len``, the
+  tokenizer's vocabulary and the inference precision: a checkpoint trained with a frozen
+  encoder shares it with ``pretrained``, so their sentence embeddings are computed once.
+
 Re-opening an app page or re-running an analysis then reads a ``.npy`` file instead of
 re-encoding a dataset. A key is the sha256 of
 
@@ -40,6 +50,9 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_VERSION = 1
+# Files of a checkpoint directory whose bytes decide its outputs.
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "vocab.txt",
+                    "tokenizer_config.json", "special_tokens_map.json")
 
 
 def default_cache_dir() -> Path:
@@ -84,9 +97,69 @@ def model_fingerprint(model) -> str:
         _update_with(h, value)
     # pooling, max_len, prompts, heads: every model setting that shapes the outputs
     h.update(json.dumps(dataclasses.asdict(model.config.model), sort_keys=True, default=str).encode())
+    precision = getattr(model, "quantization", None)
+    if precision is not None:   # bf16 autocast keeps the fp32 state_dict but not its outputs
+        h.update(f"precision={precision}".encode())
     digest = h.hexdigest()
     model._fingerprint_memo = (versions, digest)
     return digest
+
+
+def encoder_fingerprint(model) -> str:
+    """sha256 of what a MultitaskBert's sentence embeddings depend on: the encoder's
+    tensors, pooling, max_len, the tokenizer's vocabulary and the inference precision."""
+    versions = _versions(model.bert)
+    memo = getattr(model, "_encoder_fingerprint_memo", None)
+    settings = (model.config.model.pooling, model.config.model.max_len, getattr(model, "quantization", None))
+    if memo is not None and memo[0] == (versions, settings):
+        return memo[1]
+    h = hashlib.sha256()
+    for name, value in model.bert.state_dict().items():
+        h.update(name.encode())
+        _update_with(h, value)
+    h.update(json.dumps(settings).encode())
+    h.update(json.dumps(sorted(model.tokenizer.get_vocab().items())).encode())
+    h.update(f"lower={getattr(model.tokenizer, 'do_lower_case', None)}".encode())
+    digest = h.hexdigest()
+    model._encoder_fingerprint_memo = ((versions, settings), digest)
+    return digest
+
+
+_FILE_MEMO: dict[tuple, str] = {}
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, memoized per (path, inode, size, mtime, ctime) within
+    this process (a rewrite changes the timestamps; a copy is another path)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _FILE_MEMO:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _FILE_MEMO[key] = h.hexdigest()
+    return _FILE_MEMO[key]
+
+
+def checkpoint_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a checkpoint's content: its weights, config and tokenizer files
+    (``"pretrained"``: the packaged encoder's). Cheap: no model is loaded."""
+    if str(path) == "pretrained":
+        from core.bert import packaged_model_dir
+        from core.model import STS_MAX, ZERO_SHOT_PARAPHRASE
+        directory = packaged_model_dir()
+        # the zero-shot heads are constants in code: they are part of the content
+        tag = f"pretrained|{sorted(ZERO_SHOT_PARAPHRASE.items())}|{STS_MAX}"
+    else:
+        directory, tag = Path(path), "checkpoint"
+    h = hashlib.sha256(tag.encode())
+    for name in CHECKPOINT_FILES:
+        file = directory / name
+        if file.is_file():
+            h.update(f"|{name}:{file_fingerprint(file)}".encode())
+    return h.hexdigest()
 
 
 def texts_fingerprint(*lists: Sequence[str] | None) -> str:
@@ -107,22 +180,42 @@ def cache_path(model, kind: str, texts_a: Sequence[str], texts_b: Sequence[str] 
     return directory / "arrays" / f"{kind}-{key[:32]}.npy"
 
 
-def cached_array(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """The array stored at ``path``, or ``compute()`` stored there first."""
+def keyed_path(kind: str, parts: Sequence[str], cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where an array of ``kind`` identified by the strings ``parts`` is stored."""
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = hashlib.sha256("|".join([f"v{CACHE_VERSION}", kind, *parts]).encode()).hexdigest()
+    return directory / "arrays" / f"{kind}-{key[:32]}.npy"
+
+
+def read_array(path: Path) -> np.ndarray | None:
+    """The array stored at ``path``, or None (absent or unreadable)."""
     if path.is_file():
         try:
             return np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             log.warning("cache entry %s is unreadable (%s); recomputing it", path, e)
-    value = np.asarray(compute())
+    return None
+
+
+def write_array(path: Path, value: np.ndarray) -> None:
+    """Store ``value`` at ``path`` atomically; a failed write is logged, never raised."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
-            np.save(f, value, allow_pickle=False)
+            np.save(f, np.asarray(value), allow_pickle=False)
         os.replace(tmp, path)
     except OSError as e:   # a read-only or full disk must not break a prediction
         log.warning("could not write cache entry %s: %s", path, e)
+
+
+def cached_array(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The array stored at ``path``, or ``compute()`` stored there first."""
+    value = read_array(path)
+    if value is not None:
+        return value
+    value = np.asarray(compute())
+    write_array(path, value)
     return value
 
 

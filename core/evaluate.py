@@ -1,11 +1,33 @@
 """Evaluate a checkpoint on the dev sets; write per-example and submission predictions.
 
     python -m core.evaluate checkpoints/NAME [--split dev|test] [--json]
+                            [--precision fp32|bf16|int8|auto] [--no-cache]
 
 Dev: prints SST accuracy + macro-F1, Quora accuracy + F1, STS Pearson + Spearman, and
 writes ``predictions/{sst,qqp,sts}-dev.csv`` (one row per example) into the checkpoint.
 Test: writes the CS224N submission files ``predictions/sst-test-output.csv`` and
 ``predictions/sts-test-output.csv`` (there is no Quora test file in data/).
+
+What dev evaluation reuses (:func:`evaluate_checkpoint`):
+
+* **per-example predictions, by checkpoint content.** Each task's outputs are cached
+  under the sha256 of the checkpoint's files (weights, config, tokenizer), the precision
+  and the exact dev texts (core/cache.py). A checkpoint evaluated before - under any
+  name or path - is not even loaded; its metrics are recomputed from the cached outputs,
+  so they are identical. Rewritten weights are new content: a new entry.
+* **sentence embeddings, by encoder content.** Tasks whose head reads one pooled vector
+  per sentence (single-sentence and bi-encoder heads, cosine heads, zero-shot) are
+  predicted from the embeddings of the *unique* dev sentences of all tasks, encoded once
+  in length-sorted token-budget batches (instead of pairs padded to their longer side),
+  then the heads run on the vectors. Those embeddings are cached under the encoder's
+  content: the zero-shot encoder's are computed once, and checkpoints that kept the
+  encoder frozen (the starter recipe) reuse them. Cross-encoder, prompted and token-state
+  heads run through ``predict_task`` as before.
+* **precision:** exact fp32 unless asked (``--precision bf16|int8|auto``; auto = bf16
+  where native, else int8, see core/quantize.py).
+
+The same embedding-sharing path (without the disk cache) serves :func:`evaluate_model`,
+which the trainer and the app call on models in memory.
 """
 from __future__ import annotations
 
@@ -18,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from core.data import TASKS, TaskData, load_task
 from core.errors import MinbertError
@@ -43,6 +66,75 @@ def mean_score(metrics: dict, tasks=None) -> float:
 
 def predict_data(model, data: TaskData, batch_size: int = 128) -> np.ndarray:
     return model.predict_task(data.task, data.texts_a, data.texts_b, batch_size=batch_size)
+
+
+def sentence_level(model, task: str) -> bool:
+    """Whether ``task``'s prediction is a function of one pooled vector per sentence
+    (single-sentence, bi-encoder and cosine heads without token-state reducers or
+    prompts, and the zero-shot pair tasks), so it can be computed from embeddings."""
+    mode = model.head_mode(task)
+    if mode not in ("single", "bi", "cosine"):
+        return False
+    if task in model.heads:
+        if model.config.model.prompts.enabled or getattr(model.heads[task], "uses_tokens", False):
+            return False
+    return True
+
+
+@torch.inference_mode()
+def predict_from_embeddings(model, task: str, emb_a: np.ndarray, emb_b: np.ndarray | None = None,
+                            rows: int = 4096) -> np.ndarray:
+    """``predict_task``'s output computed from pooled sentence vectors (see
+    :func:`sentence_level`): sst probabilities [n, 5], qqp probability [n], sts score [n]."""
+    from core.model import STS_MAX, Encoding
+    post = {"sst": lambda x: x.softmax(-1), "qqp": torch.sigmoid,
+            "sts": lambda x: x.clamp(0.0, STS_MAX)}[task]
+    was_training = model.training
+    model.eval()
+    try:
+        device = model.device
+        out = []
+        for i in range(0, len(emb_a), rows):
+            a = Encoding(None, None, torch.from_numpy(np.ascontiguousarray(emb_a[i:i + rows])).to(device))
+            b = None if emb_b is None else Encoding(
+                None, None, torch.from_numpy(np.ascontiguousarray(emb_b[i:i + rows])).to(device))
+            out.append(post(model.head_forward(task, a, b)).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, 5) if task == "sst" else (0,), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def predict_datasets(model, datasets: dict[str, TaskData], batch_size: int = 64,
+                     embed=None, profile: dict | None = None) -> dict[str, np.ndarray]:
+    """Every task's outputs. A sentence-level task (:func:`sentence_level`) encodes its
+    unique sentences once (``embed(texts) -> [n, d]``, default ``model.embed``: length-
+    sorted token-budget batches) and runs its head on the vectors; the others go through
+    ``predict_task``. ``profile`` collects seconds per phase."""
+    profile = profile if profile is not None else {}
+    outputs: dict[str, np.ndarray] = {}
+    embed = embed or (lambda texts: model.embed(texts, batch_size=batch_size))
+    for task, data in datasets.items():
+        t0 = time.perf_counter()
+        if not sentence_level(model, task):
+            outputs[task] = predict_data(model, data, batch_size)
+            profile[f"{task}_predict_task_s"] = round(time.perf_counter() - t0, 3)
+            continue
+        texts_a, texts_b = data.texts_a, data.texts_b
+        unique: dict[str, int] = {}
+        for s in texts_a + (texts_b or []):
+            unique.setdefault(s, len(unique))
+        emb = embed(list(unique))
+        t1 = time.perf_counter()
+        ia = np.fromiter((unique[s] for s in texts_a), dtype=np.int64, count=len(texts_a))
+        ib = None if texts_b is None else np.fromiter((unique[s] for s in texts_b), dtype=np.int64,
+                                                      count=len(texts_b))
+        outputs[task] = predict_from_embeddings(model, task, emb[ia], None if ib is None else emb[ib])
+        profile[f"{task}_encode_s"] = round(t1 - t0, 3)
+        profile[f"{task}_sentences"] = len(unique)
+        profile[f"{task}_heads_s"] = round(time.perf_counter() - t1, 3)
+    return outputs
 
 
 def prediction_frame(data: TaskData, output: np.ndarray) -> pd.DataFrame:
@@ -76,17 +168,99 @@ def evaluate_model(model, tasks=None, data_dir="data", split: str = "dev", limit
                    progress=None) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Dev metrics (contract keys) and per-example prediction frames for ``tasks``."""
     tasks = [t for t in (tasks or model_tasks(model))]
+    data = {t: datasets[t] if datasets and t in datasets else load_task(t, split, data_dir, limit=limit)
+            for t in tasks}
+    outputs = predict_datasets(model, data, batch_size)
+    metrics, frames = metrics_and_frames(data, outputs, progress)
+    return metrics, frames
+
+
+def metrics_and_frames(datasets: dict[str, TaskData], outputs: dict[str, np.ndarray],
+                       progress=None) -> tuple[dict, dict[str, pd.DataFrame]]:
     metrics: dict = {}
     frames: dict[str, pd.DataFrame] = {}
-    for task in tasks:
-        data = datasets[task] if datasets and task in datasets else load_task(task, split, data_dir, limit=limit)
-        output = predict_data(model, data, batch_size)
-        frames[task] = prediction_frame(data, output)
+    for task, data in datasets.items():
+        frames[task] = prediction_frame(data, outputs[task])
         if data.labels is not None:
-            metrics.update(task_metrics(task, data.labels, output))
+            metrics.update(task_metrics(task, data.labels, outputs[task]))
         if progress is not None:
             progress(task)
     return metrics, frames
+
+
+def checkpoint_tasks(path) -> list[str]:
+    """The tasks :func:`evaluate_model` evaluates for a checkpoint, read from its
+    config.json without loading the weights ("pretrained": the zero-shot pair tasks)."""
+    if str(path) == "pretrained":
+        return [t for t in TASKS if t != "sst"]
+    from core.model import read_checkpoint_meta
+    if not Path(path).is_dir():
+        from core.errors import CheckpointError
+        raise CheckpointError(f"checkpoint directory not found: {path}")
+    heads = read_checkpoint_meta(Path(path)).get("tasks") or []
+    return [t for t in TASKS if t in heads or t != "sst"]
+
+
+def _precision_key(mode: str) -> list[str]:
+    """What besides the checkpoint decides its outputs at a precision: torch's version,
+    and for int8 the kernel backend (7- or 8-bit activations depend on the CPU)."""
+    from core.quantize import backend_name
+    return [mode, torch.__version__, backend_name() if mode == "int8" else ""]
+
+
+def evaluate_checkpoint(path, tasks=None, data_dir="data", split: str = "dev", limit: int | None = None,
+                        batch_size: int = 64, precision: str | None = "fp32", device: str = "cpu",
+                        cache: bool = True, cache_dir=None, datasets: dict[str, TaskData] | None = None
+                        ) -> tuple[dict, dict[str, pd.DataFrame], dict]:
+    """Dev metrics, prediction frames and an info dict (precision, which tasks came from
+    the cache, seconds, a per-phase ``profile``) for the checkpoint at ``path``
+    ("pretrained" for zero-shot). The model is loaded only if a task is not cached."""
+    from core import cache as cache_mod
+    from core.quantize import load_for_serving, resolve_mode
+    start = time.perf_counter()
+    profile: dict = {}
+    t0 = time.perf_counter()
+    tasks = list(tasks or checkpoint_tasks(path))
+    mode = resolve_mode(precision, device)
+    data = {t: datasets[t] if datasets and t in datasets else load_task(t, split, data_dir, limit=limit)
+            for t in tasks}
+    profile["load_data_s"] = round(time.perf_counter() - t0, 3)
+    outputs: dict[str, np.ndarray] = {}
+    paths = {}
+    if cache:
+        t0 = time.perf_counter()
+        fingerprint = cache_mod.checkpoint_fingerprint(path)
+        for t, d in data.items():
+            paths[t] = cache_mod.keyed_path(f"eval-{t}", [fingerprint, *_precision_key(mode),
+                                                         cache_mod.texts_fingerprint(d.texts_a, d.texts_b)],
+                                            cache_dir)
+            value = cache_mod.read_array(paths[t])
+            if value is not None and len(value) == len(d):
+                outputs[t] = value
+        profile["cache_lookup_s"] = round(time.perf_counter() - t0, 3)
+    missing = [t for t in tasks if t not in outputs]
+    if missing:
+        t0 = time.perf_counter()
+        model = load_for_serving(str(path), device=device, quantize=None if mode == "fp32" else mode, warm=False)
+        profile["load_model_s"] = round(time.perf_counter() - t0, 3)
+
+        def cached_embed(texts):
+            """Sentence embeddings cached by encoder content (shared across checkpoints)."""
+            key = [cache_mod.encoder_fingerprint(model), *_precision_key(mode), cache_mod.texts_fingerprint(texts)]
+            return cache_mod.cached_array(cache_mod.keyed_path("embed-eval", key, cache_dir),
+                                          lambda: model.embed(texts, batch_size=batch_size))
+        computed = predict_datasets(model, {t: data[t] for t in missing}, batch_size,
+                                    embed=cached_embed if cache else None, profile=profile)
+        for t, value in computed.items():
+            outputs[t] = value
+            if cache:
+                cache_mod.write_array(paths[t], value)
+    t0 = time.perf_counter()
+    metrics, frames = metrics_and_frames(data, {t: outputs[t] for t in tasks})
+    profile["metrics_s"] = round(time.perf_counter() - t0, 3)
+    info = {"precision": mode, "cached_tasks": [t for t in tasks if t not in missing], "computed_tasks": missing,
+            "seconds": round(time.perf_counter() - start, 3), "profile": profile}
+    return metrics, frames, info
 
 
 def write_predictions(frames: dict[str, pd.DataFrame], directory: Path, split: str) -> list[Path]:
@@ -128,28 +302,43 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--limit", type=int, default=None, help="first N examples of each dev set")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="inference batches hold batch-size x 32 padded tokens")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "int8", "auto"], default=None,
+                        help="fp32 (exact, the default), bf16 autocast, int8 dynamic quantization, or auto "
+                             "(bf16 where native, else int8 on CPU)")
     parser.add_argument("--quantize", choices=["int8"], default=None,
-                        help="evaluate the int8 dynamically quantized model (CPU serving path)")
+                        help="same as --precision int8 (the CPU serving path before bf16)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="compute everything (dev predictions are otherwise cached by checkpoint content)")
+    parser.add_argument("--cache-dir", default=None, help="default: $MINBERT_CACHE_DIR or checkpoints/.cache")
     parser.add_argument("--out", default=None, help="where predictions go (default: CHECKPOINT/predictions)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from core.model import MultitaskBert
+    if args.precision and args.quantize and args.precision != args.quantize:
+        print(f"error: --quantize {args.quantize} contradicts --precision {args.precision}", file=sys.stderr)
+        return 2
+    precision = args.precision or args.quantize or "fp32"
     try:
-        model = MultitaskBert.load(args.checkpoint, device=args.device, quantize=args.quantize)
         out_dir = Path(args.out) if args.out else (
             Path(args.checkpoint) / "predictions" if args.checkpoint != "pretrained"
             else Path("checkpoints/pretrained/predictions"))
         start = time.time()
         if args.split == "test":
+            from core.quantize import load_for_serving
+            model = load_for_serving(args.checkpoint, device=args.device,
+                                     quantize=None if precision == "fp32" else precision, warm=False)
             paths = write_submission(model, args.data_dir, out_dir, args.batch_size)
             result = {"files": [str(p) for p in paths]}
         else:
-            metrics, frames = evaluate_model(model, data_dir=args.data_dir, limit=args.limit,
-                                             batch_size=args.batch_size)
+            metrics, frames, info = evaluate_checkpoint(
+                args.checkpoint, data_dir=args.data_dir, limit=args.limit, batch_size=args.batch_size,
+                precision=precision, device=args.device, cache=not args.no_cache, cache_dir=args.cache_dir)
             write_predictions(frames, out_dir, "dev")
-            result = {**metrics, "mean_score": mean_score(metrics), "seconds": round(time.time() - start, 2)}
+            result = {**metrics, "mean_score": mean_score(metrics), "seconds": round(time.time() - start, 2),
+                      "precision": info["precision"], "cached": not info["computed_tasks"],
+                      "profile": info["profile"]}
     except MinbertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -67,3 +67,41 @@ def test_unreadable_entry_is_recomputed(pretrained, tmp_path):
     out = cached_embed(pretrained, TEXTS, cache_dir=tmp_path)
     assert out.shape == (3, 384)
     np.testing.assert_array_equal(np.load(path), out)
+
+
+# ------------------------------------------------ content keys of dev evaluation
+def test_checkpoint_fingerprint_follows_file_content(tiny_checkpoint, tmp_path):
+    import hashlib
+    import shutil
+    from core.cache import checkpoint_fingerprint, file_fingerprint
+    weights = tiny_checkpoint / "model.safetensors"
+    assert file_fingerprint(weights) == hashlib.sha256(weights.read_bytes()).hexdigest()
+    copy = shutil.copytree(tiny_checkpoint, tmp_path / "copy")
+    assert checkpoint_fingerprint(copy) == checkpoint_fingerprint(tiny_checkpoint)   # content, not path
+    raw = bytearray((copy / "model.safetensors").read_bytes())
+    raw[-1] ^= 1                        # one bit of one weight
+    (copy / "model.safetensors").write_bytes(bytes(raw))
+    assert checkpoint_fingerprint(copy) != checkpoint_fingerprint(tiny_checkpoint)
+    other = shutil.copytree(tiny_checkpoint, tmp_path / "other")
+    cfg = (other / "config.json").read_text()
+    (other / "config.json").write_text(cfg.replace('"max_len": 32', '"max_len": 33'))
+    assert '"max_len": 32' in cfg
+    assert checkpoint_fingerprint(other) != checkpoint_fingerprint(tiny_checkpoint)
+    assert checkpoint_fingerprint("pretrained") != checkpoint_fingerprint(tiny_checkpoint)
+
+
+def test_precision_is_part_of_the_keys(tiny_checkpoint, tiny_model):
+    """bf16 autocast keeps the fp32 state_dict, but not its outputs: another key."""
+    from core.cache import encoder_fingerprint
+    from core.model import MultitaskBert
+    bf16 = MultitaskBert.load(tiny_checkpoint, quantize="bf16")
+    assert model_fingerprint(bf16) != model_fingerprint(tiny_model)
+    assert encoder_fingerprint(bf16) != encoder_fingerprint(tiny_model)
+    fresh = MultitaskBert.load(tiny_checkpoint)
+    assert encoder_fingerprint(fresh) == encoder_fingerprint(tiny_model)
+    with torch.no_grad():
+        fresh.heads["sst"].mlp.net[-1].bias += 1.0       # heads are not the encoder
+    assert encoder_fingerprint(fresh) == encoder_fingerprint(tiny_model)
+    with torch.no_grad():
+        fresh.bert.embeddings.LayerNorm.bias += 1e-3
+    assert encoder_fingerprint(fresh) != encoder_fingerprint(tiny_model)
