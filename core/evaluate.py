@@ -65,7 +65,10 @@ def mean_score(metrics: dict, tasks=None) -> float:
 
 
 def predict_data(model, data: TaskData, batch_size: int = 128) -> np.ndarray:
-    return model.predict_task(data.task, data.texts_a, data.texts_b, batch_size=batch_size)
+    """Dev/test predictions read every input as training did: cut at the model's max_len
+    (``long_text="truncate"``), so dev figures do not depend on the long-text windows of
+    the serving API and stay comparable with the checkpoints already evaluated."""
+    return model.predict_task(data.task, data.texts_a, data.texts_b, batch_size=batch_size, long_text="truncate")
 
 
 def sentence_level(model, task: str) -> bool:
