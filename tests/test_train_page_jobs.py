@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import REPO
 from core.jobs import JobManager
 
-PAGE = next((REPO / "app" / "pages").glob("*_Train.py"))
+PAGE = next((REPO / "app" / "views").glob("*_Train.py"))
 
 
 def page() -> AppTest:
