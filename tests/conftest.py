@@ -63,3 +63,44 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def tiny_model(tiny_checkpoint):
     from core.model import MultitaskBert
     return MultitaskBert.load(tiny_checkpoint)
+
+
+def write_tiny_encoder(directory: Path, max_position_embeddings: int = 64, seed: int = 0) -> Path:
+    """An HF-format BERT directory with random weights (2 layers of width 32) and
+    MiniLM's tokenizer files: a seconds-fast encoder for trainer and loader tests."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from core.bert import BertConfig, BertModel, packaged_model_dir
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=max_position_embeddings)
+    torch.manual_seed(seed)
+    save_file({k: v.contiguous() for k, v in BertModel(config).state_dict().items()},
+              str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({**config.to_dict(), "model_type": "bert"}))
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(packaged_model_dir() / name, directory / name)
+    return directory
+
+
+# Headless Chromium for the browser tests (Debian's package: .ci/install-browser.sh)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A persistent headless Chromium context (Playwright for Python), closed after the module."""
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is missing: run .ci/install-browser.sh (apt-get install -y chromium)")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with playwright_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000})
+        yield context
+        context.close()

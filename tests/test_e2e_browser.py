@@ -18,16 +18,13 @@ from pathlib import Path
 import pytest
 
 from app.serve import start_server, stop_server
-from conftest import REPO, TINY
+from conftest import CHROMIUM, TINY
 from core.errors import MinbertError
 from core.jobs import JobManager
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = Path(os.environ.get("MINBERT_SCREENSHOTS") or tempfile.mkdtemp(prefix="minbert-shots-"))
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is missing: run .ci/install-browser.sh (apt-get install -y chromium)",
                 allow_module_level=True)
@@ -46,17 +43,6 @@ def server(tmp_path_factory, tiny_checkpoint):
     for job in jm.list(["queued", "running"]):
         jm.cancel(job.id, grace_s=5)
     stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with playwright_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000})
-        yield context
-        context.close()
 
 
 def screenshot(pg, name: str, height: int) -> None:

@@ -17,31 +17,18 @@ from pathlib import Path
 import pytest
 
 from app.serve import start_server, stop_server
+from conftest import CHROMIUM
 from core.errors import MinbertError
 from core.model import SHIPPED, SHIPPED_DIR
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # url path of each page (st.navigation derives it from the file name) and a text it shows
 PAGES = {"": "minBERT Studio", "Predict": "Predict", "Train": "Train", "Compare": "Compare checkpoints",
          "Attention_and_saliency": "Attention & saliency", "Errors": "Errors", "Embeddings": "Embeddings"}
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is missing: run .ci/install-browser.sh (apt-get install -y chromium)",
                 allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with playwright_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000})
-        yield context
-        context.close()
 
 
 def _fresh_server(tmp_path: Path):

@@ -4,13 +4,11 @@ loss weighting adapts, and --resume across stages equals an uninterrupted run.""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 
 from conftest import REPO
-from core.bert import BertConfig, BertModel, packaged_model_dir
 from core.config import Config
 from core.evaluate import evaluate_model
 from core.model import MultitaskBert
@@ -25,17 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
     """An HF-format BERT directory: 2 layers of width 32, MiniLM's tokenizer files."""
-    from safetensors.torch import save_file
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128)
-    torch.manual_seed(0)
-    model = BertModel(config)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps({**config.to_dict(), "model_type": "bert"}))
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(packaged_model_dir() / name, directory / name)
-    return directory
+    from conftest import write_tiny_encoder
+    return write_tiny_encoder(tmp_path_factory.mktemp("tiny_bert"), max_position_embeddings=128)
 
 
 def _config(encoder, raw: dict, *overrides: str) -> Config:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core import atomic
-from core.bert import BertConfig, BertModel, packaged_model_dir
+from core.bert import BertModel
 from core.config import Config
 from core.errors import CheckpointError, MinbertError, ModelLoadError
 from core.model import COMPLETE_MARKER, MultitaskBert, read_checkpoint_meta
@@ -27,16 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=64)
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in BertModel(config).state_dict().items()},
-              str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps({**config.to_dict(), "model_type": "bert"}))
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(packaged_model_dir() / name, directory / name)
-    return directory
+    from conftest import write_tiny_encoder
+    return write_tiny_encoder(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
-from core.bert import BertConfig, BertModel, packaged_model_dir
 from core.config import Config
 from core.errors import DataError, MinbertError
 from core.model import MultitaskBert
@@ -25,15 +22,8 @@ HOSTILE = ["\ud800", "a\udfffb", "\u200b\u200c\u200d\ufeff", "\x00\x01\x02", "\t
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=64)
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in BertModel(config).state_dict().items()},
-              str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps({**config.to_dict(), "model_type": "bert"}))
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(packaged_model_dir() / name, directory / name)
+    from conftest import write_tiny_encoder
+    directory = write_tiny_encoder(tmp_path_factory.mktemp("tiny_bert"))
     torch.manual_seed(1)
     cfg = Config.from_dict({"model": {"encoder": str(directory), "max_len": 32,
                                       "qqp": {"mode": "cross"}, "sts": {"mode": "bi"}}})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.bert import BertConfig, BertModel, packaged_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 10
@@ -29,17 +27,8 @@ STEPS = 10
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    from safetensors.torch import save_file
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=64)
-    torch.manual_seed(0)
-    model = BertModel(config)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps({**config.to_dict(), "model_type": "bert"}))
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(packaged_model_dir() / name, directory / name)
-    return directory
+    from conftest import write_tiny_encoder
+    return write_tiny_encoder(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def _command(encoder: Path, out: Path, resume: bool = False) -> list[str]:
