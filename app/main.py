@@ -17,8 +17,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from analysis.compare import checkpoint_record  # noqa: E402
-from app.common import (PRETRAINED, SHIPPED, checkpoint_tasks, checkpoints_root,  # noqa: E402
-                        fmt_duration, job_manager, trained_checkpoints)
+from app.common import (PRETRAINED, SHIPPED, MinbertError, checkpoint_tasks, checkpoints_root,  # noqa: E402
+                        fmt_duration, job_manager, preload_default_model, trained_checkpoints)
 
 
 def home() -> None:
@@ -88,4 +88,8 @@ def _pages() -> dict[str, list]:
 
 
 st.set_page_config(page_title="minBERT Studio", page_icon=":material/psychology:", layout="wide")
+try:   # once per server process (cached): the first prediction is then as fast as later ones
+    preload_default_model()
+except MinbertError:
+    pass   # a broken default checkpoint is reported by the page that uses it
 st.navigation(_pages()).run()

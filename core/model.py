@@ -641,8 +641,8 @@ class MultitaskBert(nn.Module):
         trained heads: zero-shot similarity and paraphrase from embedding cosine).
         ``quantize="int8"``: int8 dynamic quantization of the encoder's Linear layers
         for fast CPU inference (see core/quantize.py; inference only)."""
-        from core.quantize import quantize_model
-        if quantize is not None and torch.device(device).type != "cpu":
+        from core.quantize import quantize_model, resolve_mode
+        if quantize is not None and resolve_mode(quantize, device) == "int8" and torch.device(device).type != "cpu":
             raise MinbertError(f"quantize={quantize!r} is for CPU inference; use device='cpu' or quantize=None")
         if str(path) == PRETRAINED:
             config = Config(name="pretrained")

@@ -216,12 +216,15 @@ def test_compare_with_nothing_to_compare(empty_env):
     assert any("No checkpoint" in i.value for i in at.info)
 
 
-def test_predict_serves_int8_unless_toggled_off(env, monkeypatch):
-    """The Predict page loads checkpoints int8-quantized for CPU serving; the sidebar
-    toggle switches to the exact fp32 model (a separate cache entry)."""
+def test_predict_serves_the_fast_path_unless_toggled_off(env, monkeypatch):
+    """The Predict page loads checkpoints on this CPU's fast path (bf16 autocast where the
+    CPU has native bf16, i.e. avx512_bf16 or amx_bf16 among its flags, else int8); the
+    sidebar toggle switches to the exact fp32 model (a separate cache entry)."""
     import streamlit as st
 
     from core.model import MultitaskBert
+    flags = open("/proc/cpuinfo").read().split()
+    fast = "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "int8"
     st.cache_resource.clear()
     calls = []
     original = MultitaskBert.load.__func__
@@ -233,11 +236,12 @@ def test_predict_serves_int8_unless_toggled_off(env, monkeypatch):
     monkeypatch.setattr(MultitaskBert, "load", classmethod(spy))
     at = page("Predict").run()
     no_exceptions(at)
-    assert at.toggle(key="serving_int8").value is True
+    assert at.toggle(key="serving_fast").value is True
+    assert any(c.value.startswith(f"Serving: {fast}") for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
     at.text_input(key="text_a").input("A gorgeous, witty, seductive movie.").run()
     no_exceptions(at)
-    assert calls == ["int8"] and at.metric[0].value in SENTIMENT_LABELS
-    at.toggle(key="serving_int8").set_value(False).run()
+    assert calls == [fast] and at.metric[0].value in SENTIMENT_LABELS
+    at.toggle(key="serving_fast").set_value(False).run()
     no_exceptions(at)
-    assert calls == ["int8", None] and at.metric[0].value in SENTIMENT_LABELS
+    assert calls == [fast, None] and at.metric[0].value in SENTIMENT_LABELS
     st.cache_resource.clear()
