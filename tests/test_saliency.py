@@ -33,20 +33,23 @@ def models(tiny_model, pretrained):
     }
 
 
-HEADS = [  # (model, task, head mode, max |delta| / |f(x) - f(baseline)| at 50 steps)
-    ("tiny", "sentiment", "single", 1e-3),
-    ("tiny", "paraphrase", "bi", 3e-2),  # |u - v| features: kinks along the path (see saliency.py)
-    ("cross_bi", "paraphrase", "cross", 1e-3),
-    ("cross_bi", "similarity", "bi", 3e-2),
-    ("cosine", "similarity", "cosine", 1e-3),
-    ("tiny", "similarity", "cross", 1e-3),
+HEADS = [  # (model, task, head mode, IG steps, max |delta| / |f(x) - f(baseline)|)
+    ("tiny", "sentiment", "single", 50, 1e-3),
+    # |u - v| features put kinks on the path (see saliency.py): the Gauss-Legendre sum
+    # converges more slowly there (measured on one tiny model: 4.2 % at 50 steps, 2.8 % at
+    # 100, 1.0 % at 200), so these heads get more steps for the same bound
+    ("tiny", "paraphrase", "bi", 200, 3e-2),
+    ("cross_bi", "paraphrase", "cross", 50, 1e-3),
+    ("cross_bi", "similarity", "bi", 200, 3e-2),
+    ("cosine", "similarity", "cosine", 50, 1e-3),
+    ("tiny", "similarity", "cross", 50, 1e-3),
 ]
 
 
-@pytest.mark.parametrize("name,task,mode,rel_tol", HEADS, ids=[f"{t}-{m}" for _, t, m, _ in HEADS])
-def test_ig_completeness_every_head(models, name, task, mode, rel_tol):
+@pytest.mark.parametrize("name,task,mode,n_steps,rel_tol", HEADS, ids=[f"{t}-{m}" for _, t, m, _, _ in HEADS])
+def test_ig_completeness_every_head(models, name, task, mode, n_steps, rel_tol):
     model = models[name]
-    a = attribute(model, task, A, None if task == "sentiment" else B, method="ig", n_steps=50)
+    a = attribute(model, task, A, None if task == "sentiment" else B, method="ig", n_steps=n_steps)
     assert a.head_mode == mode
     assert len(a.tokens) == len(a.scores) == len(a.segments)
     # the explained output is the model's own prediction
