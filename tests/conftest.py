@@ -104,3 +104,33 @@ def browser(tmp_path_factory):
             viewport={"width": 1400, "height": 1000})
         yield context
         context.close()
+
+
+def dropout_free_encoder(tmp_path: Path) -> Path:
+    """A copy of the packaged encoder directory with dropout off, so that runs with
+    different numbers of processes can be compared exactly."""
+    import json
+    import shutil
+
+    from core.bert import packaged_model_dir
+    src, dst = packaged_model_dir(), tmp_path / "encoder"
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.name != "config.json":
+            shutil.copy(f, dst / f.name)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def wait_for(predicate, timeout: float = 180.0, every: float = 0.3):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` s."""
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")

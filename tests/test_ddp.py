@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -17,20 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import dropout_free_encoder
 from core.distributed import DistContext
-
-
-def _dropout_free_encoder(tmp_path):
-    from core.bert import packaged_model_dir
-    src, dst = packaged_model_dir(), tmp_path / "encoder"
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.is_file() and f.name != "config.json":
-            shutil.copy(f, dst / f.name)
-    cfg = json.loads((src / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (dst / "config.json").write_text(json.dumps(cfg))
-    return dst
 
 
 def _events(out):
@@ -51,7 +38,7 @@ def test_shard_and_loss_scale_cover_the_global_batch():
 
 def _single_and_ddp(tmp_path, repo, extra: list[str]):
     """The same tiny recipe in one process and in 2 gloo processes: (single, ddp) dirs."""
-    encoder = _dropout_free_encoder(tmp_path)
+    encoder = dropout_free_encoder(tmp_path)
     sets = ["data.limit=16", "data.eval_limit=8", "train.batch_size=7",
             "model.max_len=32", "train.log_every=1", f"model.encoder={encoder}", f"data.dir={repo / 'data'}",
             "model.sst.dropout=0", "model.qqp.dropout=0", "model.sts.dropout=0", *extra]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, wait_for
 import core.jobs
 from core.config import Config
 from core.errors import ConfigError, JobError
@@ -29,16 +29,6 @@ SLOW = ["data.limit=64", "train.max_steps=500", "train.batch_size=8", "model.max
 # Two epochs: the first leaves resume state, the second is long enough to kill the job in.
 TWO_EPOCHS = ["data.limit=64", "data.eval_limit=8", "train.batch_size=4", "model.max_len=16",
               "train.epochs=2", "train.steps_per_epoch=40", "train.max_steps=null", "train.log_every=1"]
-
-
-def wait_for(predicate, timeout: float = 180.0, every: float = 0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture

@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO, TINY
+import conftest
+from conftest import REPO, TINY, dropout_free_encoder
 from core.errors import JobError
 from core.jobs import JobManager, SlurmBackend, main, token_pids
 from core.slurm import Resources, SlurmClient, SlurmJob, batch_script, load_cluster, map_state, time_limit_seconds
 from slurm_cluster import LocalSlurm, SlurmUnavailable
+
+
+def wait_for(predicate, timeout: float = 600.0, every: float = 0.5):
+    """conftest.wait_for with the longer default a Slurm round trip needs."""
+    return conftest.wait_for(predicate, timeout, every)
 
 QUICK = REPO / "configs" / "quick.yaml"
 CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
@@ -39,16 +43,6 @@ CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 TWO_EPOCHS = ["data.limit=64", "data.eval_limit=8", "train.batch_size=4", "model.max_len=16",
               "train.epochs=2", "train.steps_per_epoch=40", "train.max_steps=null", "train.log_every=1"]
 SLOW = ["data.limit=64", "train.max_steps=500", "train.batch_size=8", "model.max_len=32"]
-
-
-def wait_for(predicate, timeout: float = 600.0, every: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def events(job) -> list[dict]:
@@ -326,21 +320,8 @@ def test_killed_slurm_job_is_failed_resumable_and_resumes_also_after_a_requeue(s
     assert ev[-1]["event"] == "done" and ev[-1]["step"] == 80
 
 
-def _dropout_free_encoder(tmp_path: Path) -> Path:
-    from core.bert import packaged_model_dir
-    src, dst = packaged_model_dir(), tmp_path / "encoder"
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.is_file() and f.name != "config.json":
-            shutil.copy(f, dst / f.name)
-    cfg = json.loads((src / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (dst / "config.json").write_text(json.dumps(cfg))
-    return dst
-
-
 def test_two_process_slurm_job_trains_like_one_process(sjm, slurm, tmp_path):
-    encoder = _dropout_free_encoder(tmp_path)
+    encoder = dropout_free_encoder(tmp_path)
     sets = ["data.limit=16", "data.eval_limit=8", "train.batch_size=7", "model.max_len=32", "train.log_every=1",
             f"model.encoder={encoder}", "model.sst.dropout=0", "model.qqp.dropout=0", "model.sts.dropout=0",
             "train.max_steps=3"]
