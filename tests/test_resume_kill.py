@@ -87,12 +87,13 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tiny_encoder,
     killed_at = max(e["step"] for e in _events(killed) if e["event"] == "step")
     assert killed_at < STEPS and not any(e["event"] == "done" for e in _events(killed))
 
+    saved = [e["step"] for e in _events(killed) if e["event"] == "resume_state"]
     _run(_command(tiny_encoder, killed, resume=True))
     resumes = [e for e in _events(killed) if e["event"] == "resume"]
     assert len(resumes) == 1
-    # the last resume state written before the kill: every 2 steps
-    assert resumes[0]["step"] == killed_at - killed_at % 2
-    assert resumes[0]["step"] >= 2
+    # the last resume state swapped in before the kill (one every 2 steps); its
+    # "resume_state" event is logged after the swap, so the kill may fall in between
+    assert resumes[0]["step"] % 2 == 0 and 2 <= max(saved) <= resumes[0]["step"] <= killed_at
     print(f"killed at step {killed_at}, resumed from step {resumes[0]['step']}")
 
     ref, got = load_file(str(reference / "model.safetensors")), load_file(str(killed / "model.safetensors"))
