@@ -21,36 +21,53 @@ from core.errors import ConfigError
 
 TaskName = Literal["sst", "qqp", "sts"]
 ALL_TASKS = ("sst", "qqp", "sts")
+PoolingName = Literal["cls", "mean", "max", "mean_max"]
+
+
+def opt(default: Any = dataclasses.MISSING, *, factory: Any = None, help: str) -> Any:
+    """A config field with its one-line help: the single place an option is explained.
+    ``python -m core.train --help`` and the app's Train page read it (:func:`option_help`)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class HeadConfig:
     """A task head: reduce token states to a vector, (pair tasks) combine the two
     sentences, then an MLP to the output."""
-    mode: Literal["single", "bi", "cross", "cosine", "hybrid"] = "bi"
-    # bi: each sentence encoded alone, features of (u, v) -> MLP;  cross: the joint
-    # "[CLS] a [SEP] b [SEP]" -> MLP;  cosine (similarity): (1 + cos(u, v)) * 5 / 2;
-    # hybrid: a cross-encoder branch (joint input -> MLP) and a bi-encoder cosine branch
-    # (qqp: learned scale * (cos - centre); sts: 5 * cos), combined by a learned linear
-    # layer initialized to their average (a two-member ensemble sharing one encoder).
-    # Each branch is also trained on its own (train.hybrid_aux_weight).
-    features: list[Literal["u", "v", "abs_diff", "prod"]] = field(
-        default_factory=lambda: ["u", "v", "abs_diff", "prod"])
-    cosine_feature: bool = False        # append cos(u, v) to the bi-encoder features
-    # mode cosine: "linear" = 5 * cos(u, v) (MSE on it = sentence-transformers'
-    # CosineSimilarityLoss; predictions clipped to [0, 5]); "affine" = (1 + cos) * 5 / 2
-    # (report 000), which maps unrelated sentences (cos ~ 0) to 2.5.
-    cosine_map: Literal["linear", "affine"] = "linear"
-    layers: int = 1                     # FC layers; 1 = a single linear layer (deep_ffn: blocks)
-    hidden: int = 256                   # width of hidden FC layers (cnn: channels per kernel,
-                                        # bilstm: hidden units per direction)
-    dropout: float = 0.1
-    # What reads the encoder output (core/heads.py): "mlp" = pooled vector -> MLP;
-    # "deep_ffn" = pooled vector -> `layers` x (Linear, LayerNorm, Dropout, ReLU) -> Linear
-    # (report 001); "cnn" / "bilstm" = a CNN or BiLSTM over the token states replaces the
-    # pooling, then the MLP (report 002).
-    arch: Literal["mlp", "deep_ffn", "cnn", "bilstm"] = "mlp"
-    kernel_sizes: list[int] = field(default_factory=lambda: [2, 3, 4])   # cnn only
+    mode: Literal["single", "bi", "cross", "cosine", "hybrid"] = opt("bi", help=(
+        "bi: each sentence encoded alone, features of (u, v) -> MLP; cross: the joint "
+        "'[CLS] a [SEP] b [SEP]' -> MLP; cosine (similarity): a scaled cos(u, v); hybrid: a "
+        "cross-encoder branch and a bi-encoder cosine branch combined by a learned linear layer."))
+    features: list[Literal["u", "v", "abs_diff", "prod"]] = opt(
+        factory=lambda: ["u", "v", "abs_diff", "prod"],
+        help="Pair features of a bi-encoder head, from the sentence vectors u and v.")
+    cosine_feature: bool = opt(False, help="Append cos(u, v) to the bi-encoder pair features (report 004).")
+    cosine_map: Literal["linear", "affine"] = opt("linear", help=(
+        "mode cosine: 'linear' = 5 * cos(u, v) (clipped to [0, 5] when predicting; MSE on it is "
+        "sentence-transformers' CosineSimilarityLoss x 25); 'affine' = (1 + cos) * 5 / 2 (report 000)."))
+    layers: int = opt(1, help="FC layers of the MLP; 1 = a single linear layer (deep_ffn: blocks).")
+    hidden: int = opt(256, help=("Width of hidden FC layers (cnn: channels per kernel; bilstm: units per "
+                                 "direction; pooled_cnn: channels; pooled_bilstm: units per direction)."))
+    dropout: float = opt(0.1, help="Dropout of the head.")
+    arch: Literal["mlp", "deep_ffn", "cnn", "bilstm", "pooled_linear", "pooled_cnn", "pooled_bilstm"] = opt(
+        "mlp", help=(
+            "What reads the encoder output (core/heads.py): mlp = pooled vector -> MLP; deep_ffn = "
+            "layers x (Linear, LayerNorm, Dropout, ReLU) -> Linear (report 001); cnn / bilstm = a CNN "
+            "or BiLSTM over the token states (our own token-level heads); pooled_linear / pooled_cnn / "
+            "pooled_bilstm = report 002's heads on the pooled sentence vector (shared projection, "
+            "convolutional upscaling to `vectors` vectors, then a linear / CNN / BiLSTM reader)."))
+    kernel_sizes: list[int] = opt(factory=lambda: [2, 3, 4], help="cnn: convolution widths over tokens.")
+    pooling: PoolingName | None = opt(None, help=(
+        "This task's pooling of token states (report 000 compares poolings per task); "
+        "null = model.pooling."))
+    vectors: int = opt(8, help="pooled_cnn / pooled_bilstm: vectors the upscaling makes of one (report 002: 8).")
+    upscale_kernel: int = opt(3, help="pooled_cnn / pooled_bilstm: filter size of the upscaling convolution "
+                                      "(report 002: 3).")
+    out_features: int | None = opt(None, help=(
+        "pooled_*: a final linear projection of the head's features to this many (report 002's STS "
+        "cosine: 13); null = none."))
 
     def validate(self, where: str) -> None:
         _check(self.layers >= 1, f"{where}.layers must be >= 1, got {self.layers}")
@@ -59,6 +76,11 @@ class HeadConfig:
         _check(len(self.features) > 0, f"{where}.features must not be empty")
         _check(len(self.kernel_sizes) > 0 and all(k >= 1 for k in self.kernel_sizes),
                f"{where}.kernel_sizes must be a non-empty list of sizes >= 1, got {self.kernel_sizes}")
+        _check(self.vectors >= 1, f"{where}.vectors must be >= 1, got {self.vectors}")
+        _check(self.upscale_kernel >= 1 and self.upscale_kernel % 2 == 1,
+               f"{where}.upscale_kernel must be an odd size >= 1, got {self.upscale_kernel}")
+        _check(self.out_features is None or self.out_features >= 1,
+               f"{where}.out_features must be >= 1 or null, got {self.out_features}")
         _check(not (self.mode == "hybrid" and self.arch != "mlp"),
                f"{where}: mode 'hybrid' reads pooled vectors; use arch mlp (got {self.arch!r})")
         _check(not (self.mode == "cosine" and self.arch == "deep_ffn"),
@@ -70,11 +92,15 @@ class HeadConfig:
 class PromptConfig:
     """Q&ABERT prompting (report 001): every task becomes a (question, context) pair fed
     jointly as ``[CLS] question [SEP] context [SEP]``, the question as segment A."""
-    enabled: bool = False
-    sst: str = "Is this review positive or negative?"
-    qqp: str = "Does the first question paraphrase the second question?"
-    sts: str = "How similar are the first sentence and the second sentence?"
-    pair_context: str = "First sentence: {a} Second sentence: {b}"   # context of pair tasks
+    enabled: bool = opt(False, help="Feed every task as (question, context) jointly (report 001, Q&ABERT).")
+    sst: str = opt("Is this review positive or negative?", help="The question asked of each SST sentence.")
+    qqp: str = opt("Does the first question paraphrase the second question?",
+                   help="The question asked of each Quora pair.")
+    sts: str = opt("How similar are the first sentence and the second sentence?",
+                   help="The question asked of each STS pair (report 001's Table 1: \"Is the first "
+                        "sentence semantically equivalent to the second sentence?\", configs/report-001).")
+    pair_context: str = opt("First sentence: {a} Second sentence: {b}",
+                            help="The context of a pair task, with {a} and {b} for its two sentences.")
 
     def validate(self) -> None:
         for task in ALL_TASKS:
@@ -90,13 +116,24 @@ def _sst_head() -> HeadConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: str = "minilm"             # "minilm" (packaged) or an HF-format BERT directory
-    pooling: Literal["cls", "mean", "max", "mean_max"] = "mean"
-    max_len: int = 128                  # wordpieces per input, special tokens included
+    encoder: str = opt("minilm", help="'minilm' (packaged all-MiniLM-L6-v2) or a directory holding an HF-format BERT.")
+    pooling: PoolingName = opt("mean", help="How token states become one sentence vector "
+                                           "(a task's head may set its own: model.<task>.pooling).")
+    max_len: int = opt(128, help="Wordpieces per input, special tokens included; longer inputs are cut.")
     sst: HeadConfig = field(default_factory=_sst_head)
     qqp: HeadConfig = field(default_factory=HeadConfig)
     sts: HeadConfig = field(default_factory=HeadConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    encoder_dropout: float | None = opt(None, help=(
+        "Dropout of the encoder's hidden states and attention probabilities while training "
+        "(report 003: 0.3); null = the encoder's own (0.1 for MiniLM)."))
+    shared_projection: int | None = opt(None, help=(
+        "report 002: one linear layer shared by all tasks maps the pooled vector to this many "
+        "features (the report's 768 -> 400; here 384 -> 400) before the pooled_* heads; null = none."))
+
+    def pooling_of(self, task: str) -> str:
+        """The pooling a task's head reads (its own, else the model's)."""
+        return getattr(self, task).pooling or self.pooling
 
     def validate(self) -> None:
         _check(8 <= self.max_len <= 512, f"model.max_len must be in [8, 512], got {self.max_len}")
@@ -108,6 +145,10 @@ class ModelConfig:
         _check(self.qqp.mode != "cosine", "model.qqp.mode 'cosine' is for similarity only")
         for task in ALL_TASKS:
             getattr(self, task).validate(f"model.{task}")
+        _check(self.encoder_dropout is None or 0.0 <= self.encoder_dropout < 1.0,
+               f"model.encoder_dropout must be in [0, 1) or null, got {self.encoder_dropout}")
+        _check(self.shared_projection is None or self.shared_projection >= 1,
+               f"model.shared_projection must be >= 1 or null, got {self.shared_projection}")
         self.prompts.validate()
         if self.prompts.enabled:
             for task in ("qqp", "sts"):
@@ -118,12 +159,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dir: str = "data"
-    limit: int | None = None            # keep the first N training examples of each task
-    eval_limit: int | None = None       # evaluate on the first N dev examples of each task
-    # Pair tasks whose training pairs are also used swapped, (b, a) beside (a, b):
-    # paraphrase and similarity are symmetric relations, a cross-encoder's input is not.
-    symmetric_pairs: list[Literal["qqp", "sts"]] = field(default_factory=list)
+    dir: str = opt("data", help="Folder with the task CSV files.")
+    limit: int | None = opt(None, help="Keep only the first N training examples of each task (blank: all).")
+    eval_limit: int | None = opt(None, help="Evaluate on the first N dev examples of each task (blank: all).")
+    symmetric_pairs: list[Literal["qqp", "sts"]] = opt(factory=list, help=(
+        "Pair tasks whose training pairs are also used swapped, (b, a) beside (a, b): paraphrase "
+        "and similarity are symmetric relations, a cross-encoder's input is not."))
 
     def validate(self) -> None:
         _check(self.limit is None or self.limit >= 1, "data.limit must be >= 1")
@@ -134,13 +175,13 @@ class DataConfig:
 class SmartConfig:
     """SMART (report 003): smoothness-inducing adversarial regularization of the
     supervised losses plus a Bregman proximal point term (core/smart.py)."""
-    weight: float = 0.0                 # lambda_s of the smoothness term; 0 = SMART off
-    noise_std: float = 1e-5             # initial embedding noise ~ N(0, noise_std^2)
-    step_size: float = 1e-3             # ascent step on the noise (l_inf-normalized gradient)
-    ascent_steps: int = 1
-    epsilon: float | None = None        # l_inf radius the noise is projected to (null: none)
-    bregman_weight: float = 0.0         # mu of the proximal term against the momentum teacher
-    momentum: float = 0.99              # teacher <- momentum * teacher + (1 - momentum) * model
+    weight: float = opt(0.0, help="SMART: weight of the adversarial smoothness term (report 003: 0.5); 0 = off.")
+    noise_std: float = opt(1e-5, help="SMART: initial embedding noise ~ N(0, noise_std^2).")
+    step_size: float = opt(1e-3, help="SMART: ascent step on the noise (l_inf-normalized gradient).")
+    ascent_steps: int = opt(1, help="SMART: ascent steps on the noise.")
+    epsilon: float | None = opt(None, help="SMART: l_inf radius the noise is projected to (blank: none).")
+    bregman_weight: float = opt(0.0, help="Bregman proximal point: weight of the divergence from the momentum teacher; 0 = off.")
+    momentum: float = opt(0.99, help="Bregman teacher <- momentum * teacher + (1 - momentum) * model.")
 
     def validate(self) -> None:
         _check(self.weight >= 0 and self.bregman_weight >= 0, "train.smart weights must be >= 0")
@@ -157,13 +198,17 @@ class SmartConfig:
 @dataclass
 class ContrastiveConfig:
     """Sentence-embedding objectives (core/contrastive.py): MNRL, SimCSE, triplets."""
-    scale: float = 20.0                 # MNRL: cosine similarities are multiplied by this
-    temperature: float = 0.05           # SimCSE: cosine similarities are divided by this
-    sts_positive: float = 4.0           # STS pairs scoring >= this are positive pairs
-    sts_negative: float = 1.0           # STS pairs scoring <= this are (hard) negatives
-    negatives: int = 3                  # triplet: negatives per anchor
-    margin: float = 0.0                 # triplet: max(0, d(x, y) - logsumexp d(x, z) + margin)
-    max_examples: int | None = None     # cap on the objective's training set (after shuffling)
+    scale: float = opt(20.0, help="MNRL: cosine similarities are multiplied by this (sentence-transformers: 20).")
+    temperature: float = opt(0.05, help="SimCSE: cosine similarities are divided by this (report 003: 0.05).")
+    sts_positive: float = opt(4.0, help="STS pairs scoring >= this are positive pairs.")
+    sts_negative: float = opt(1.0, help="STS pairs scoring <= this are (hard) negatives.")
+    negatives: int = opt(3, help="triplet: negatives per anchor (with the layout 'report', the ones from the anchor's dataset).")
+    margin: float = opt(0.0, help="triplet: max(0, d(x, y) - logsumexp d(x, z) + margin).")
+    max_examples: int | None = opt(None, help="Cap on the objective's training set (after shuffling).")
+    triplet_layout: Literal["mixed", "report"] = opt("mixed", help=(
+        "triplet negatives: 'mixed' = 1 from the anchor's dataset + negatives - 1 from random other "
+        "datasets (our earlier layout); 'report' = report 001's: `negatives` from the anchor's "
+        "dataset plus one from each other dataset, every sentence once as anchor."))
 
     def validate(self) -> None:
         _check(self.scale > 0, "train.contrastive.scale must be > 0")
@@ -176,73 +221,130 @@ class ContrastiveConfig:
                "train.contrastive.max_examples must be >= 2 or null")
 
 
+LossName = Literal["ce", "bce", "mse", "mse_cosine", "mnrl"]
+# Which loss modules each task's batch may combine (core/losses.py), and which one of
+# them every task needs: MNRL is only ever *added* to a task's own loss (report 004,
+# experiment 3: MNRL as the paraphrase loss itself failed).
+TASK_LOSSES = {"sst": {"ce"}, "qqp": {"bce", "mnrl"}, "sts": {"mse", "mse_cosine", "mnrl"}}
+TASK_BASE_LOSSES = {"sst": {"ce"}, "qqp": {"bce"}, "sts": {"mse", "mse_cosine"}}
+DEFAULT_LOSS = {"sst": "ce", "qqp": "bce", "sts": "mse"}
+
+
+@dataclass
+class LossTerm:
+    """One loss module in a task's loss: ``weight * loss(batch)`` (core/losses.py)."""
+    name: LossName = opt("mse", help=(
+        "ce = cross-entropy (SST); bce = binary cross-entropy with logits (Quora); mse = squared "
+        "error of the 0-5 score (STS); mse_cosine = squared error of cos(u, v) against score / 5 "
+        "(sentence-transformers' CosineSimilarityLoss); mnrl = multiple negatives ranking on the "
+        "batch's positive pairs (added to a task's own loss, never instead of it)."))
+    weight: float = opt(1.0, help="The term's weight in the task's loss.")
+    symmetric: bool = opt(False, help="mnrl: also rank the anchors for each positive and average both "
+                                      "directions (MultipleNegativesSymmetricRankingLoss).")
+    hard_negatives: bool = opt(False, help=(
+        "mnrl: add the second sentences of the batch's negative pairs (Quora non-duplicates, STS <= "
+        "contrastive.sts_negative) as extra candidates. Report 004 never does this."))
+
+    def validate(self, where: str) -> None:
+        _check(self.weight >= 0, f"{where}.weight must be >= 0, got {self.weight}")
+        _check(self.name == "mnrl" or not (self.symmetric or self.hard_negatives),
+               f"{where}: symmetric / hard_negatives are options of mnrl, not of {self.name!r}")
+
+
 Objective = Literal["supervised", "mnrl", "simcse_unsup", "simcse_sup", "triplet"]
 CONTRASTIVE_OBJECTIVES = ("mnrl", "simcse_unsup", "simcse_sup", "triplet")
 
 
 @dataclass
 class TrainConfig:
-    tasks: list[TaskName] = field(default_factory=lambda: list(ALL_TASKS))
-    # What is optimized: "supervised" = the task losses through the heads; the others
-    # train the encoder alone on sentence-embedding objectives built from the tasks'
-    # training data (see core/contrastive.py).
-    objective: Objective = "supervised"
-    # How tasks share the steps (core/schedules.py): round_robin = one batch of every
-    # task per step, joint loss; sequential = each epoch all of task 1, then task 2 ...;
-    # mtdnn = all tasks' batches merged and shuffled, one task per step.
-    schedule: Literal["round_robin", "sequential", "mtdnn"] = "round_robin"
-    # sequential / mtdnn: batches each task gives an epoch. proportional = its size;
-    # truncate / resample = all tasks cut / resampled to the smallest / largest;
-    # ratio = task_ratio (e.g. {sst: 1, qqp: 2, sts: 1}).
-    task_sampling: Literal["proportional", "truncate", "resample", "ratio"] = "proportional"
-    task_ratio: dict[str, float] = field(default_factory=dict)
-    epochs: int = 1
-    # round_robin: "min" / "max" = the smallest / largest task's batches per epoch;
-    # sequential / mtdnn: "min" / "max" = the natural epoch of task_sampling; a number
-    # rescales the task_sampling counts to that many steps (same proportions).
-    steps_per_epoch: int | Literal["min", "max"] = "min"
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 2e-5                    # encoder learning rate
-    head_lr: float | None = 1e-3        # heads' learning rate (None: same as lr)
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_clip: float | None = 1.0
-    freeze_encoder: bool = False        # "heads only": the encoder gets no gradient
-    optimizer: Literal["adamw", "torch_adamw"] = "adamw"
-    loss_weights: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in ALL_TASKS})
-    # fixed = loss_weights; dev = re-weighted each epoch from the last dev scores (worse
-    # task, larger weight); uncertainty = learned (Kendall et al. 2018). core/weighting.py
-    loss_weighting: Literal["fixed", "dev", "uncertainty"] = "fixed"
-    class_balanced: list[Literal["sst", "qqp"]] = field(default_factory=list)  # inverse-frequency sampling
-    mnrl_weight: float = 0.0            # + weight * MNRL on the positive pairs of qqp/sts batches
-    # Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA; Sun et al. 2019): the top
-    # encoder layer trains at lr, each layer below at decay times the one above, the
-    # embeddings at lr * decay^n_layers. 1.0 = one learning rate for the whole encoder.
-    layer_decay: float = 1.0
-    label_smoothing: float = 0.0        # SST cross-entropy label smoothing (Szegedy et al. 2016)
-    hybrid_aux_weight: float = 1.0      # hybrid heads: + weight * (loss of each branch alone)
+    tasks: list[TaskName] = opt(factory=lambda: list(ALL_TASKS), help=(
+        "Tasks this stage trains (round_robin: one batch of each per step; sequential: in this order)."))
+    objective: Objective = opt("supervised", help=(
+        "What is optimized: 'supervised' = the task losses through the heads; the others train the "
+        "encoder alone on sentence-embedding objectives built from the tasks' training data "
+        "(core/contrastive.py)."))
+    schedule: Literal["round_robin", "sequential", "mtdnn"] = opt("round_robin", help=(
+        "How tasks share the steps (core/schedules.py): round_robin = one batch of every task per "
+        "step, joint loss; sequential = each epoch all of task 1, then task 2 ...; mtdnn = all "
+        "tasks' batches merged and shuffled, one task per step."))
+    backward: Literal["joint", "cyclic"] = opt("joint", help=(
+        "round_robin: 'joint' = one optimizer step on the summed loss of all tasks' batches; "
+        "'cyclic' = one backward and optimizer step per task, in train.tasks order "
+        "(report 003's 'joint loss x')."))
+    task_sampling: Literal["proportional", "truncate", "resample", "ratio"] = opt("proportional", help=(
+        "sequential / mtdnn: batches each task gives an epoch. proportional = its size; truncate / "
+        "resample = all tasks cut / resampled to the smallest / largest; ratio = task_ratio."))
+    task_ratio: dict[str, float] = opt(factory=dict, help="task_sampling ratio: e.g. {sst: 1, qqp: 2, sts: 1}.")
+    epochs: int = opt(1, help="Passes of steps_per_epoch steps, each followed by a dev evaluation.")
+    steps_per_epoch: int | Literal["min", "max"] = opt("min", help=(
+        "An integer, or 'min' / 'max' (round_robin: batches in the smallest / largest task; "
+        "sequential / mtdnn: the natural epoch of task_sampling)."))
+    batch_size: int = opt(32, help="Examples per task batch.")
+    task_batch_size: dict[str, int] = opt(factory=dict, help=(
+        "Per-task batch sizes, e.g. {sst: 64, qqp: 32}; tasks not named use batch_size."))
+    eval_batch_size: int = opt(128, help="Batch size of dev evaluation.")
+    lr: float = opt(2e-5, help="Encoder learning rate.")
+    head_lr: float | None = opt(1e-3, help="Learning rate of the task heads (blank: same as lr).")
+    weight_decay: float = opt(0.01, help="AdamW weight decay (not on biases and LayerNorm).")
+    warmup_ratio: float = opt(0.1, help="Fraction of the stage's steps of linear warm-up, then linear decay.")
+    grad_clip: float | None = opt(1.0, help="Clip the gradient norm to this (blank: no clipping).")
+    freeze_encoder: bool = opt(False, help="Train the heads only; the encoder's outputs are then computed once and cached.")
+    optimizer: Literal["adamw", "torch_adamw"] = opt("adamw", help="adamw = our own AdamW (core/optim.py); torch_adamw = torch's fused one.")
+    loss_weights: dict[str, float] = opt(factory=lambda: {t: 1.0 for t in ALL_TASKS},
+                                         help="Weight of each task's loss in the joint loss.")
+    loss_weighting: Literal["fixed", "dev", "uncertainty"] = opt("fixed", help=(
+        "fixed = loss_weights; dev = re-weighted each epoch from the last dev scores (worse task, "
+        "larger weight); uncertainty = learned (Kendall et al. 2018). core/weighting.py"))
+    losses: dict[str, list[LossTerm]] = opt(factory=dict, help=(
+        "Loss modules of each task's batch, e.g. {qqp: [{name: bce}, {name: mnrl, weight: 0.5}]} "
+        "(core/losses.py); a task not named uses ce / bce / mse (+ mnrl_weight * mnrl on pair tasks)."))
+    class_balanced: list[Literal["sst", "qqp"]] = opt(factory=list, help="Tasks drawn class-balanced (inverse label frequency, report 001).")
+    mnrl_weight: float = opt(0.0, help=(
+        "+ weight * MNRL on the positive pairs of qqp/sts batches (shorthand for an mnrl term in "
+        "train.losses of both pair tasks)."))
+    layer_decay: float = opt(1.0, help=(
+        "Layer-wise learning-rate decay: the top encoder layer trains at lr, each layer below at "
+        "decay times the one above; 1.0 = one learning rate for the whole encoder."))
+    label_smoothing: float = opt(0.0, help="SST cross-entropy label smoothing (Szegedy et al. 2016).")
+    hybrid_aux_weight: float = opt(1.0, help="hybrid heads: + weight * (loss of each branch alone).")
 
     smart: SmartConfig = field(default_factory=SmartConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
-    max_steps: int | None = None        # stop after N optimizer steps (smoke runs)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Speed (core/distributed.py for several GPUs): bf16 = forward and loss under bf16
-    # autocast (CUDA, and CPUs with AVX-512 BF16); compile = torch.compile the encoder.
-    precision: Literal["fp32", "bf16"] = "fp32"
-    compile: bool = False
-    log_every: int = 10
-    # Resume state (``resume/``, used by --resume) every N optimizer steps as well as
-    # at each epoch end. 200 steps is a few minutes of work on 2 CPU cores (~0.5-1 s a
-    # step for the full-fine-tuning recipes) and costs one ~100 MB write.
-    resume_every: int = 200
+    max_steps: int | None = opt(None, help="Stop after N optimizer steps (blank: no limit; every stage).")
+    seed: int = opt(0, help="Seed of weights, batches and dropout.")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", help="auto picks a GPU when one is visible.")
+    precision: Literal["fp32", "bf16"] = opt("fp32", help=(
+        "bf16 = forward and loss under bf16 autocast (CUDA, and CPUs with AVX-512 BF16)."))
+    compile: bool = opt(False, help="torch.compile the encoder.")
+    log_every: int = opt(10, help="Log a step event every N optimizer steps.")
+    resume_every: int = opt(200, help=(
+        "Save resume state (resume/, used by --resume) every N optimizer steps as well as at each "
+        "epoch end (200 steps: a few minutes on 2 CPU cores, one ~100 MB write)."))
+    select: Literal["mean", "last"] = opt("mean", help=(
+        "Which epoch of the last stage becomes the checkpoint: 'mean' = the best mean dev score of "
+        "the trained tasks; 'last' = the last epoch (no choice on dev)."))
+
+    def batch_size_of(self, task: str) -> int:
+        return self.task_batch_size.get(task, self.batch_size)
+
+    def task_losses(self, task: str) -> list[LossTerm]:
+        """The loss modules of a task's batch: ``losses[task]``, else the task's own loss
+        plus ``mnrl_weight`` * MNRL on pair tasks (the behaviour before ``losses`` existed)."""
+        if task in self.losses:
+            return list(self.losses[task])
+        terms = [LossTerm(DEFAULT_LOSS[task])]
+        if task in ("qqp", "sts") and self.mnrl_weight > 0:
+            terms.append(LossTerm("mnrl", self.mnrl_weight))
+        return terms
 
     def validate(self) -> None:
         _check(len(self.tasks) > 0, "train.tasks must name at least one task")
         _check(len(set(self.tasks)) == len(self.tasks), "train.tasks has duplicates")
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1")
+        unknown = set(self.task_batch_size) - set(ALL_TASKS)
+        _check(not unknown, f"train.task_batch_size has unknown tasks {sorted(unknown)}")
+        _check(all(b >= 1 for b in self.task_batch_size.values()), "train.task_batch_size values must be >= 1")
         _check(not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch >= 1,
                "train.steps_per_epoch must be >= 1, 'min' or 'max'")
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
@@ -266,6 +368,19 @@ class TrainConfig:
             _check(not missing, f"train.task_sampling 'ratio' needs train.task_ratio for every task; "
                                 f"missing {missing}, e.g. task_ratio: {{sst: 1, qqp: 2, sts: 1}}")
         _check(self.mnrl_weight >= 0, "train.mnrl_weight must be >= 0")
+        unknown = set(self.losses) - set(ALL_TASKS)
+        _check(not unknown, f"train.losses has unknown tasks {sorted(unknown)}")
+        for task, terms in self.losses.items():
+            where = f"train.losses.{task}"
+            for i, term in enumerate(terms):
+                term.validate(f"{where}[{i}]")
+            names = [t.name for t in terms]
+            bad = sorted(set(names) - TASK_LOSSES[task])
+            _check(not bad, f"{where}: {bad} cannot train {task}; allowed: {sorted(TASK_LOSSES[task])}")
+            _check(len(set(names)) == len(names), f"{where} names a loss twice: {names}")
+            _check(any(n in TASK_BASE_LOSSES[task] for n in names),
+                   f"{where} needs the task's own loss ({' or '.join(sorted(TASK_BASE_LOSSES[task]))}); "
+                   f"mnrl can only be added to it, never replace it (report 004, experiment 3)")
         _check(0 < self.layer_decay <= 1, f"train.layer_decay must be in (0, 1], got {self.layer_decay}")
         _check(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         _check(self.hybrid_aux_weight >= 0, "train.hybrid_aux_weight must be >= 0")
@@ -278,15 +393,15 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    name: str = "run"
-    description: str = ""
+    name: str = opt("run", help="Name of the run (the job's checkpoint directory gets its own, unique name).")
+    description: str = opt("", help="One line on what the recipe is.")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    # A multi-stage recipe: each stage is a mapping with a ``name`` and any ``train``
-    # fields to change for that stage, e.g. ``{name: quora, tasks: [qqp], epochs: 1}``;
-    # every stage starts from the previous stage's weights. Empty: one stage = ``train``.
-    stages: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict[str, Any]] = opt(factory=list, help=(
+        "A multi-stage recipe: each stage is a mapping with a name and any train fields to change "
+        "for that stage, e.g. {name: quora, tasks: [qqp], epochs: 1}; every stage starts from the "
+        "previous stage's weights. Empty: one stage = train."))
 
     def validate(self) -> "Config":
         self.model.validate()
@@ -295,11 +410,15 @@ class Config:
         plan = self.stage_plan()
         for name, train in plan:
             where = f"stage {name!r}: " if self.stages else ""
-            if train.objective == "supervised" and train.mnrl_weight > 0:
+            if train.objective == "supervised":
                 for task in ("qqp", "sts"):
-                    _check(task not in train.tasks or getattr(self.model, task).mode in ("bi", "cosine", "hybrid"),
-                           f"{where}train.mnrl_weight needs sentence embeddings of both sides: "
-                           f"set model.{task}.mode to bi or cosine (got {getattr(self.model, task).mode!r})")
+                    mode = getattr(self.model, task).mode
+                    needs = sorted({t.name for t in train.task_losses(task)} & {"mnrl", "mse_cosine"})
+                    if task in train.tasks and needs and mode not in ("bi", "cosine", "hybrid"):
+                        hint = ("train.mnrl_weight" if task not in train.losses else f"train.losses.{task} "
+                                f"({', '.join(needs)})")
+                        raise ConfigError(f"{where}{hint} needs sentence embeddings of both sides: "
+                                          f"set model.{task}.mode to bi or cosine (got {mode!r})")
             if train.objective == "supervised" and train.freeze_encoder:
                 _check("sts" not in train.tasks or self.model.sts.mode != "cosine",
                        f"{where}train.freeze_encoder with model.sts.mode 'cosine' leaves nothing to "
@@ -507,3 +626,30 @@ def _coerce(tp, value, where: str):
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return Config.from_yaml(path, overrides)
+
+
+# ----------------------------------------------------------------- option help
+def option_help(cls: type = None, prefix: str = "") -> dict[str, str]:
+    """``{"train.lr": "Encoder learning rate.", ...}``: every recipe field's one-line help,
+    from the config dataclasses' field metadata (the one place options are explained;
+    read by ``python -m core.train --help`` and by the app's Train page)."""
+    cls = Config if cls is None else cls
+    hints = get_type_hints(cls)
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        key, tp = f"{prefix}{f.name}", hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(option_help(tp, key + "."))
+        elif f.metadata.get("help"):
+            out[key] = f.metadata["help"]
+    return out
+
+
+def format_option_help(width: int = 100) -> str:
+    """The recipe fields and their help as text (``python -m core.train --help``)."""
+    import textwrap
+    lines = ["recipe fields (YAML keys; any of them as --set KEY=VALUE):"]
+    for key, text in option_help().items():
+        lines.append(f"  {key}")
+        lines += textwrap.wrap(text, width, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)

@@ -2,48 +2,24 @@
 
 The Train page shows every field of a recipe as a typed form widget. This module
 describes those fields from the :class:`core.config.Config` dataclasses themselves (so a
-field added to the config shows up in the form with no app change) and turns what the
+field added to the config shows up in the form with no app change, its help text from
+the field's metadata, :func:`core.config.option_help`) and turns what the
 user changed back into ``key=value`` overrides, which :class:`core.jobs.JobManager`
 validates with ``Config.from_yaml`` before it creates a job.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
-import re
-import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from core.config import Config
+from core.config import Config, option_help
 from core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-
-# One-line explanations shown next to the most used fields.
-HELP = {
-    "name": "Name of the run (the job's checkpoint directory gets its own, unique name).",
-    "model.encoder": "'minilm' (packaged all-MiniLM-L6-v2) or a directory holding an HF-format BERT.",
-    "model.pooling": "How token states become one sentence vector.",
-    "model.max_len": "Wordpieces per input, special tokens included; longer inputs are cut.",
-    "data.dir": "Folder with the task CSV files.",
-    "data.limit": "Keep only the first N training examples of each task (blank: all).",
-    "data.eval_limit": "Evaluate on the first N dev examples of each task (blank: all).",
-    "train.tasks": "Tasks trained jointly, one batch of each per optimizer step.",
-    "train.epochs": "Passes of steps_per_epoch steps, each followed by a dev evaluation.",
-    "train.steps_per_epoch": "An integer, or 'min' / 'max' (batches in the smallest / largest task).",
-    "train.lr": "Encoder learning rate.",
-    "train.head_lr": "Learning rate of the task heads (blank: same as lr).",
-    "train.freeze_encoder": "Train the heads only; the encoder's outputs are then computed once and cached.",
-    "train.max_steps": "Stop after N optimizer steps (blank: no limit).",
-    "train.device": "auto picks a GPU when one is visible.",
-    "train.loss_weights": "Weight of each task's loss in the joint loss.",
-}
-
 
 @dataclass
 class FieldSpec:
@@ -69,10 +45,14 @@ class FieldSpec:
         return "" if self.value is None else _yaml_scalar(self.value)
 
 
+# configs/ files that are not training recipes (the study runner's plan, core/study.py)
+NOT_RECIPES = ("study.yaml",)
+
+
 def list_recipes(directory: str | Path | None = None) -> list[Path]:
     """The recipe files in ``configs/`` (or ``directory``), sorted by name."""
     directory = Path(directory) if directory is not None else REPO / "configs"
-    return sorted(p for p in directory.glob("*.yaml") if p.is_file())
+    return sorted(p for p in directory.glob("*.yaml") if p.is_file() and p.name not in NOT_RECIPES)
 
 
 def recipe_fields(config: Config) -> list[FieldSpec]:
@@ -90,22 +70,9 @@ def _fields(obj: Any, prefix: str) -> list[FieldSpec]:
             out += _fields(value, key + ".")
         else:
             kind, choices = _kind(tp)
-            help_ = HELP.get(key) or _comments(type(obj)).get(f.name, "")
+            help_ = option_help().get(key, "")
             out.append(FieldSpec(key, kind, value, section, choices, help_))
     return out
-
-
-@functools.cache
-def _comments(cls) -> dict[str, str]:
-    """Field name -> the ``# comment`` after its declaration in the dataclass source."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    found = {}
-    for match in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, re.MULTILINE):
-        found[match.group(1)] = match.group(2).strip()
-    return found
 
 
 def _kind(tp) -> tuple[str, tuple]:
