@@ -1,7 +1,21 @@
-"""Losses: small functions chosen by name.
+"""Losses: small functions, and the loss modules a recipe chooses by name.
 
 Task losses (the supervised baselines), by task: cross-entropy for SST, binary
 cross-entropy with logits for Quora, mean squared error for STS.
+
+Loss modules (``train.losses``, sentence-transformers' style): each task's batch is
+scored by a list of weighted modules built by :func:`build_task_losses` from
+:class:`core.config.LossTerm` entries. Every module reads one :class:`LossBatch` (the
+head output, the labels and, for bi-encoder heads, the two sentence vectors) and
+returns a scalar:
+
+* ``ce`` :class:`CrossEntropyLoss` (SST), ``bce`` :class:`BCEWithLogitsLoss` (Quora),
+  ``mse`` :class:`MSELoss` (STS score 0..5);
+* ``mse_cosine`` :class:`CosineMSELoss`: ``(cos(u, v) - y / 5)^2`` (sentence-transformers'
+  CosineSimilarityLoss);
+* ``mnrl`` :class:`MultipleNegativesRankingLoss`: MNRL on the batch's positive pairs,
+  optionally symmetric and with the batch's negative pairs as hard negatives. It is
+  only ever added to a task's own loss (report 004, experiment 3; enforced by the config).
 
 Sentence-embedding objectives (by ``train.objective``; data built in core/contrastive.py):
 
@@ -18,8 +32,12 @@ Sentence-embedding objectives (by ``train.objective``; data built in core/contra
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Sequence
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def sst_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -102,3 +120,156 @@ def triplet_loss(anchors: torch.Tensor, positives: torch.Tensor, negatives: torc
 
 OBJECTIVE_LOSSES = {"mnrl": mnrl_loss, "simcse_unsup": simcse_unsup_loss,
                     "simcse_sup": simcse_sup_loss, "triplet": triplet_loss}
+
+
+def symmetric_mnrl_loss(anchors: torch.Tensor, positives: torch.Tensor, scale: float = 20.0,
+                        negatives: torch.Tensor | None = None, gather=None,
+                        normalizer: float | None = None) -> torch.Tensor:
+    """``(MNRL(a -> p [+ n]) + MNRL(p -> a)) / 2``: each anchor ranks its positive among
+    the batch's positives (and hard negatives), and each positive ranks its anchor among
+    the batch's anchors (sentence-transformers' MultipleNegativesSymmetricRankingLoss)."""
+    forward = mnrl_loss(anchors, positives, scale, negatives, gather=gather, normalizer=normalizer)
+    backward = mnrl_loss(positives, anchors, scale, gather=gather, normalizer=normalizer)
+    return 0.5 * (forward + backward)
+
+
+# ------------------------------------------------------------ loss modules by name
+@dataclass
+class LossBatch:
+    """What a task's loss modules read for one batch.
+
+    ``output``: the head output (sst logits [B, 5], qqp logit [B], sts score [B]);
+    ``u``, ``v``: the two sentence vectors of a bi-encoder pair head (else None);
+    ``dist``: the data-parallel context (core/distributed.py) or None for one process;
+    ``n_global``: examples in the global batch this process's share belongs to."""
+    task: str
+    output: torch.Tensor
+    labels: torch.Tensor
+    u: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    dist: Any = None
+    n_global: int | None = None
+
+
+class CrossEntropyLoss(nn.Module):
+    name = "ce"
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        return sst_loss(batch.output, batch.labels, self.label_smoothing)
+
+
+class BCEWithLogitsLoss(nn.Module):
+    name = "bce"
+
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        return qqp_loss(batch.output, batch.labels)
+
+
+class MSELoss(nn.Module):
+    name = "mse"
+
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        return sts_loss(batch.output, batch.labels)
+
+
+class CosineMSELoss(nn.Module):
+    """``mean (cos(u, v) - y / max_score)^2``: the cosine of the two sentence vectors
+    regressed on the similarity score scaled to [0, 1]."""
+    name = "mse_cosine"
+    needs_vectors = True
+
+    def __init__(self, max_score: float = 5.0):
+        super().__init__()
+        self.max_score = max_score
+
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        cos = F.cosine_similarity(batch.u.float(), batch.v.float(), dim=-1)
+        return F.mse_loss(cos, batch.labels.float() / self.max_score)
+
+
+class MultipleNegativesRankingLoss(nn.Module):
+    """MNRL on a supervised pair batch: the positive pairs (Quora duplicates, STS scores
+    >= ``sts_positive``) are (anchor, positive); every other positive of the (global)
+    batch is a negative. ``hard_negatives``: the second sentences of the batch's
+    negative pairs (Quora non-duplicates, STS <= ``sts_negative``) join the candidates.
+    Fewer than 2 positives in the global batch: 0 (nothing to rank against)."""
+    name = "mnrl"
+    needs_vectors = True
+
+    def __init__(self, scale: float = 20.0, symmetric: bool = False, hard_negatives: bool = False,
+                 sts_positive: float = 4.0, sts_negative: float = 1.0):
+        super().__init__()
+        self.scale, self.symmetric, self.hard_negatives = scale, symmetric, hard_negatives
+        self.sts_positive, self.sts_negative = sts_positive, sts_negative
+
+    def masks(self, task: str, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if task == "qqp":
+            return labels == 1, labels == 0
+        return labels >= self.sts_positive, labels <= self.sts_negative
+
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        positive, negative = self.masks(batch.task, batch.labels)
+        dist = batch.dist
+        enabled = dist is not None and dist.enabled
+        n_positive = dist.sum_int(int(positive.sum())) if enabled else int(positive.sum())
+        if n_positive < 2:
+            return batch.output.new_zeros(())
+        # data parallel: candidates from every rank; the sum over local anchors is divided
+        # so that, after loss_scale and the gradient average, it is the mean over the
+        # global batch's positives (as in one process)
+        normalizer = n_positive * len(batch.labels) / batch.n_global if enabled else None
+        gather = dist.gather_rows if enabled else None
+        negatives = batch.v[negative] if self.hard_negatives else None
+        fn = symmetric_mnrl_loss if self.symmetric else mnrl_loss
+        return fn(batch.u[positive], batch.v[positive], self.scale, negatives, gather=gather,
+                  normalizer=normalizer)
+
+
+LOSS_MODULES = {m.name: m for m in (CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, CosineMSELoss,
+                                    MultipleNegativesRankingLoss)}
+
+
+class TaskLoss(nn.Module):
+    """A task's loss: ``sum_k weight_k * module_k(batch)``; ``parts`` holds each term's
+    value for logging. ``needs_vectors``: some term reads the sentence vectors u, v."""
+
+    def __init__(self, task: str, terms: Sequence[tuple[str, float, nn.Module]]):
+        super().__init__()
+        self.task = task
+        self.names = [name for name, _, _ in terms]
+        self.weights = [weight for _, weight, _ in terms]
+        self.terms = nn.ModuleList(module for _, _, module in terms)
+        self.needs_vectors = any(getattr(m, "needs_vectors", False) for m in self.terms)
+
+    @property
+    def primary(self) -> str:
+        """The term reported as the task's loss (its own: ce / bce / mse / mse_cosine)."""
+        return self.names[0]
+
+    def forward(self, batch: LossBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {name: module(batch) for name, module in zip(self.names, self.terms)}
+        total = sum(w * parts[n] for n, w in zip(self.names, self.weights))
+        return total, parts
+
+
+def build_task_losses(task: str, train) -> TaskLoss:
+    """The :class:`TaskLoss` of a task from ``train.task_losses(task)`` (a TrainConfig):
+    its own loss first, then any added terms (MNRL)."""
+    from core.config import TASK_BASE_LOSSES
+    terms = sorted(train.task_losses(task), key=lambda t: t.name not in TASK_BASE_LOSSES[task])
+    c = train.contrastive
+    built = []
+    for term in terms:
+        if term.name == "ce":
+            module = CrossEntropyLoss(train.label_smoothing)
+        elif term.name == "mnrl":
+            module = MultipleNegativesRankingLoss(c.scale, term.symmetric, term.hard_negatives,
+                                                  c.sts_positive, c.sts_negative)
+        else:
+            module = LOSS_MODULES[term.name]()
+        built.append((term.name, term.weight, module))
+    return TaskLoss(task, built)

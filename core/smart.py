@@ -102,3 +102,50 @@ class MomentumTeacher:
     @torch.no_grad()
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         return self.model(*args, **kwargs)
+
+
+# ------------------------------------------------- regularizers as modules of the step
+class SmartRegularizer:
+    """``weight * R_s`` of a task batch (``train.smart.weight``; report 003: 0.5).
+
+    ``model(task, batch, embeds=...)`` is the task output from input embeddings;
+    ``embeds`` the clean input embeddings the step looked up; ``output`` the clean output."""
+    name = "smart"
+    needs_embeddings = True
+
+    def __init__(self, cfg: SmartConfig):
+        self.cfg, self.weight = cfg, cfg.weight
+
+    def __call__(self, model: nn.Module, task: str, batch: dict, embeds: dict[str, torch.Tensor],
+                 output: torch.Tensor) -> torch.Tensor:
+        masks = {part: x["attention_mask"] for part, x in batch.items()}
+        return smart_regularizer(lambda e: model(task, batch, embeds=e), embeds, output,
+                                 TASK_DIVERGENCE[task], self.cfg, masks)
+
+
+class BregmanProximal:
+    """``weight * D_sym(f(x), f_teacher(x))`` against a momentum teacher of the model
+    (``train.smart.bregman_weight``); :meth:`after_step` moves the teacher."""
+    name = "bregman"
+    needs_embeddings = False
+
+    def __init__(self, cfg: SmartConfig, model: nn.Module):
+        self.weight = cfg.bregman_weight
+        self.teacher = MomentumTeacher(model, cfg.momentum)
+
+    def __call__(self, model: nn.Module, task: str, batch: dict, embeds: dict[str, torch.Tensor] | None,
+                 output: torch.Tensor) -> torch.Tensor:
+        return symmetric_divergence(output, self.teacher(task, batch), TASK_DIVERGENCE[task])
+
+    def after_step(self, model: nn.Module) -> None:
+        self.teacher.update(model)
+
+
+def build_regularizers(cfg: SmartConfig, model: nn.Module) -> list:
+    """The regularizers a stage's supervised batches get, each with its own weight."""
+    out: list = []
+    if cfg.weight > 0:
+        out.append(SmartRegularizer(cfg))
+    if cfg.bregman_weight > 0:
+        out.append(BregmanProximal(cfg, model))
+    return out

@@ -29,6 +29,19 @@ What a recipe can combine (each method lives in its own module, named by report)
 * class-balanced sampling of a task's batches (core/schedules.py);
 * heads and Q&ABERT prompts are model options (core/heads.py, core/prompts.py).
 
+Where things are (a newcomer reads them in this order):
+
+* core/train.py (this file): :class:`Trainer` - setup, the stepping loop
+  (:meth:`Trainer.train_step`: batches -> loss modules -> backward -> update), dev
+  evaluation and checkpoint choice, and the command line;
+* core/trainer_state.py: task streams, stages, and the resume state;
+* core/train_log.py: the ``train_log.jsonl`` event log;
+* core/losses.py, core/smart.py: the loss modules chosen by name per task
+  (``train.losses``) and the regularizers (SMART, Bregman) with their own weights.
+
+``train.backward: cyclic`` gives every task of a round-robin step its own backward and
+optimizer update, in order (report 003's "joint loss x"); ``joint`` (default) sums them.
+
 Each step, every task that trains in it draws the *global* indices of its next batch
 from its stream; :meth:`Trainer.local_indices` is the one place that cuts a global
 batch into a process's share under data parallelism:
@@ -42,36 +55,36 @@ Speed options: ``train.precision: bf16`` (autocast), ``train.compile: true``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
-import os
-import pickle
 import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from core.atomic import atomic_write_json, publish_dir, recover_swap, staging_dir
-from core.config import Config, TrainConfig
-from core.contrastive import ContrastiveSet, build_set, objective_loss
-from core.data import TASKS, TaskData, bucket_batches, encode_texts, load_task
+from core.atomic import atomic_write_json, recover_swap
+from core.config import Config, TrainConfig, format_option_help
+from core.contrastive import build_set, objective_loss
+from core.data import TASKS, TaskData, encode_texts, load_task
 from core.distributed import DistContext, init_distributed, shutdown
 from core.errors import ConfigError, MinbertError
 from core.evaluate import PRIMARY, evaluate_model, mean_score, write_predictions
-from core.losses import mnrl_loss, task_loss
+from core.losses import LossBatch, TaskLoss, build_task_losses
 from core.metrics import pearson, spearman
 from core.model import Encoding, MultitaskBert, TaskFeatures
 from core.optim import make_optimizer, warmup_linear
-from core.schedules import balanced_batches, epoch_plan, steps_in_epoch
-from core.smart import TASK_DIVERGENCE, MomentumTeacher, smart_regularizer, symmetric_divergence
+from core.schedules import steps_in_epoch
+from core.smart import BregmanProximal, build_regularizers
+from core.train_log import EventLog, StepLog, json_default
+from core.trainer_state import (OBJECTIVE_STREAM, Stage, TaskStream, load_teacher_state,  # noqa: F401
+                                np_rng_from_json, py_rng_from_json, read_resume_state, rng_state,
+                                save_resume_state, select_rank_rng, set_rng_state)
 from core.weighting import UncertaintyWeighting, dev_weights
 
 log = logging.getLogger(__name__)
@@ -91,107 +104,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class EventLog:
-    """``train_log.jsonl``: one JSON event per line, flushed at once (the app tails it)."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path = path
-        self.start = time.time()
-        self.enabled = enabled   # False on data-parallel ranks other than 0
-
-    def write(self, event: str, **fields) -> dict:
-        record = {"event": event, "time": round(time.time(), 3), **fields}
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record, default=_json_default) + "\n")
-        return record
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
-@dataclass
-class TaskStream:
-    """One task's training examples, tokenized once, served as length-bucketed batches
-    of *global* example indices, reshuffled (deterministically, from seed and pass
-    number) when used up. ``balanced``: each pass is drawn class-balanced with
-    replacement (inverse label frequency, report 001) instead of a permutation."""
-    task: str
-    features: TaskFeatures
-    labels: torch.Tensor
-    batch_size: int
-    seed: int
-    cache: dict[str, torch.Tensor] | None = None   # frozen encoder: pooled vectors per part
-    passes: int = 0
-    balanced: bool = False
-    min_batch: int = 1   # data parallel: world size, so that no rank gets an empty share
-
-    def __post_init__(self):
-        self._batches: list[list[int]] = []
-
-    @property
-    def n_batches(self) -> int:
-        return math.ceil(len(self.features) / self.batch_size)
-
-    def next_indices(self) -> list[int]:
-        if not self._batches:
-            seed = self.seed * 1000 + self.passes
-            if self.balanced:
-                self._batches = balanced_batches(self.labels.numpy(), self.features.lengths,
-                                                 self.batch_size, seed=seed)
-            else:
-                self._batches = bucket_batches(self.features.lengths, self.batch_size, shuffle=True, seed=seed)
-            # a final batch smaller than the number of processes would leave a rank without
-            # examples (and out of the in-batch losses' collectives): it is skipped
-            self._batches = [b for b in self._batches if len(b) >= self.min_batch] or self._batches
-            self.passes += 1
-        return self._batches.pop()
-
-    def restart(self, passes: int, remaining: list[list[int]] | None = None) -> None:
-        """Position the stream where a saved run left it (used by --resume): ``passes``
-        batch orders drawn so far, ``remaining`` batches of the current one."""
-        self.passes, self._batches = passes, [list(b) for b in (remaining or [])]
-
-    @property
-    def remaining(self) -> list[list[int]]:
-        return [list(b) for b in self._batches]
-
-
-@dataclass
-class Stage:
-    """One stage of a recipe: its train settings, streams and step budget."""
-    index: int
-    name: str
-    train: TrainConfig
-    streams: dict[str, TaskStream]
-    steps_per_epoch: int
-    total_steps: int
-    objective_set: ContrastiveSet | None = None
-
-    @property
-    def supervised(self) -> bool:
-        return self.train.objective == "supervised"
-
-    def n_batches(self) -> dict[str, int]:
-        return {t: s.n_batches for t, s in self.streams.items()}
-
-    def plan(self, epoch: int) -> list[tuple[str, ...]]:
-        """The tasks of each step of ``epoch`` (core/schedules.py)."""
-        cfg = self.train
-        if not self.supervised:
-            return [(OBJECTIVE_STREAM,)] * self.steps_per_epoch
-        return epoch_plan(cfg.schedule, list(self.streams), self.n_batches(), cfg.steps_per_epoch,
-                          cfg.task_sampling, cfg.task_ratio, seed=cfg.seed * 10007 + 101 * self.index + epoch)
-
-
-OBJECTIVE_STREAM = "objective"   # the stream name of a sentence-embedding objective's set
-
-
 def encoder_depth(name: str, n_layers: int) -> int:
     """Depth of an encoder parameter for layer-wise learning rates: 0 = embeddings,
     i + 1 = ``encoder.layer.i``, n_layers = the top layer and the pooler above it."""
@@ -200,6 +112,14 @@ def encoder_depth(name: str, n_layers: int) -> int:
     if name.startswith("encoder.layer."):
         return int(name.split(".")[2]) + 1
     return n_layers
+
+
+def set_encoder_dropout(encoder: torch.nn.Module, p: float) -> None:
+    """Every dropout of the encoder (embeddings, attention probabilities, hidden states)
+    at rate ``p`` for training (``model.encoder_dropout``; report 003: 0.3)."""
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
 
 
 def encoder_checksum(model: MultitaskBert) -> float:
@@ -277,7 +197,7 @@ class Trainer:
         if train.objective == "supervised":
             for i, task in enumerate(train.tasks):
                 labels = torch.as_tensor(self.train_data[task].labels)
-                streams[task] = TaskStream(task, self._features(task), labels, train.batch_size,
+                streams[task] = TaskStream(task, self._features(task), labels, train.batch_size_of(task),
                                            base_seed + 7919 * i, balanced=task in train.class_balanced,
                                            min_batch=self.dist.world_size)
         else:
@@ -304,6 +224,8 @@ class Trainer:
         self.events = EventLog(self.out / "train_log.jsonl", enabled=self.dist.is_main)
         self.train_data, self.dev_data = self._load_data()
         self.model = MultitaskBert.from_config(cfg).to(self.device)   # heads: config.head_tasks()
+        if cfg.model.encoder_dropout is not None:   # report 003: 0.3
+            set_encoder_dropout(self.model.bert, cfg.model.encoder_dropout)
         if self.dist.enabled:   # same start on every rank; then per-rank dropout noise
             self.dist.broadcast_parameters(self.model)
             torch.manual_seed(cfg.train.seed + 1_000_003 * self.dist.rank)
@@ -346,7 +268,7 @@ class Trainer:
         cache = {}
         for part, enc in stream.features.parts.items():
             feats = TaskFeatures({"a": enc}, stream.features.pad_id)
-            vecs = self.model._run(feats, lambda batch: self.model.encode(batch["a"]).pooled, 128)
+            vecs = self.model.map_batches(feats, lambda batch: self.model.encode(batch["a"]).pooled, 128)
             cache[part] = torch.from_numpy(vecs).to(self.device)
         stream.cache = cache
 
@@ -359,8 +281,10 @@ class Trainer:
         self.uncertainty = (UncertaintyWeighting(list(stage.streams)).to(self.device)
                             if stage.supervised and cfg.loss_weighting == "uncertainty" else None)
         self.task_weights = {t: cfg.loss_weights.get(t, 1.0) for t in stage.streams}
-        self.teacher = (MomentumTeacher(self.model, cfg.smart.momentum)
-                        if stage.supervised and cfg.smart.bregman_weight > 0 else None)
+        # each task's loss modules (core/losses.py) and the stage's regularizers (core/smart.py)
+        self.task_losses: dict[str, TaskLoss] = (
+            {t: build_task_losses(t, cfg).to(self.device) for t in stage.streams} if stage.supervised else {})
+        self.regularizers = build_regularizers(cfg.smart, self.model) if stage.supervised else []
         if (stage.supervised and cfg.freeze_encoder and self.model.heads_use_pooled_only()
                 and not cfg.smart.enabled):
             for stream in stage.streams.values():
@@ -377,123 +301,136 @@ class Trainer:
         parallelism (core/distributed.py), all of it otherwise."""
         return self.dist.shard(idx)
 
-    def _task_output(self, stream: TaskStream, idx: list[int]) -> torch.Tensor:
-        if stream.cache is not None:
-            enc = {p: Encoding(None, None, v[idx]) for p, v in stream.cache.items()}
-            return self.model.head_forward(stream.task, *self.model.head_inputs(stream.task, enc))
-        return self.model(stream.task, stream.features.batch(idx, self.device))
-
-    def _task_loss(self, task: str, branches: dict[str, torch.Tensor], labels: torch.Tensor) \
-            -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """(loss of the task output, + each hybrid branch's own loss, the branch losses)."""
-        cfg = self.stage.train
-        loss = task_loss(task, branches["output"], labels, cfg.label_smoothing)
-        total, aux = loss, {}
-        for name in ("cross", "bi"):
-            if name in branches and cfg.hybrid_aux_weight > 0:
-                branch = task_loss(task, branches[name], labels, cfg.label_smoothing)
-                total = total + cfg.hybrid_aux_weight * branch
-                aux[f"{task}_{name}"] = branch.item()
-        return loss, total, aux
+    @property
+    def teacher(self):
+        """The Bregman proximal term's momentum teacher of this stage, or None."""
+        for reg in getattr(self, "regularizers", []):
+            if isinstance(reg, BregmanProximal):
+                return reg.teacher
+        return None
 
     def _supervised_loss(self, stream: TaskStream, idx: list[int], n_global: int | None = None) \
             -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """(task loss, loss to optimize before task weighting, auxiliary terms) of one batch."""
-        cfg, task = self.stage.train, stream.task
+        """(the task's own loss, the loss to optimize before task weighting, auxiliary
+        terms) of one batch: the task's loss modules, each hybrid branch's own loss, then
+        the regularizers (SMART, Bregman), each with its weight."""
+        task = stream.task
         labels = stream.labels[idx].to(self.device)
-        aux: dict[str, float] = {}
-        if stream.cache is not None:
-            loss = task_loss(task, self._task_output(stream, idx), labels, cfg.label_smoothing)
-            return loss, loss, aux
+        losses = self.task_losses[task]
+        if stream.cache is not None:   # frozen encoder, cached pooled vectors
+            a, b = self._cached_inputs(stream, idx)
+            output = self.model.head_forward(task, a, b)
+            return self._module_losses(losses, task, {"output": output}, a, b, labels, n_global)
         batch = stream.features.batch(idx, self.device)
         embeds = None
-        if cfg.smart.enabled:   # SMART perturbs the input embeddings: look them up here
+        if any(r.needs_embeddings for r in self.regularizers):   # SMART perturbs the input embeddings
             lookup = self.model.bert.embeddings.word_embeddings
             embeds = {part: lookup(x["input_ids"]) for part, x in batch.items()}
         a, b = self.model.encode_task(task, batch, embeds)
         branches = self.model.head_branches(task, a, b)
-        output = branches["output"]
-        loss, total, aux = self._task_loss(task, branches, labels)
-        if cfg.mnrl_weight > 0 and b is not None:
-            positive = labels == 1 if task == "qqp" else labels >= cfg.contrastive.sts_positive
-            n_positive = self.dist.sum_int(int(positive.sum()))   # over the global batch
-            if n_positive >= 2:
-                # data parallel: candidates from every rank; the sum over local anchors is
-                # divided so that, after loss_scale and the gradient average, it is the
-                # mean over the global batch's positives (as in one process)
-                normalizer = n_positive * len(idx) / n_global if self.dist.enabled else None
-                mnrl = mnrl_loss(a.pooled[positive], b.pooled[positive], cfg.contrastive.scale,
-                                 gather=self.dist.gather_rows if self.dist.enabled else None,
-                                 normalizer=normalizer)
-                total = total + cfg.mnrl_weight * mnrl
-                aux[f"{task}_mnrl"] = mnrl.item()
-        if cfg.smart.weight > 0:
-            kind = TASK_DIVERGENCE[task]
-            masks = {part: x["attention_mask"] for part, x in batch.items()}
-            smooth = smart_regularizer(lambda e: self.model(task, batch, embeds=e), embeds, output, kind,
-                                       cfg.smart, masks)
-            total = total + cfg.smart.weight * smooth
-            aux[f"{task}_smart"] = smooth.item()
-        if self.teacher is not None:
-            proximal = symmetric_divergence(output, self.teacher(task, batch), TASK_DIVERGENCE[task])
-            total = total + cfg.smart.bregman_weight * proximal
-            aux[f"{task}_bregman"] = proximal.item()
+        loss, total, aux = self._module_losses(losses, task, branches, a, b, labels, n_global)
+        for reg in self.regularizers:
+            value = reg(self.model, task, batch, embeds, branches["output"])
+            total = total + reg.weight * value
+            aux[f"{task}_{reg.name}"] = value.item()
+        return loss, total, aux
+
+    def _cached_inputs(self, stream: TaskStream, idx: list[int]) -> tuple[Encoding, Encoding | None]:
+        enc = {p: Encoding(None, None, v[idx]) for p, v in stream.cache.items()}
+        return self.model.head_inputs(stream.task, enc)
+
+    def _module_losses(self, losses: TaskLoss, task: str, branches: dict[str, torch.Tensor],
+                       a: Encoding, b: Encoding | None, labels: torch.Tensor, n_global: int | None) \
+            -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The task's loss modules on the head output; a hybrid head's branches are also
+        trained on their own with the task's own loss (``hybrid_aux_weight``)."""
+        cfg = self.stage.train
+        u = v = None
+        if losses.needs_vectors and b is not None:
+            u, v = a.pooled, b.pooled
+        batch = LossBatch(task, branches["output"], labels, u, v,
+                          self.dist if self.dist.enabled else None, n_global)
+        total, parts = losses(batch)
+        loss = parts[losses.primary]
+        aux = {f"{task}_{name}": value.item() for name, value in parts.items() if name != losses.primary}
+        own = losses.terms[0]
+        for name in ("cross", "bi"):
+            if name in branches and cfg.hybrid_aux_weight > 0:
+                branch = own(LossBatch(task, branches[name], labels, u, v))
+                total = total + cfg.hybrid_aux_weight * branch
+                aux[f"{task}_{name}"] = branch.item()
         return loss, total, aux
 
     def train_step(self, tasks: tuple[str, ...] | None = None) -> dict:
         """One optimizer step over a batch of each of ``tasks`` (default: every task of
-        the stage, i.e. a round-robin step); the step's loss is sum_t w_t L_t."""
+        the stage, i.e. a round-robin step); the step's loss is sum_t w_t L_t.
+        ``train.backward: cyclic``: one backward and optimizer update per task instead,
+        in the order of ``tasks`` (the learning-rate schedule still moves once a step)."""
         cfg = self.stage.train
         tasks = tuple(self.streams) if tasks is None else tasks
         self.model.train()
         if cfg.freeze_encoder:
             self.model.bert.eval()  # frozen: no dropout noise in the features either
-        self.optimizer.zero_grad(set_to_none=True)
         losses, aux, n_examples, shares = {}, {}, 0, {}
         # The global batch of every task in this step, then this process's share of it.
         batches = []
         for task in tasks:
             global_idx = self.streams[task].next_indices()
             batches.append((task, self.local_indices(global_idx), len(global_idx)))
-        bf16 = self.config.train.precision == "bf16"
-        for task, idx, n_global in batches:
-            name = task if self.stage.supervised else cfg.objective
-            n_examples += n_global
-            shares[name] = len(idx) / n_global
-            if not idx:   # a global batch smaller than the number of processes
-                losses[name] = 0.0
-                continue
-            stream = self.streams[task]
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                if self.stage.supervised:
-                    loss, total, extra = self._supervised_loss(stream, idx, n_global)
-                    aux.update(extra)
-                    if self.uncertainty is not None:
-                        total = self.uncertainty(task, total)
-                    else:
-                        total = self.task_weights.get(task, 1.0) * total
-                else:
-                    batch = stream.features.batch(idx, self.device)
-                    loss = total = objective_loss(self.model, cfg.objective, batch, cfg.contrastive,
-                                                  gather=self.dist.gather_rows if self.dist.enabled else None)
-            # data parallel: this share's weight in the global batch mean (1 alone)
-            (total * self.dist.loss_scale(len(idx), n_global)).backward()
-            losses[name] = loss.item()
-        # average the gradients over processes; log the global batch's losses
-        self.dist.all_reduce_gradients(p for g in self.optimizer.param_groups for p in g["params"])
-        losses = self.dist.global_mean(losses, shares, self.device)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                           cfg.grad_clip)
-        self.optimizer.step()
+        groups = [[b] for b in batches] if cfg.backward == "cyclic" else [batches]
+        for group in groups:
+            self.optimizer.zero_grad(set_to_none=True)
+            for task, idx, n_global in group:
+                name = task if self.stage.supervised else cfg.objective
+                n_examples += n_global
+                shares[name] = len(idx) / n_global
+                if not idx:   # a global batch smaller than the number of processes
+                    losses[name] = 0.0
+                    continue
+                loss = self._backward(task, idx, n_global, aux)
+                losses[name] = loss.item()
+            self._update()
+        losses = self.dist.global_mean(losses, shares, self.device)   # the global batch's losses
         self.scheduler.step()
-        if self.teacher is not None:
-            self.teacher.update(self.model)
         self.step += 1
         self.stage_step += 1
         if self.uncertainty is not None:
             aux.update({f"{t}_weight": round(w, 4) for t, w in self.uncertainty.weights().items()})
         return {"losses": losses, "aux": aux, "examples": n_examples}
+
+    def _backward(self, task: str, idx: list[int], n_global: int, aux: dict) -> torch.Tensor:
+        """Forward and backward of one task batch (this process's share ``idx``); returns
+        the task's own loss (for logging)."""
+        cfg = self.stage.train
+        stream = self.streams[task]
+        bf16 = self.config.train.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            if self.stage.supervised:
+                loss, total, extra = self._supervised_loss(stream, idx, n_global)
+                aux.update(extra)
+                if self.uncertainty is not None:
+                    total = self.uncertainty(task, total)
+                else:
+                    total = self.task_weights.get(task, 1.0) * total
+            else:
+                batch = stream.features.batch(idx, self.device)
+                loss = total = objective_loss(self.model, cfg.objective, batch, cfg.contrastive,
+                                              gather=self.dist.gather_rows if self.dist.enabled else None)
+        # data parallel: this share's weight in the global batch mean (1 alone)
+        (total * self.dist.loss_scale(len(idx), n_global)).backward()
+        return loss
+
+    def _update(self) -> None:
+        """Average the gradients over processes, clip, step the optimizer, move the teacher."""
+        cfg = self.stage.train
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.dist.all_reduce_gradients(params)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        self.optimizer.step()
+        for reg in self.regularizers:
+            if hasattr(reg, "after_step"):
+                reg.after_step(self.model)
 
     # ------------------------------------------------------------ evaluation
     def _eval_tasks(self) -> list[str]:
@@ -592,22 +529,17 @@ class Trainer:
         label = f"{stage.name} " if len(self.stages) > 1 else ""
         bar = tqdm(total=start + len(plan), initial=start, desc=f"{label}epoch {epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, dynamic_ncols=True, leave=True)
-        window_t, window_n = time.time(), 0
+        steps = StepLog(self.events, cfg.log_every)
         for i, tasks in enumerate(plan):
             out = self.train_step(tasks)
-            window_n += out["examples"]
             bar.update(1)
             bar.set_postfix({t: f"{v:.3f}" for t, v in out["losses"].items()})
-            if self.step % cfg.log_every == 0 or i == len(plan) - 1:
-                now = time.time()
-                extra = {"aux": out["aux"]} if out["aux"] else {}
-                if adaptive:
-                    extra["loss_weights"] = {t: round(w, 4) for t, w in self.task_weights.items()}
-                self.events.write("step", step=self.step, total_steps=self.total_steps, epoch=epoch + 1,
-                                  stage=stage.name, loss=out["losses"], lr=self.scheduler.get_last_lr()[0],
-                                  examples_per_s=round(window_n / max(now - window_t, 1e-9), 2),
-                                  elapsed_s=round(self.elapsed_before + now - t0, 2), **extra)
-                window_t, window_n = now, 0
+            extra = {"aux": out["aux"]} if out["aux"] else {}
+            if adaptive:
+                extra["loss_weights"] = {t: round(w, 4) for t, w in self.task_weights.items()}
+            steps.record(self.step, i == len(plan) - 1, out["examples"], t0 - self.elapsed_before,
+                         total_steps=self.total_steps, epoch=epoch + 1, stage=stage.name, loss=out["losses"],
+                         lr=self.scheduler.get_last_lr()[0], **extra)
             if self.step % cfg.resume_every == 0 and i < len(plan) - 1:
                 self._checkpoint_resume(epoch, start + i + 1, self.elapsed_before + time.time() - t0)
         bar.close()
@@ -628,7 +560,8 @@ class Trainer:
         record = {"epoch": epoch + 1, "step": self.step, "score": score, "stage": stage.name, **metrics}
         self.history.append(record)
         last_stage = stage.index == len(self.stages) - 1
-        improved = last_stage and score > self.best_score   # the checkpoint is the last stage's best
+        # the checkpoint: the last stage's best epoch (train.select 'mean'), or its last ('last')
+        improved = last_stage and (score > self.best_score or stage.train.select == "last")
         self.events.write("eval", **record, best=improved)
         wall = self.elapsed_before + time.time() - t0
         if improved:
@@ -637,7 +570,7 @@ class Trainer:
             if self.dist.is_main:
                 # one atomic publication: weights, config.json, tokenizer, metrics.json and
                 # predictions/ appear together, with the COMPLETE marker (core/model.py)
-                metrics = json.dumps(self._metrics_summary(wall, finished=False), indent=2, default=_json_default)
+                metrics = json.dumps(self._metrics_summary(wall, finished=False), indent=2, default=json_default)
                 populate = (lambda d: write_predictions(frames, d / "predictions", "dev")) if frames else None
                 self.model.save(self.out, extra={"trained": {"epoch": epoch + 1, "step": self.step,
                                                              "stage": stage.name}},
@@ -651,14 +584,14 @@ class Trainer:
 
     def _checkpoint_resume(self, epoch: int, epoch_step: int, wall: float) -> None:
         """Resume state: continue at step ``epoch_step`` of ``epoch`` (0-based)."""
-        rng_states = self.dist.all_gather_object(_rng_state(self.device))   # every rank's own
+        rng_states = self.dist.all_gather_object(rng_state(self.device))   # every rank's own
         if self.dist.is_main:
             self._save_resume_state(epoch, epoch_step, wall, rng_states)
 
     def _write_metrics(self, wall: float, finished: bool) -> dict:
         summary = self._metrics_summary(wall, finished)
         if self.dist.is_main:
-            atomic_write_json(self.out / "metrics.json", summary, indent=2, default=_json_default)
+            atomic_write_json(self.out / "metrics.json", summary, indent=2, default=json_default)
         return summary
 
     def _metrics_summary(self, wall: float, finished: bool) -> dict:
@@ -679,57 +612,32 @@ class Trainer:
     # ---------------------------------------------------------------- resume
     def _save_resume_state(self, epoch: int, epoch_step: int, wall: float,
                            rng_states: list[dict] | None = None) -> None:
-        """Everything an uninterrupted run carries from one step to the next: weights,
-        SMART teacher, optimizer, schedule, uncertainty weights, every generator (torch
-        per rank, Python, NumPy), stream positions, counters and dev history. Built in a
-        staging directory and swapped in at once (core/atomic.py): ``resume/`` always
-        holds one complete state, the previous one until the new one is in place."""
-        from safetensors.torch import save_file
-        tmp = staging_dir(self.out / "resume")
-        try:
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
-                      str(tmp / "model.safetensors"))
-            if self.teacher is not None:
-                save_file({k: v.detach().contiguous().cpu() for k, v in self.teacher.model.state_dict().items()},
-                          str(tmp / "teacher.safetensors"))
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "rng_per_rank": rng_states or [_rng_state(self.device)],
-                        "uncertainty": None if self.uncertainty is None else self.uncertainty.state_dict()},
-                       tmp / "optimizer.pt")
-            state = {"stage": self.stage.index, "stage_name": self.stage.name,
-                     "epoch": epoch, "epoch_step": epoch_step,
-                     "epoch_done": epoch,   # read by code before mid-epoch resume state existed
-                     "step": self.step, "stage_step": self.stage_step, "best_score": self.best_score,
-                     "best": getattr(self, "best", None), "history": self.history, "elapsed_s": wall,
-                     "stream_passes": {t: s.passes for t, s in self.streams.items()},
-                     "stream_remaining": {t: s.remaining for t, s in self.streams.items()},
-                     "python_rng": _py_rng_to_json(random.getstate()),
-                     "numpy_rng": _np_rng_to_json(np.random.get_state())}
-            (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
-            publish_dir(tmp, self.out / "resume")
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        """Everything an uninterrupted run carries from one step to the next
+        (core/trainer_state.py), to continue at step ``epoch_step`` of ``epoch``."""
+        counters = {"stage": self.stage.index, "stage_name": self.stage.name,
+                    "epoch": epoch, "epoch_step": epoch_step,
+                    "epoch_done": epoch,   # read by code before mid-epoch resume state existed
+                    "step": self.step, "stage_step": self.stage_step, "best_score": self.best_score,
+                    "best": getattr(self, "best", None), "history": self.history, "elapsed_s": wall}
+        save_resume_state(self.out / "resume", model=self.model, teacher=self.teacher, optimizer=self.optimizer,
+                          scheduler=self.scheduler, uncertainty=self.uncertainty, counters=counters,
+                          streams=self.streams, rng_states=rng_states or [rng_state(self.device)])
         self.events.write("resume_state", step=self.step, epoch=epoch + 1, epoch_step=epoch_step)
 
     def _load_resume_state(self) -> None:
         """Weights and counters of the last finished epoch; the stage's optimizer state is
         restored by :meth:`_restore_stage_state` once the stage is set up again."""
-        from core.model import read_checkpoint_weights
         directory = self.out / "resume"
+        state, weights, self._resume_opt = read_resume_state(directory, self.device)
         try:
-            state = json.loads((directory / "state.json").read_text())
-            self.model.load_state_dict(read_checkpoint_weights(directory))
-            self._resume_opt = torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=True)
-        except (json.JSONDecodeError, OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError,
-                MinbertError) as e:
+            self.model.load_state_dict(weights)
+        except RuntimeError as e:
             raise MinbertError(f"{directory} is corrupt and cannot be resumed from: {e}") from None
         # The random state of the epoch boundary: dropout and the next stage's draws
         # continue exactly as in an uninterrupted run.
         self._resume_rng = (select_rank_rng(self._resume_opt, self.dist.rank, self.dist.world_size),
-                            _py_rng_from_json(state["python_rng"]),
-                            _np_rng_from_json(state["numpy_rng"]) if state.get("numpy_rng") else None)
+                            py_rng_from_json(state["python_rng"]),
+                            np_rng_from_json(state["numpy_rng"]) if state.get("numpy_rng") else None)
         self._set_resumed_rng()
         stage_index = state.get("stage", 0)
         if stage_index >= len(self.stages) or state.get("stage_name", self.stages[stage_index].name) \
@@ -756,19 +664,15 @@ class Trainer:
 
     def _set_resumed_rng(self) -> None:
         torch_state, py_state, np_state = self._resume_rng
-        _set_rng_state(torch_state, self.device)
+        set_rng_state(torch_state, self.device)
         random.setstate(py_state)
         if np_state is not None:
             np.random.set_state(np_state)
 
     def _restore_stage_state(self) -> None:
         directory, state, opt = self.out / "resume", self._resume_state, self._resume_opt
-        try:
-            if self.teacher is not None:
-                from safetensors.torch import load_file
-                self.teacher.model.load_state_dict(load_file(str(directory / "teacher.safetensors")))
-        except (OSError, RuntimeError, KeyError) as e:
-            raise MinbertError(f"{directory} is corrupt and cannot be resumed from: {e}") from None
+        if self.teacher is not None:
+            load_teacher_state(directory, self.teacher)
         self.optimizer.load_state_dict(opt["optimizer"])
         self.scheduler.load_state_dict(opt["scheduler"])
         if self.uncertainty is not None and opt.get("uncertainty") is not None:
@@ -785,60 +689,6 @@ class Trainer:
         self._resume_state = None
 
 
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    """This process's torch generators: the CPU one, and the CUDA one on a GPU (dropout)."""
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-
-
-def select_rank_rng(saved: dict, rank: int, world_size: int) -> dict[str, torch.Tensor]:
-    """The generator state a resumed rank continues from: its own when the run is resumed
-    with the world size it was saved with. Otherwise (or from a resume state written
-    before per-rank states were kept) rank 0's state, re-seeded on ranks > 0 so ranks
-    do not draw identical dropout masks; such a resume is not bit-identical to an
-    uninterrupted run."""
-    per_rank = saved.get("rng_per_rank")
-    if per_rank and len(per_rank) == world_size:
-        return per_rank[rank]
-    base = per_rank[0] if per_rank else {"cpu": saved["torch_rng"]}
-    if rank == 0:
-        return base
-    log.warning("resume state was saved with %s rank(s), resuming with %d: rank %d's dropout noise is "
-                "re-seeded", len(per_rank) if per_rank else "an unknown number of", world_size, rank)
-    digest = hashlib.sha256(base["cpu"].cpu().numpy().tobytes() + rank.to_bytes(4, "little")).digest()
-    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
-    # the CUDA generator keeps this rank's own seeding from the start of the run
-    return {"cpu": gen.get_state()}
-
-
-def _py_rng_to_json(state):
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _py_rng_from_json(obj):
-    version, internal, gauss = obj
-    return (version, tuple(internal), gauss)
-
-
-def _np_rng_to_json(state):
-    name, keys, pos, has_gauss, cached = state
-    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
-
-
-def _np_rng_from_json(obj):
-    name, keys, pos, has_gauss, cached = obj
-    return (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
-
-
 def build_config(args) -> Config:
     overrides = list(args.set or [])
     if args.limit is not None:
@@ -853,7 +703,7 @@ def build_config(args) -> Config:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__, epilog=format_option_help(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="recipe YAML, e.g. configs/quick.yaml")
     p.add_argument("--out", required=True, help="output checkpoint directory")
