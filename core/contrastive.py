@@ -22,7 +22,10 @@ their loss on a batch (``train.objective``). The losses themselves are in core/l
     the other side of a pair ``<= sts_negative`` (the report splits 0-2 vs 3-5: set
     ``sts_positive: 3, sts_negative: 2``); Quora - duplicates are (anchor, positive), the
     first negative a non-duplicate partner. The remaining ``negatives - 1`` negatives
-    come from the *other* datasets. Only the encoder is trained.
+    come from the *other* datasets (``contrastive.triplet_layout: mixed``, our earlier
+    layout). ``triplet_layout: report`` is report 001's own layout: every sentence once
+    as anchor, ``negatives`` (3) negatives from the anchor's dataset plus one from each
+    other dataset (:func:`report_triplets`). Only the encoder is trained.
 
 Each set is shuffled with the run's seed and capped at ``contrastive.max_examples``.
 """
@@ -172,6 +175,61 @@ def triplets(train: Mapping[str, TaskData], cfg: ContrastiveConfig, rng: random.
     return ContrastiveSet("triplet", parts, [s for *_, s in items])
 
 
+def report_triplets(train: Mapping[str, TaskData], cfg: ContrastiveConfig, rng: random.Random) -> ContrastiveSet:
+    """Report 001's triplets: every sentence that has a positive is an anchor exactly
+    once; its negatives are ``cfg.negatives`` sentences of its own dataset (SST: other
+    labels; pairs: its labelled negative partners first, then other sentences of the
+    dataset that are not its positives), then one sentence from each other dataset, in
+    the order of ``train``. Parts: ``a``, ``p``, ``n0 .. n{K-1}``, K = negatives +
+    (datasets - 1)."""
+    sentences = {t: task_sentences(d) for t, d in train.items()}
+    items: list[tuple[str, str, list[str], str]] = []   # anchor, positive, own negatives, source
+    if "sst" in train:
+        data = train["sst"]
+        by_label: dict[int, list[str]] = {}
+        for text, y in zip(data.texts_a, data.labels):
+            by_label.setdefault(int(y), []).append(text)
+        seen: set[str] = set()
+        for text, y in zip(data.texts_a, data.labels):
+            same = [s for s in by_label[int(y)] if s != text]
+            other = [s for lab, ss in by_label.items() if lab != int(y) for s in ss]
+            if text in seen or not same or not other:
+                continue
+            seen.add(text)
+            items.append((text, rng.choice(same), [rng.choice(other) for _ in range(cfg.negatives)], "sst"))
+    positives = _partners(positive_pairs(train, cfg))
+    negatives = _partners(negative_pairs(train, cfg))
+    for source in ("qqp", "sts"):
+        if source not in train:
+            continue
+        seen = set()
+        for text in sentences[source]:
+            if text in seen or text not in positives:
+                continue
+            seen.add(text)
+            own = [s for s in negatives.get(text, []) if s not in positives[text]]
+            rng.shuffle(own)
+            for _ in range(100 * cfg.negatives):   # bounded: a tiny set may have too few
+                if len(own) >= cfg.negatives:
+                    break
+                candidate = rng.choice(sentences[source])
+                if candidate != text and candidate not in positives[text]:
+                    own.append(candidate)
+            if len(own) < cfg.negatives:
+                continue
+            items.append((text, rng.choice(positives[text]), own[:cfg.negatives], source))
+    order = list(train)
+    k = cfg.negatives + len(order) - 1
+    parts: dict[str, list[str]] = {"a": [], "p": [], **{f"n{i}": [] for i in range(k)}}
+    for anchor, positive, own, source in items:
+        negs = own + [rng.choice(sentences[t]) for t in order if t != source]
+        parts["a"].append(anchor)
+        parts["p"].append(positive)
+        for i, n in enumerate(negs):
+            parts[f"n{i}"].append(n)
+    return ContrastiveSet("triplet", parts, [s for *_, s in items])
+
+
 def build_set(objective: str, train: Mapping[str, TaskData], cfg: ContrastiveConfig, seed: int = 0) -> ContrastiveSet:
     """The training set of a sentence-embedding objective, shuffled and capped."""
     rng = random.Random(seed)
@@ -182,7 +240,7 @@ def build_set(objective: str, train: Mapping[str, TaskData], cfg: ContrastiveCon
     elif objective == "simcse_sup":
         out = simcse_sup_triples(train, cfg, rng)
     elif objective == "triplet":
-        out = triplets(train, cfg, rng)
+        out = report_triplets(train, cfg, rng) if cfg.triplet_layout == "report" else triplets(train, cfg, rng)
     else:
         raise ValueError(f"{objective!r} is not a sentence-embedding objective")
     if len(out) < 2:
@@ -222,7 +280,7 @@ def objective_loss(model, objective: str, batch: dict[str, dict[str, torch.Tenso
         anchors, positives, negatives = encode_many(model, [batch["a"], batch["p"], batch["n"]])
         return simcse_sup_loss(anchors, positives, negatives, cfg.temperature, gather=gather)
     if objective == "triplet":
-        keys = ["a", "p"] + [f"n{k}" for k in range(cfg.negatives)]
+        keys = ["a", "p"] + [f"n{k}" for k in range(sum(1 for part in batch if part[:1] == "n"))]
         anchors, positives, *negatives = encode_many(model, [batch[k] for k in keys])
         return triplet_loss(anchors, positives, torch.stack(negatives, dim=1), cfg.margin)
     raise ValueError(f"{objective!r} is not a sentence-embedding objective")

@@ -11,6 +11,16 @@
     states; the last hidden state of each direction, concatenated, replaces the pooled
     vector.
 
+``pooled_linear`` / ``pooled_cnn`` / ``pooled_bilstm`` (report 002's own heads)
+    :class:`PooledReader` on the pooled sentence vector (after the model's shared
+    projection, ``model.shared_projection``: the report's 768 -> 400, here 384 -> 400):
+    :class:`ConvUpscale` turns the one vector into ``vectors`` (8) vectors with a
+    convolution of filter size ``upscale_kernel`` (3); then :class:`VectorCNN`
+    (convolution over the 8 vectors, batch norm, ReLU, max pooling, dropout) or
+    :class:`VectorBiLSTM` (final hidden states, ``hidden`` = 32 features per direction)
+    reads them; ``pooled_linear`` reads the vector as it is. ``out_features`` adds a
+    final linear projection (report 002's STS: 13 features, whose cosine is the score).
+
 Token-state reducers read ``Encoding.tokens``, so a head that has one sets
 ``TaskHead.uses_tokens`` and the trainer's frozen-encoder cache of pooled vectors is
 bypassed. All three ignore padding: appending pad tokens never changes their output.
@@ -22,6 +32,8 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
+
+from core.errors import ConfigError
 
 
 class DeepFFN(nn.Module):
@@ -87,4 +99,90 @@ def make_reducer(arch: str, token_dim: int, hidden: int, kernel_sizes: Sequence[
         return TokenCNN(token_dim, hidden, kernel_sizes)
     if arch == "bilstm":
         return TokenBiLSTM(token_dim, hidden)
+    if arch in PooledReader.ARCHS:   # built by the model from the whole head config
+        raise ConfigError(f"arch {arch!r} (report 002's pooled heads) needs a model that wires "
+                          f"core.heads.make_pooled_reader; this version does not yet")
     return None
+
+
+# ------------------------------------------------------------ report 002: pooled heads
+class ConvUpscale(nn.Module):
+    """One vector [B, D] -> ``n_vectors`` vectors [B, n, D]: the vector is read as a
+    one-channel signal of length D and a 1-D convolution with ``n_vectors`` output
+    channels (filter size ``kernel``, zero padding keeps the length) makes the n."""
+
+    def __init__(self, n_vectors: int = 8, kernel: int = 3):
+        super().__init__()
+        self.conv = nn.Conv1d(1, n_vectors, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.unsqueeze(1))                     # [B, n, D]
+
+
+class VectorCNN(nn.Module):
+    """[B, n, D] -> [B, channels]: a convolution (width 3) across the n vectors with D
+    input channels, batch norm, ReLU, max pooling over the n positions, dropout."""
+
+    def __init__(self, in_dim: int, channels: int, kernel: int = 3, dropout: float = 0.1):
+        super().__init__()
+        self.conv = nn.Conv1d(in_dim, channels, kernel, padding=kernel // 2)
+        self.norm = nn.BatchNorm1d(channels)
+        self.dropout = nn.Dropout(dropout)
+        self.output_dim = channels
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.norm(self.conv(vectors.transpose(1, 2))))   # [B, C, n]
+        return self.dropout(y.amax(dim=-1))
+
+
+class VectorBiLSTM(nn.Module):
+    """[B, n, D] -> [B, 2 * hidden]: the final forward and backward hidden states of a
+    BiLSTM run over the n vectors (report 002: 32 features)."""
+
+    def __init__(self, in_dim: int, hidden: int = 32):
+        super().__init__()
+        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True, bidirectional=True)
+        self.output_dim = 2 * hidden
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        _, (h_n, _) = self.lstm(vectors)
+        return torch.cat([h_n[0], h_n[1]], dim=-1)
+
+
+class PooledReader(nn.Module):
+    """Report 002's head body on a pooled vector [B, D] -> [B, output_dim]:
+    ``pooled_linear`` = the vector itself; ``pooled_cnn`` / ``pooled_bilstm`` =
+    :class:`ConvUpscale` then :class:`VectorCNN` / :class:`VectorBiLSTM`; then, when
+    ``out_features`` is set, a linear projection to that many features."""
+
+    ARCHS = ("pooled_linear", "pooled_cnn", "pooled_bilstm")
+
+    def __init__(self, arch: str, in_dim: int, hidden: int = 32, n_vectors: int = 8, upscale_kernel: int = 3,
+                 dropout: float = 0.1, out_features: int | None = None):
+        super().__init__()
+        if arch not in self.ARCHS:
+            raise ValueError(f"{arch!r} is not a pooled head; choose one of {self.ARCHS}")
+        self.arch = arch
+        self.upscale = None if arch == "pooled_linear" else ConvUpscale(n_vectors, upscale_kernel)
+        if arch == "pooled_cnn":
+            self.reader = VectorCNN(in_dim, hidden, 3, dropout)
+        elif arch == "pooled_bilstm":
+            self.reader = VectorBiLSTM(in_dim, hidden)
+        else:
+            self.reader = None
+        dim = in_dim if self.reader is None else self.reader.output_dim
+        self.project = nn.Linear(dim, out_features) if out_features else None
+        self.output_dim = out_features or dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reader is not None:
+            x = self.reader(self.upscale(x))
+        return x if self.project is None else self.project(x)
+
+
+def make_pooled_reader(cfg, in_dim: int) -> PooledReader | None:
+    """The report-002 reader of a head config (``arch`` pooled_*), or None."""
+    if cfg.arch not in PooledReader.ARCHS:
+        return None
+    return PooledReader(cfg.arch, in_dim, cfg.hidden, cfg.vectors, cfg.upscale_kernel, cfg.dropout,
+                        cfg.out_features)
