@@ -420,7 +420,10 @@ class Config:
                         raise ConfigError(f"{where}{hint} needs sentence embeddings of both sides: "
                                           f"set model.{task}.mode to bi or cosine (got {mode!r})")
             if train.objective == "supervised" and train.freeze_encoder:
-                _check("sts" not in train.tasks or self.model.sts.mode != "cosine",
+                sts = self.model.sts
+                weightless = (sts.mode == "cosine" and sts.arch in ("mlp", "pooled_linear")
+                              and not sts.out_features and self.model.shared_projection is None)
+                _check("sts" not in train.tasks or not weightless,
                        f"{where}train.freeze_encoder with model.sts.mode 'cosine' leaves nothing to "
                        f"train for STS (the cosine head has no weights): use sts mode bi or cross, "
                        f"or unfreeze the encoder")

@@ -114,6 +114,23 @@ def encoder_depth(name: str, n_layers: int) -> int:
     return n_layers
 
 
+def check_model_support(config: Config) -> None:
+    """Refuse recipe options the model code does not build yet, rather than train a model
+    that silently ignores them: per-task pooling, the shared projection and report 002's
+    pooled heads are built by ``MultitaskBert`` once it lists them in ``SUPPORTS``."""
+    supports = getattr(MultitaskBert, "SUPPORTS", frozenset())
+    m = config.model
+    wanted = {
+        "task_pooling": any(getattr(m, t).pooling not in (None, m.pooling) for t in TASKS),
+        "shared_projection": m.shared_projection is not None,
+        "pooled_heads": any(getattr(m, t).arch.startswith("pooled_") for t in TASKS),
+    }
+    missing = [name for name, used in wanted.items() if used and name not in supports]
+    if missing:
+        raise ConfigError(f"this recipe uses {', '.join(missing)}, which this version's model does not "
+                          f"build yet (core/model.py); remove those settings")
+
+
 def set_encoder_dropout(encoder: torch.nn.Module, p: float) -> None:
     """Every dropout of the encoder (embeddings, attention probabilities, hidden states)
     at rate ``p`` for training (``model.encoder_dropout``; report 003: 0.3)."""
@@ -218,6 +235,7 @@ class Trainer:
 
     def setup(self) -> None:
         cfg = self.config
+        check_model_support(cfg)
         seed_everything(cfg.train.seed)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +306,10 @@ class Trainer:
         if (stage.supervised and cfg.freeze_encoder and self.model.heads_use_pooled_only()
                 and not cfg.smart.enabled):
             for stream in stage.streams.values():
-                self._cache_encodings(stream)
+                # encoding the whole set once pays only if the stage reads at least as many
+                # inputs; otherwise the frozen encoder runs per batch (forward only)
+                if stage.total_steps * stream.batch_size >= len(stream.features):
+                    self._cache_encodings(stream)
         # torch_adamw: the fused kernel, on CUDA and CPU alike (one pass over the weights;
         # on 2 CPU cores 33 ms a step for MiniLM vs 336 ms for torch's default foreach)
         self.optimizer = make_optimizer(cfg.optimizer, self._param_groups(stage), cfg.lr,
