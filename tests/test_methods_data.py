@@ -86,3 +86,36 @@ def test_build_set_shuffles_caps_and_refuses_tiny_sets():
         build_set("mnrl", {"sts": STS}, CFG)      # one STS pair >= 4 is not enough
     with pytest.raises(ValueError):
         build_set("supervised", TRAIN, CFG)
+
+
+def test_report_triplets_every_sentence_once_three_own_negatives_one_from_each_other_dataset():
+    """Report 001's layout (issue 11): "3 from the anchor's dataset plus one from each other
+    dataset, and every sentence once as anchor"."""
+    from core.contrastive import report_triplets
+    cfg = ContrastiveConfig(sts_positive=3.0, sts_negative=2.0, negatives=3, triplet_layout="report")
+    trip = report_triplets(TRAIN, cfg, random.Random(0))
+    assert set(trip.parts) == {"a", "p", "n0", "n1", "n2", "n3", "n4"}     # 3 own + 2 other datasets
+    origin = {}
+    for t, d in TRAIN.items():
+        for s in d.texts_a + (d.texts_b or []):
+            origin.setdefault(s, set()).add(t)
+    label = {ex.text_a: ex.label for ex in SST.examples}
+    assert len(set(trip.parts["a"])) == len(trip.parts["a"])              # each anchor once
+    for i, source in enumerate(trip.sources):
+        a = trip.parts["a"][i]
+        own = [trip.parts[f"n{k}"][i] for k in range(3)]
+        other = [trip.parts[f"n{k}"][i] for k in (3, 4)]
+        assert all(source in origin[n] for n in own)
+        assert sorted(t for n in other for t in origin[n] if t != source) == sorted(t for t in TRAIN if t != source)
+        if source == "sst":
+            assert all(label[n] != label[a] for n in own)
+    # every sentence with a positive is an anchor: SST all but "fine" (the only neutral
+    # review); both sides of the Quora duplicates; both sides of STS pairs >= 3
+    anchors = set(trip.parts["a"])
+    assert {"great fun", "a joy", "dull", "boring mess"} <= anchors and "fine" not in anchors
+    assert {"how old are you", "what is your age", "why is the sky blue", "what makes the sky blue"} <= anchors
+    assert {"a man sings", "a man is singing", "kids play", "children are playing"} <= anchors
+    assert trip.counts() == {"sst": 4, "qqp": 4, "sts": 4}
+    # a pair sentence's labelled negative partner comes first among its own negatives
+    i = trip.parts["a"].index("how old are you")
+    assert "where do you live" in [trip.parts[f"n{k}"][i] for k in range(3)]
