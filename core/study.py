@@ -1,0 +1,452 @@
+"""The reproduction study: every row of a plan, several seeds each, resumable.
+
+    python -m core.study configs/study.yaml                 # run (or continue) the study
+    python -m core.study configs/study.yaml --table         # the README table of results
+    python -m core.study configs/study.yaml --list          # rows, seeds, what is done
+            [--only ROW ...] [--seeds 0 1] [--keep-weights] [--dry-run]
+
+The plan (``configs/study.yaml``) names an output directory, the seeds, overrides every
+run gets (``common``) and the rows: a name, a base recipe, ``set`` overrides (strings
+``key=value`` or mappings ``{key: value}``), the row it is compared with (``baseline``),
+the metric of that comparison, and the report's claim. Each (row, seed) is one
+``python -m core.train`` subprocess into ``<out>/<row>-s<seed>/``; when it finishes:
+
+1. ``python -m analysis.geometry sample CKPT --out CKPT/embeddings.json`` writes the
+   run's embedding sample, where that command exists (by subprocess: core never imports
+   analysis; a missing or failing command is recorded and skipped);
+2. one JSON line is appended to ``<out>/results.jsonl``: row, seed, commit, wall
+   seconds, the command, the dev metrics;
+3. everything but the small files (``metrics.json``, ``config.json``,
+   ``train_log.jsonl``, ``predictions/``, ``embeddings.json``) is deleted - the weights
+   too, unless ``--keep-weights``.
+
+A (row, seed) already in ``results.jsonl`` is skipped, so the command can be started
+again after any interruption; a run that was killed mid-way is continued with
+``--resume`` from its last resume state (``common`` sets ``train.resume_every``), or
+started again if it saved none. ``--table`` prints, per row, mean +- sd over seeds
+(sample sd, n - 1) and the difference to the baseline row on the row's metric, reported
+as "no difference" when ``|delta| < 2 * sd`` with ``sd`` the pooled sd of the two rows,
+``sqrt((sd_row^2 + sd_base^2) / 2)``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from core.errors import ConfigError, MinbertError
+
+REPO = Path(__file__).resolve().parents[1]
+KEPT = ("metrics.json", "config.json", "train_log.jsonl", "predictions", "embeddings.json")
+METRICS = (("sst_acc", "SST acc"), ("qqp_acc", "Quora acc"), ("sts_pearson", "STS r"))
+EXPECTS = ("better", "worse", "same")
+
+
+# ------------------------------------------------------------------ the plan
+@dataclass
+class Row:
+    name: str
+    recipe: str
+    overrides: list[str] = field(default_factory=list)
+    baseline: str | None = None
+    metric: str = "mean_score"
+    claim: str = ""
+    expect: str | None = None          # what the report found vs the baseline: better / worse / same
+    report: str = ""
+    unavailable: str | None = None     # why this code cannot run the row yet (skipped)
+
+
+@dataclass
+class Plan:
+    path: Path
+    out: Path
+    seeds: list[int]
+    common: list[str]
+    rows: list[Row]
+    budget: str = ""
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise ConfigError(f"{self.path}: no row named {name!r}; rows: {', '.join(r.name for r in self.rows)}")
+
+
+def _override(item: Any, where: str) -> list[str]:
+    """``key=value`` strings from a ``set`` entry: a string, or a mapping of keys to values
+    (dumped as one-line YAML)."""
+    if isinstance(item, str):
+        if "=" not in item:
+            raise ConfigError(f"{where}: {item!r} is not of the form key=value")
+        return [item]
+    if isinstance(item, dict):
+        return [f"{k}={yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix('...').strip()}"
+                for k, v in item.items()]
+    raise ConfigError(f"{where}: an override is a 'key=value' string or a mapping, got {item!r}")
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and check a study plan; every row's recipe and overrides are validated with
+    ``Config.from_yaml`` before anything runs."""
+    from core.config import Config
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study plan not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("rows"), list) or not raw["rows"]:
+        raise ConfigError(f"{path}: a study plan is a mapping with a non-empty list 'rows'")
+    unknown = set(raw) - {"out", "seeds", "common", "rows", "budget"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: out, seeds, common, rows, budget")
+    seeds = raw.get("seeds", [0, 1, 2])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    common = [o for i, item in enumerate(raw.get("common") or []) for o in _override(item, f"common[{i}]")]
+    rows, names = [], set()
+    for i, r in enumerate(raw["rows"]):
+        where = f"{path}: rows[{i}]"
+        if not isinstance(r, dict) or not isinstance(r.get("name"), str) or not isinstance(r.get("recipe"), str):
+            raise ConfigError(f"{where} needs a name and a recipe, e.g. {{name: 004-e6, recipe: configs/...yaml}}")
+        extra = set(r) - {"name", "recipe", "set", "baseline", "metric", "claim", "expect", "report"}
+        if extra:
+            raise ConfigError(f"{where} ({r['name']}): unknown key(s) {sorted(extra)}")
+        if r["name"] in names or "/" in r["name"]:
+            raise ConfigError(f"{where}: row name {r['name']!r} is used twice or contains '/'")
+        names.add(r["name"])
+        if r.get("expect") is not None and r["expect"] not in EXPECTS:
+            raise ConfigError(f"{where} ({r['name']}): expect must be one of {EXPECTS}, got {r['expect']!r}")
+        overrides = [o for j, item in enumerate(r.get("set") or []) for o in _override(item, f"{where}.set[{j}]")]
+        rows.append(Row(r["name"], r["recipe"], overrides, r.get("baseline"), r.get("metric", "mean_score"),
+                        str(r.get("claim", "")), r.get("expect"), str(r.get("report", ""))))
+    plan = Plan(path, REPO / raw.get("out", "checkpoints/study"), seeds, common, rows, str(raw.get("budget", "")))
+    for row in rows:
+        if row.baseline is not None and row.baseline not in names:
+            raise ConfigError(f"{path}: row {row.name!r} compares with {row.baseline!r}, which is not a row")
+        try:
+            config = Config.from_yaml(REPO / row.recipe, plan.common + row.overrides)
+        except MinbertError as e:
+            raise ConfigError(f"{path}: row {row.name!r}: {e}") from None
+        try:
+            from core.train import check_model_support
+            check_model_support(config)
+        except MinbertError as e:
+            row.unavailable = str(e)
+    return plan
+
+
+# ------------------------------------------------------------------ results
+def read_results(path: Path) -> list[dict]:
+    """The finished runs so far (a line cut short by a kill is ignored)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def append_result(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a line cut short by a kill has no newline: start on a fresh line
+    cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as f:
+        f.write(("\n" if cut else "") + json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("-dirty" if dirty else "")
+
+
+# ------------------------------------------------------------------ running
+def run_dir(plan: Plan, row: Row, seed: int) -> Path:
+    return plan.out / f"{row.name}-s{seed}"
+
+
+def train_command(plan: Plan, row: Row, seed: int, python: str = sys.executable) -> list[str]:
+    """The ``python -m core.train`` command of one run (without --resume / --overwrite)."""
+    directory = run_dir(plan, row, seed)
+    out = str(directory.relative_to(REPO)) if directory.is_relative_to(REPO) else str(directory)
+    cmd = [python, "-m", "core.train", "--config", row.recipe, "--out", out, "--seed", str(seed), "--no-progress"]
+    for o in plan.common + row.overrides:
+        cmd += ["--set", o]
+    return cmd
+
+
+def shell_command(cmd: Sequence[str]) -> str:
+    import shlex
+    return " ".join(["python" if i == 0 else shlex.quote(c) for i, c in enumerate(cmd)])
+
+
+def _finished(directory: Path) -> dict | None:
+    try:
+        metrics = json.loads((directory / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if metrics.get("finished") else None
+
+
+def _subprocess(cmd: list[str], log_path: Path) -> int:
+    """Run a command from the repository root, its output appended to ``log_path``;
+    Ctrl-C / SIGTERM stop it too."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        log.write(f"\n$ {shell_command(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            return proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+
+
+def embedding_sample(directory: Path, runner: Callable[[list[str], Path], int] = _subprocess) -> str | None:
+    """Write ``embeddings.json`` with analysis's CLI, where it exists. Returns None on
+    success, else why it was skipped."""
+    if not (REPO / "analysis" / "geometry.py").is_file():
+        return "analysis/geometry.py is absent"
+    out = directory / "embeddings.json"
+    cmd = [sys.executable, "-m", "analysis.geometry", "sample", str(directory), "--out", str(out)]
+    code = runner(cmd, directory.parent / "logs" / f"{directory.name}.embed.log")
+    if code != 0 or not out.is_file():
+        return f"`python -m analysis.geometry sample` exited {code} (see logs/{directory.name}.embed.log)"
+    return None
+
+
+def prune(directory: Path) -> None:
+    """Keep only the small files of a finished run (the weights go)."""
+    for entry in directory.iterdir():
+        if entry.name in KEPT:
+            continue
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def run_one(plan: Plan, row: Row, seed: int, keep_weights: bool = False,
+            runner: Callable[[list[str], Path], int] = _subprocess, log=print) -> dict:
+    """Train one (row, seed), resuming what a killed attempt left; sample, record, prune."""
+    directory = run_dir(plan, row, seed)
+    cmd = train_command(plan, row, seed)
+    log_path = plan.out / "logs" / f"{directory.name}.log"
+    t0 = time.time()
+    if _finished(directory) is None:
+        if (directory / "resume" / "state.json").is_file():
+            mode = ["--resume"]
+        elif directory.exists():
+            mode = ["--overwrite"]
+        else:
+            mode = []
+        log(f"[study] {directory.name}: {'resuming' if mode == ['--resume'] else 'training'} "
+            f"(log: {log_path.relative_to(plan.out)})")
+        code = runner(cmd + mode, log_path)
+        if code != 0 or _finished(directory) is None:
+            raise MinbertError(f"{directory.name}: training exited with {code}; see {log_path}")
+    metrics = _finished(directory)
+    skipped = embedding_sample(directory, runner)
+    record = {"row": row.name, "seed": seed, "commit": git_commit(), "recipe": row.recipe,
+              "overrides": plan.common + row.overrides, "command": shell_command(cmd),
+              "wall_s": metrics.get("wall_time_s"), "runner_s": round(time.time() - t0, 1),
+              "dev": metrics.get("dev", {}), "mean_score": metrics.get("mean_score"),
+              "steps": metrics.get("steps"), "embeddings": skipped is None, "checkpoint": str(directory),
+              "weights_kept": keep_weights, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if skipped:
+        record["embeddings_skipped"] = skipped
+    append_result(plan.out / "results.jsonl", record)
+    if not keep_weights:
+        prune(directory)
+    return record
+
+
+def run_study(plan: Plan, only: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+              keep_weights: bool = False, dry_run: bool = False,
+              runner: Callable[[list[str], Path], int] = _subprocess, log=print) -> list[dict]:
+    """Every (row, seed) not yet in results.jsonl, row by row; returns the new records."""
+    done = {(r["row"], r["seed"]) for r in read_results(plan.out / "results.jsonl")}
+    rows = [plan.row(n) for n in only] if only else plan.rows
+    todo = [(row, s) for row in rows for s in (seeds or plan.seeds) if (row.name, s) not in done]
+    log(f"[study] {len(todo)} run(s) to do, {len(done)} done ({plan.out / 'results.jsonl'})")
+    new, failed = [], []
+    for i, (row, seed) in enumerate(todo):
+        if row.unavailable:
+            log(f"[study] {row.name}-s{seed} skipped: {row.unavailable}")
+            continue
+        if dry_run:
+            log(f"{row.name}-s{seed}: {shell_command(train_command(plan, row, seed))}")
+            continue
+        t0 = time.time()
+        try:
+            new.append(run_one(plan, row, seed, keep_weights, runner, log))
+        except MinbertError as e:   # one failed run does not stop the others
+            failed.append(f"{row.name}-s{seed}")
+            log(f"[study] FAILED {e}")
+            continue
+        log(f"[study] {row.name}-s{seed} done in {time.time() - t0:.0f} s ({i + 1}/{len(todo)}): "
+            f"mean {new[-1]['mean_score']}")
+    if failed:
+        raise MinbertError(f"{len(failed)} run(s) failed: {', '.join(failed)}; their logs are in "
+                           f"{plan.out / 'logs'}; run the study again to retry them")
+    return new
+
+
+# ------------------------------------------------------------------ the table
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, sd
+
+
+def metric_of(record: dict, metric: str) -> float | None:
+    value = record.get("mean_score") if metric == "mean_score" else record.get("dev", {}).get(metric)
+    return None if value is None else float(value)
+
+
+def compare(row_values: Sequence[float], base_values: Sequence[float]) -> dict:
+    """delta of the means, the pooled sd, and the verdict: "no difference" when
+    |delta| < 2 sd, else "better" / "worse" (higher metric = better)."""
+    m, s = mean_sd(row_values)
+    mb, sb = mean_sd(base_values)
+    delta, sd = m - mb, math.sqrt((s ** 2 + sb ** 2) / 2)
+    verdict = "no difference" if abs(delta) < 2 * sd or delta == 0 else ("better" if delta > 0 else "worse")
+    return {"delta": delta, "sd": sd, "verdict": verdict}
+
+
+def summarize(plan: Plan, results: list[dict]) -> list[dict]:
+    """Per row: seeds, mean +- sd of each metric, wall time, comparison with its baseline."""
+    by_row: dict[str, list[dict]] = {}
+    for r in results:
+        by_row.setdefault(r["row"], []).append(r)
+    out = []
+    for row in plan.rows:
+        runs = sorted(by_row.get(row.name, []), key=lambda r: r["seed"])
+        item: dict[str, Any] = {"row": row, "n": len(runs), "metrics": {}}
+        for key in [m for m, _ in METRICS] + ["mean_score", row.metric]:
+            values = [v for v in (metric_of(r, key) for r in runs) if v is not None]
+            if values:
+                item["metrics"][key] = mean_sd(values)
+        walls = [r["wall_s"] for r in runs if r.get("wall_s") is not None]
+        item["wall"] = mean_sd(walls) if walls else None
+        base_runs = by_row.get(row.baseline, []) if row.baseline else []
+        own = [v for v in (metric_of(r, row.metric) for r in runs) if v is not None]
+        base = [v for v in (metric_of(r, row.metric) for r in base_runs) if v is not None]
+        item["compare"] = compare(own, base) if own and base and row.baseline != row.name else None
+        out.append(item)
+    return out
+
+
+def _fmt(ms: tuple[float, float] | None) -> str:
+    return "-" if ms is None else f"{ms[0]:.3f} ± {ms[1]:.3f}"
+
+
+def _minutes(ms: tuple[float, float] | None) -> str:
+    return "-" if ms is None else f"{ms[0] / 60:.1f} min"
+
+
+def replicated(row: Row, cmp: dict | None) -> str:
+    if row.baseline is None:
+        return "(baseline)"
+    if cmp is None:
+        return "not run yet"
+    verdict = cmp["verdict"]
+    why = f"Δ {row.metric} {cmp['delta']:+.3f}, 2 sd = {2 * cmp['sd']:.3f}"
+    if row.expect is None:
+        return f"{verdict} ({why})"
+    agree = (row.expect == "same" and verdict == "no difference") or row.expect == verdict
+    return f"{'yes' if agree else 'no'}: {verdict} ({why})"
+
+
+def format_table(plan: Plan, results: list[dict]) -> str:
+    lines = []
+    if plan.budget:
+        lines += [f"Budget: {plan.budget}", ""]
+    head = ["row", "seeds"] + [name for _, name in METRICS] + ["mean", "wall", "vs baseline",
+                                                               "report's claim", "replicated here?", "command"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for item in summarize(plan, results):
+        row, m = item["row"], item["metrics"]
+        vs = "-" if row.baseline is None else row.baseline
+        cmd = shell_command(train_command(plan, row, 0)).replace("-s0", "-s$SEED").replace("--seed 0", "--seed $SEED")
+        cells = [row.name, str(item["n"])] + [_fmt(m.get(k)) for k, _ in METRICS] + [
+            _fmt(m.get("mean_score")), _minutes(item["wall"]), vs, row.claim or "-",
+            replicated(row, item["compare"]), f"`{cmd}`"]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "mean ± sd over seeds (sample sd); 'no difference' when |Δ| < 2 × pooled sd of the two rows."]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ CLI
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core.study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("plan", help="study plan YAML, e.g. configs/study.yaml")
+    p.add_argument("--table", action="store_true", help="print the results table (README) and exit")
+    p.add_argument("--list", action="store_true", help="list rows and which seeds are done, and exit")
+    p.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
+    p.add_argument("--seeds", nargs="+", type=int, help="run only these seeds")
+    p.add_argument("--keep-weights", action="store_true", help="keep each run's model.safetensors")
+    p.add_argument("--dry-run", action="store_true", help="print the commands that would run")
+    p.add_argument("--json", action="store_true", help="--table as JSON")
+    return p
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        plan = load_plan(args.plan)
+        results = read_results(plan.out / "results.jsonl")
+        if args.table:
+            if args.json:
+                rows = [{"row": i["row"].name, "n": i["n"], "metrics": i["metrics"], "wall": i["wall"],
+                         "compare": i["compare"]} for i in summarize(plan, results)]
+                print(json.dumps(rows, indent=2))
+            else:
+                print(format_table(plan, results))
+            return 0
+        if args.list:
+            done: dict[str, list[int]] = {}
+            for r in results:
+                done.setdefault(r["row"], []).append(r["seed"])
+            for row in plan.rows:
+                print(f"{row.name:24s} done seeds {sorted(done.get(row.name, []))}  {row.recipe} {' '.join(row.overrides)}")
+            return 0
+        run_study(plan, args.only, args.seeds, args.keep_weights, args.dry_run)
+    except MinbertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The study runner (core/study.py) with a fake trainer: finished runs are skipped on a
+restart, a killed run is resumed, weights are pruned, and the table's mean / sd /
+verdict match hand-computed values."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from core.errors import MinbertError
+from core.study import compare, format_table, load_plan, mean_sd, read_results, run_study
+
+PLAN = """
+out: {out}
+seeds: [0, 1]
+common: [train.resume_every=5]
+rows:
+  - {{name: base, recipe: {recipe}}}
+  - {{name: faster, recipe: {recipe}, set: [train.lr=1.0e-4, {{train.task_ratio: {{sst: 1}}}}],
+      baseline: base, claim: "a higher lr helps", expect: better}}
+"""
+
+
+def write_plan(tmp_path: Path) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(PLAN.format(out=tmp_path / "study", recipe=REPO / "configs" / "quick.yaml"))
+    return path
+
+
+class FakeTrainer:
+    """Stands in for the subprocesses: `core.train` writes a finished metrics.json and a
+    weights file; `analysis.geometry sample` writes embeddings.json."""
+
+    def __init__(self, fail: set[str] = frozenset()):
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    def __call__(self, cmd: list[str], log_path: Path) -> int:
+        self.calls.append(cmd)
+        if "analysis.geometry" in cmd:
+            Path(cmd[cmd.index("--out") + 1]).write_text("{}")
+            return 0
+        out = Path(cmd[cmd.index("--out") + 1])
+        if out.name in self.fail:
+            return 1
+        seed = int(cmd[cmd.index("--seed") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model.safetensors").write_bytes(b"weights")
+        (out / "config.json").write_text("{}")
+        (out / "metrics.json").write_text(json.dumps({
+            "finished": True, "mean_score": 0.5 + 0.1 * seed, "wall_time_s": 60.0 + seed,
+            "dev": {"sst_acc": 0.4, "qqp_acc": 0.8, "sts_pearson": 0.3 + 0.1 * seed}, "steps": 10}))
+        return 0
+
+    def trainings(self) -> list[list[str]]:
+        return [c for c in self.calls if "core.train" in c]
+
+
+def test_runs_every_row_and_seed_once_then_skips_them(tmp_path):
+    plan = load_plan(write_plan(tmp_path))
+    fake = FakeTrainer()
+    records = run_study(plan, runner=fake, log=lambda *a: None)
+    assert [(r["row"], r["seed"]) for r in records] == [("base", 0), ("base", 1), ("faster", 0), ("faster", 1)]
+    cmd = fake.trainings()[2]
+    assert cmd[cmd.index("--config") + 1].endswith("quick.yaml") and "--resume" not in cmd
+    assert ["--set", "train.resume_every=5"] == cmd[cmd.index("--set"):cmd.index("--set") + 2]
+    assert "train.lr=1.0e-4" in cmd and "train.task_ratio={sst: 1}" in cmd
+    # only the small files stay
+    run = plan.out / "faster-s1"
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "embeddings.json", "metrics.json"]
+    lines = read_results(plan.out / "results.jsonl")
+    assert len(lines) == 4 and lines[0]["commit"] and lines[3]["dev"]["sts_pearson"] == pytest.approx(0.4)
+    assert lines[0]["embeddings"] is True and "core.train" in lines[0]["command"]
+    # a restart runs nothing
+    again = FakeTrainer()
+    assert run_study(load_plan(write_plan(tmp_path)), runner=again, log=lambda *a: None) == []
+    assert again.calls == []
+
+
+def test_killed_runs_resume_or_restart_and_failures_do_not_stop_the_rest(tmp_path):
+    plan = load_plan(write_plan(tmp_path))
+    (plan.out / "base-s0" / "resume").mkdir(parents=True)
+    (plan.out / "base-s0" / "resume" / "state.json").write_text("{}")   # killed after a resume state
+    (plan.out / "base-s1").mkdir()                                       # killed before any
+    (plan.out / "results.jsonl").write_text('{"row": "faster", "seed": 0')   # a line cut short by a kill
+    fake = FakeTrainer(fail={"faster-s1"})
+    with pytest.raises(MinbertError, match="faster-s1"):
+        run_study(plan, runner=fake, log=lambda *a: None)
+    modes = {c[c.index("--out") + 1].rsplit("/", 1)[-1]: [x for x in c if x in ("--resume", "--overwrite")]
+             for c in fake.trainings()}
+    assert modes == {"base-s0": ["--resume"], "base-s1": ["--overwrite"], "faster-s0": [], "faster-s1": []}
+    assert {(r["row"], r["seed"]) for r in read_results(plan.out / "results.jsonl")} == \
+        {("base", 0), ("base", 1), ("faster", 0)}
+
+
+def test_table_mean_sd_and_verdicts_by_hand(tmp_path):
+    # mean and sample sd (n - 1): [0.5, 0.6, 0.7] -> 0.6, 0.1
+    m, s = mean_sd([0.5, 0.6, 0.7])
+    assert m == pytest.approx(0.6) and s == pytest.approx(0.1)
+    # delta 0.3, pooled sd sqrt((0.1^2 + 0.1^2) / 2) = 0.1: |0.3| >= 0.2 -> better
+    cmp = compare([0.8, 0.9, 1.0], [0.5, 0.6, 0.7])
+    assert cmp["delta"] == pytest.approx(0.3) and cmp["sd"] == pytest.approx(0.1) and cmp["verdict"] == "better"
+    # delta -0.15, pooled sd sqrt((0.2^2 + 0.1^2) / 2) = 0.158: |delta| < 0.316 -> no difference
+    cmp = compare([0.25, 0.45, 0.65], [0.5, 0.6, 0.7])
+    assert cmp["delta"] == pytest.approx(-0.15) and cmp["sd"] == pytest.approx(math.sqrt(0.025))
+    assert cmp["verdict"] == "no difference"
+    plan = load_plan(write_plan(tmp_path))
+    results = [{"row": "base", "seed": s, "mean_score": v, "wall_s": 120.0, "dev": {"sst_acc": v}}
+               for s, v in enumerate([0.5, 0.6, 0.7])]
+    results += [{"row": "faster", "seed": s, "mean_score": v, "wall_s": 180.0, "dev": {}}
+                for s, v in enumerate([0.8, 0.9, 1.0])]
+    table = format_table(plan, results)
+    base_line = next(line for line in table.splitlines() if line.startswith("| base |"))
+    assert "| 3 | 0.600 ± 0.100 |" in base_line and "2.0 min" in base_line
+    faster = next(line for line in table.splitlines() if line.startswith("| faster |"))
+    assert "0.900 ± 0.100" in faster and "3.0 min" in faster
+    assert "yes: better (Δ mean_score +0.300, 2 sd = 0.200)" in faster
+    assert "--seed $SEED" in faster and "faster-s$SEED" in faster
+
+
+def test_the_studys_plan_loads_and_every_row_is_a_valid_recipe():
+    plan = load_plan(REPO / "configs" / "study.yaml")
+    assert plan.seeds == [0, 1, 2]
+    names = [r.name for r in plan.rows]
+    for prefix in ("000-", "001-", "002-", "003-", "004-"):
+        assert any(n.startswith(prefix) for n in names), prefix
+    assert {f"004-e{i}" for i in range(1, 7)} <= set(names)
