@@ -402,39 +402,17 @@ def _texts_digest(*lists) -> str:
     return h.hexdigest()[:12]
 
 
-def _reuses_embeddings(model, task: str) -> bool:
-    """True when the task's output is a function of the plain pooled sentence embeddings
-    (no cross-encoder, no token-level head, no prompt templates)."""
-    if task not in model.heads:
-        return task != "sst"  # zero-shot pair tasks: cosine of the pooled embeddings
-    prompts = getattr(getattr(model.config.model, "prompts", None), "enabled", False)
-    return (model.head_mode(task) in ("single", "bi", "cosine")
-            and not getattr(model.heads[task], "uses_tokens", False)
-            and not prompts)
-
-
 def _predict_from_embeddings(model, task: str, emb_a, emb_b, texts_a, texts_b):
-    """Task predictions (sst: class id, qqp: probability, sts: score); heads that only
-    read pooled vectors reuse the embeddings instead of encoding again."""
-    import torch
-    from core.model import Encoding
-    if task == "sst" and "sst" not in model.heads:
+    """Task predictions (sst: class id, qqp: probability, sts: score); where the model
+    says they are a function of the pooled vectors (``model.sentence_level``) its heads
+    run on the embeddings instead of encoding again."""
+    if task not in model.served_tasks():
         return None
-    if not _reuses_embeddings(model, task):
-        # as the embeddings: each input read up to the model's max_len (no windows)
+    if model.sentence_level(task):
+        out = model.predict_from_embeddings(task, emb_a, emb_b)
+    else:   # as the embeddings: each input read up to the model's max_len (no windows)
         out = model.predict_task(task, texts_a, texts_b, long_text="truncate")
-        return out.argmax(1).astype(np.float32) if task == "sst" else out
-    with torch.inference_mode():
-        dtype = next(model.parameters()).dtype
-        as_enc = lambda e: Encoding(None, None, torch.as_tensor(e, dtype=dtype, device=model.device))
-        was_training = model.training
-        model.eval()
-        try:
-            out = model.head_forward(task, as_enc(emb_a), None if emb_b is None else as_enc(emb_b))
-        finally:
-            model.train(was_training)
-        out = {"sst": lambda o: o.argmax(-1), "qqp": torch.sigmoid, "sts": lambda o: o}[task](out)
-    return out.float().cpu().numpy()
+    return out.argmax(1).astype(np.float32) if task == "sst" else out
 
 
 def embed_sample(model, task: str, n: int = 500, seed: int = 0, split: str = "dev", data_dir="data",

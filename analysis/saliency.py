@@ -172,26 +172,24 @@ def _baseline_ids(model, ids: torch.Tensor, baseline: str) -> torch.Tensor:
 
 
 def _output_fn(model, task: str, target: int | None) -> tuple[Callable, str]:
+    """The explained scalar from a task output (the model's own probabilities; the
+    similarity score unclipped, so its gradient does not vanish at 0 or 5)."""
     if task == "sst":
-        return (lambda out: out.softmax(-1)[:, target]), f"P({TASK_LABELS['sst'][target]})"
+        return (lambda out: model.to_prediction(task, out)[:, target]), f"P({TASK_LABELS['sst'][target]})"
     if task == "qqp":
-        return torch.sigmoid, "P(paraphrase)"
-    return (lambda out: out), "similarity (0-5)"
+        return (lambda out: model.to_prediction(task, out)), "P(paraphrase)"
+    return (lambda out: model.to_prediction(task, out, clip=False)), "similarity (0-5)"
 
 
 def _make_forward(model, task: str, parts: dict[str, dict], post: Callable) -> Callable:
-    """f(embeds of each part, in ``parts`` order) -> the explained scalar per batch row."""
-    from core.model import Encoding
+    """f(embeds of each part, in ``parts`` order) -> the explained scalar per batch row:
+    the model's own forward with the word embeddings given (``embeds=``)."""
     names = list(parts)
 
     def forward(*embeds: torch.Tensor) -> torch.Tensor:
-        enc = {}
-        for name, emb in zip(names, embeds):
-            n, part = emb.shape[0], parts[name]
-            ids, mask, types = (part[k].expand(n, -1) for k in ("input_ids", "attention_mask", "token_type_ids"))
-            hidden = model.bert(ids, mask, types, inputs_embeds=emb).last_hidden_state
-            enc[name] = Encoding(hidden, mask, model.pooling(hidden, mask))
-        out = post(model.head_forward(task, *model.head_inputs(task, enc)))
+        n = embeds[0].shape[0]
+        inputs = {name: {k: v.expand(n, -1) for k, v in parts[name].items()} for name in names}
+        out = post(model(task, inputs, embeds=dict(zip(names, embeds))))
         out = out.reshape(1) if out.dim() == 0 else out  # a batch of one may come back as a scalar
         # keep every input in the autograd graph (zero gradient) even when the head ignores it,
         # e.g. a bi-encoder that reads only u = f(a)
@@ -243,7 +241,7 @@ def attribute(model, task: str, text_a: str, text_b: str | None = None, target: 
             baselines = tuple(words_emb(_baseline_ids(work, p["input_ids"], baseline)).to(dtype)
                               for p in parts.values())
             if task == "sst":
-                probs = _make_forward(work, task, parts, lambda out: out.softmax(-1))(*inputs)[0]
+                probs = _make_forward(work, task, parts, lambda out: work.to_prediction(task, out))(*inputs)[0]
                 if target is None:
                     target = int(probs.argmax())
                 elif isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < probs.numel():

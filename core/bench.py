@@ -143,7 +143,7 @@ def interleaved(methods: dict[str, Callable[[], object]], repeats: int, device: 
 
 
 def machine_info(device: torch.device) -> dict:
-    from core.quantize import backend_name
+    from core.precision import backend_name
     info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "cpu": cpu_model(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_flags": cpu_flags(),
@@ -249,7 +249,7 @@ def bench_encode(texts: list[str], repeats: int, device: torch.device, batch_siz
     if int8:
         models["ours_int8"] = MultitaskBert.load("pretrained", device="cpu", quantize="int8")
     if bf16:
-        from core.quantize import quantize_model
+        from core.precision import quantize_model
         models["ours_bf16"] = quantize_model(MultitaskBert.load("pretrained", device=device), "bf16")
     encoders = {"reference": run_reference}
     for name, model in models.items():
@@ -275,7 +275,7 @@ def bench_encode(texts: list[str], repeats: int, device: torch.device, batch_siz
         if why:
             checks["onnx_skipped"] = why
         else:
-            from core.quantize import KEEP_FP32
+            from core.precision import KEEP_FP32
             tmp = tempfile.TemporaryDirectory(prefix="minbert-bench-onnx-")
             fp32_model = models["ours_fp32"] if device.type == "cpu" else MultitaskBert.load("pretrained")
             fp32_model.config.model.max_len = max_len
@@ -446,7 +446,7 @@ def bench_train(n_examples: int, repeats: int, device: torch.device, batch_size:
 def bench_latency(sentences: list[str], device: torch.device, checkpoint: str | None = None,
                   int8: bool = True, bf16: bool | None = None) -> dict:
     from core.model import MultitaskBert
-    from core.quantize import quantize_model
+    from core.precision import quantize_model
     bf16 = bf16_is_fast(device) if bf16 is None else bf16
     source = checkpoint or "pretrained"
     models = {"fp32": MultitaskBert.load(source, device=device)}
@@ -485,7 +485,7 @@ def bench_eval(data_dir: str | Path, checkpoint: str | None = None, limit: int |
     (``precision="auto"``, empty cache). ``checkpoint`` defaults to a fresh quick-recipe
     model (random heads: its metrics mean nothing, its time is that of any checkpoint)."""
     from core.evaluate import evaluate_checkpoint
-    from core.quantize import resolve_mode
+    from core.precision import resolve_mode
     out: dict = {"limit": limit, "batch_size": batch_size}
     with tempfile.TemporaryDirectory(prefix="minbert-bench-eval-") as tmp:
         path = Path(checkpoint) if checkpoint else _fresh_checkpoint(Path(tmp) / "fresh")

@@ -17,6 +17,7 @@ modules one to one, and any HF-format BERT directory loads without a key table.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, fields
@@ -28,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 # Loading never touches the network: transformers / huggingface_hub read local files only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -353,20 +356,29 @@ def read_bert_config(model_dir: Path) -> BertConfig:
         raise ModelLoadError(f"{path}: {e}") from None
 
 
+# Tensors of HF files that an encoder does not use: BertFor* task heads and the position /
+# token-type id buffers. They are left out by name, counted and logged, never silently.
+IGNORED_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
+
+
+def _ignored(key: str) -> bool:
+    key = key[len("bert."):] if key.startswith("bert.") else key
+    return key.startswith(IGNORED_PREFIXES) or (
+        key.startswith("embeddings.") and key.endswith(("position_ids", "token_type_ids")))
+
+
 def _key_map(keys) -> dict[str, str]:
     """Our key -> the file's key, for HF key variants: a ``bert.`` prefix (BertFor*
-    heads) dropped, old gamma/beta LayerNorm names renamed, and buffers and task heads
-    we do not use left out."""
+    heads) dropped, old gamma/beta LayerNorm names renamed, and the tensors of
+    :func:`_ignored` (task heads, id buffers) left out."""
     out = {}
     for raw in keys:
+        if _ignored(raw):
+            continue
         key = raw
         if key.startswith("bert."):
             key = key[len("bert."):]
-        elif key.startswith(("cls.", "classifier.", "qa_outputs.")):
-            continue
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if key.endswith(("position_ids", "token_type_ids")) and key.startswith("embeddings."):
-            continue
         out[key] = raw
     return out
 
@@ -391,33 +403,44 @@ def bert_weight_shapes(model_dir: Path) -> tuple[Path, dict[str, tuple[int, ...]
     the tensors (safetensors header; pytorch_model.bin memory-mapped)."""
     st_path, bin_path = model_dir / "model.safetensors", model_dir / "pytorch_model.bin"
     if st_path.is_file():
-        shapes = safetensors_shapes(st_path)
-        return st_path, {k: shapes[raw] for k, raw in _key_map(list(shapes)).items()}
-    if bin_path.is_file():
-        state = _torch_load(bin_path, mmap=True)
-        return bin_path, {k: tuple(v.shape) for k, v in _normalize_keys(state).items()}
-    raise ModelLoadError(f"{model_dir} has neither model.safetensors nor pytorch_model.bin")
+        path, shapes = st_path, safetensors_shapes(st_path)
+    elif bin_path.is_file():
+        path, shapes = bin_path, {k: tuple(v.shape) for k, v in _torch_load(bin_path, mmap=True).items()}
+    else:
+        raise ModelLoadError(f"{model_dir} has neither model.safetensors nor pytorch_model.bin")
+    ignored = sorted(k for k in shapes if _ignored(k))
+    if ignored:
+        log.info("%s: %d of its %d tensors are not part of an encoder and are not loaded (%s%s)", path,
+                 len(ignored), len(shapes), ", ".join(ignored[:5]), ", ..." if len(ignored) > 5 else "")
+    return path, {k: tuple(shapes[raw]) for k, raw in _key_map(list(shapes)).items()}
 
 
 def check_state_shapes(expected: dict[str, tuple], found: dict[str, tuple], weights: Path,
                        config_path: Path, error: type[Exception] = ModelLoadError) -> None:
-    """Raise ``error`` naming the file and the first mismatches unless ``found`` has
-    exactly the tensors of ``expected`` (no missing, no unexpected key), each of the
-    expected shape."""
+    """Every tensor checked, as nanoGPT's ``from_pretrained`` does: raise ``error`` unless
+    ``found`` (the file's names and shapes) has exactly the tensors of ``expected`` (the
+    model the config describes): the same count, no missing and no unexpected name,
+    each of the expected shape. The message gives both counts and names the mismatches
+    (up to ``SHOWN`` of each kind)."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     wrong = [f"{k}: {list(found[k])} in the file, {list(expected[k])} from the config"
              for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
     if missing or unexpected or wrong:
+        shown = lambda items: items[:SHOWN] + ([f"... {len(items) - SHOWN} more"] if len(items) > SHOWN else [])
         parts = []
         if wrong:
-            parts.append(f"{len(wrong)} tensors of another shape ({'; '.join(wrong[:3])})")
+            parts.append(f"{len(wrong)} tensors of another shape ({'; '.join(shown(wrong))})")
         if missing:
-            parts.append(f"{len(missing)} tensors missing ({missing[:3]})")
+            parts.append(f"{len(missing)} tensors missing ({shown(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors ({unexpected[:3]})")
-        raise error(f"{weights} does not match its config.json ({config_path}): {', '.join(parts)}. Use the config.json "
+            parts.append(f"{len(unexpected)} unexpected tensors ({shown(unexpected)})")
+        raise error(f"{weights} does not match its config.json ({config_path}): the file has {len(found)} "
+                    f"tensors, the config describes {len(expected)}; {', '.join(parts)}. Use the config.json "
                     f"written with these weights, or weights of the model it describes")
+
+
+SHOWN = 10   # mismatching tensor names quoted per kind by check_state_shapes
 
 
 def _torch_load(path: Path, mmap: bool = False) -> dict:

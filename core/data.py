@@ -51,52 +51,13 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 # --------------------------------------------------------------------------- constants
 
-TASKS: tuple[str, ...] = ("sst", "qqp", "sts")
-"""Short task names, in the order the project uses everywhere."""
+# The task table lives in core/tasks.py (names, labels, columns, files, metrics); these
+# are its views under the names this module has always exported.
+from core.tasks import (N_CLASSES, PAIR_TASKS, STS_RANGE, TASK_ALIASES, TASK_COLUMNS,  # noqa: E402
+                        TASK_FILES, TASK_LABELS, TASK_NAMES, TASKS, canonical_task)
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
-TASK_NAMES: dict[str, str] = {"sst": "sentiment", "qqp": "paraphrase", "sts": "similarity"}
-"""Long (human / analysis API) name of each task."""
-
-TASK_ALIASES: dict[str, str] = {
-    **{t: t for t in TASKS},
-    **{long: short for short, long in TASK_NAMES.items()},
-    "quora": "qqp",
-}
-"""Every accepted spelling of a task -> its short name (see :func:`canonical_task`)."""
-
-TASK_LABELS: dict[str, list[str]] = {
-    "sst": ["very negative", "negative", "neutral", "positive", "very positive"],
-    "qqp": ["not paraphrase", "paraphrase"],
-}
-"""Class names of the classification tasks, indexed by label id."""
-
-N_CLASSES: dict[str, int] = {task: len(names) for task, names in TASK_LABELS.items()}
-
-STS_RANGE: tuple[float, float] = (0.0, 5.0)
-"""Inclusive range of the STS similarity score."""
-
-PAIR_TASKS: frozenset[str] = frozenset({"qqp", "sts"})
-"""Tasks whose examples are sentence pairs."""
-
-# Column names per task: (text columns, label column).
-TASK_COLUMNS: dict[str, tuple[tuple[str, ...], str]] = {
-    "sst": (("sentence",), "sentiment"),
-    "qqp": (("sentence1", "sentence2"), "is_duplicate"),
-    "sts": (("sentence1", "sentence2"), "similarity"),
-}
-
-# File names per (task, split); ``None`` means the split does not exist.
-TASK_FILES: dict[str, dict[str, str | None]] = {
-    "sst": {
-        "train": "ids-sst-train.csv",
-        "dev": "ids-sst-dev.csv",
-        "test": "ids-sst-test-student.csv",
-    },
-    "qqp": {"train": "quora-train.csv", "dev": "quora-dev.csv", "test": None},
-    "sts": {"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test-student.csv"},
-}
 
 # How many skip reasons a summary / error message quotes.
 _N_REASONS_SHOWN = 3
@@ -200,18 +161,6 @@ class TaskData:
 
 
 # ------------------------------------------------------------------------------ files
-
-
-def canonical_task(task: str) -> str:
-    """Map any accepted task spelling (``"sst"``, ``"sentiment"``, ``"quora"`` ...) to
-    its short name; unknown names raise :class:`DataError` listing the valid ones."""
-    key = str(task).strip().lower()
-    if key not in TASK_ALIASES:
-        raise DataError(
-            f"Unknown task {task!r}. Valid tasks: {', '.join(TASKS)} "
-            f"(or {', '.join(TASK_NAMES.values())})."
-        )
-    return TASK_ALIASES[key]
 
 
 def _check_split(split: str) -> str:
@@ -412,8 +361,9 @@ def load_tasks(
 
 
 @dataclass
-class Encoded:
-    """Tokenized, *unpadded* sequences (one list of ids per example).
+class Tokenized:
+    """Token ids of a list of texts (or pairs), *unpadded*: one list of ids per example.
+    (What the encoder returns for them is ``core.model.Encoding``.)
 
     Tokenizing once per dataset and padding per batch keeps batches as short as their
     longest member, which together with :func:`bucket_batches` saves most of the
@@ -430,8 +380,8 @@ class Encoded:
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
 
-    def subset(self, indices: Sequence[int]) -> "Encoded":
-        return Encoded(
+    def subset(self, indices: Sequence[int]) -> "Tokenized":
+        return Tokenized(
             [self.input_ids[i] for i in indices], [self.token_type_ids[i] for i in indices]
         )
 
@@ -439,6 +389,9 @@ class Encoded:
         """Padded tensors for the examples at ``indices`` (see :func:`pad_batch`)."""
         sub = self.subset(indices)
         return pad_batch(sub.input_ids, sub.token_type_ids, pad_id=pad_id)
+
+
+Encoded = Tokenized   # the earlier name (it holds token ids, not encoder outputs)
 
 
 def _check_max_len(max_len: int, minimum: int) -> None:
@@ -467,25 +420,25 @@ def _as_lists(enc: Any, key: str) -> list[list[int]] | None:
     return None if value is None else [list(map(int, row)) for row in value]
 
 
-def encode_texts(tokenizer: Any, texts: Sequence[str], max_len: int = 128) -> Encoded:
+def encode_texts(tokenizer: Any, texts: Sequence[str], max_len: int = 128) -> Tokenized:
     """Tokenize single sentences as ``[CLS] text [SEP]`` (token type 0), truncated to
     ``max_len`` tokens, unpadded. The tokenizer is called once on the whole list."""
     _check_max_len(max_len, 2)
     texts = _check_texts(texts, "texts")
     if not texts:
-        return Encoded([], [])
+        return Tokenized([], [])
     enc = tokenizer(
         texts, add_special_tokens=True, truncation=True, max_length=max_len, padding=False
     )
     input_ids = _as_lists(enc, "input_ids")
     assert input_ids is not None
     token_type_ids = _as_lists(enc, "token_type_ids") or [[0] * len(ids) for ids in input_ids]
-    return Encoded(input_ids, token_type_ids)
+    return Tokenized(input_ids, token_type_ids)
 
 
 def encode_pairs(
     tokenizer: Any, texts_a: Sequence[str], texts_b: Sequence[str], max_len: int = 128
-) -> Encoded:
+) -> Tokenized:
     """Tokenize sentence pairs jointly as ``[CLS] a [SEP] b [SEP]`` with token types
     0 for ``[CLS] a [SEP]`` and 1 for ``b [SEP]``; the longer side is truncated first
     until the pair fits ``max_len``. Unpadded, one tokenizer call for the whole list."""
@@ -495,7 +448,7 @@ def encode_pairs(
     if len(texts_a) != len(texts_b):
         raise ValueError(f"texts_a has {len(texts_a)} items but texts_b has {len(texts_b)}")
     if not texts_a:
-        return Encoded([], [])
+        return Tokenized([], [])
     enc = tokenizer(
         texts_a,
         texts_b,
@@ -513,7 +466,7 @@ def encode_pairs(
         for ids in input_ids:
             cut = ids.index(sep) + 1 if sep in ids else len(ids)
             token_type_ids.append([0] * cut + [1] * (len(ids) - cut))
-    return Encoded(input_ids, token_type_ids)
+    return Tokenized(input_ids, token_type_ids)
 
 
 def pad_batch(
@@ -630,6 +583,7 @@ __all__ = [
     "Example",
     "SkippedRow",
     "TaskData",
+    "Tokenized",
     "Encoded",
     "canonical_task",
     "task_file",

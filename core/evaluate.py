@@ -42,26 +42,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.data import TASKS, TaskData, load_task
+from core.data import TaskData, load_task
 from core.errors import MinbertError
 from core.metrics import task_metrics
+from core.model import checkpoint_tasks  # noqa: F401  (its earlier home was here)
+from core.precision import backend_name, resolve_mode
+from core.predict import load_for_serving
+from core.tasks import PRIMARY, mean_score  # noqa: F401  (the task table owns them)
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("sst_acc", "sst_macro_f1", "qqp_acc", "qqp_f1", "sts_pearson", "sts_spearman",
-               "sst_n", "qqp_n", "sts_n")
-# The one number used to rank checkpoints: mean of each task's primary dev metric.
-PRIMARY = {"sst": "sst_acc", "qqp": "qqp_acc", "sts": "sts_pearson"}
-
 
 def model_tasks(model) -> list[str]:
-    """Tasks a model can predict: its trained heads, plus zero-shot pair tasks."""
-    return [t for t in TASKS if t in model.heads or t != "sst"]
-
-
-def mean_score(metrics: dict, tasks=None) -> float:
-    tasks = [t for t in (tasks or TASKS) if PRIMARY[t] in metrics]
-    return float(np.mean([metrics[PRIMARY[t]] for t in tasks])) if tasks else float("nan")
+    """Tasks a model can predict (:meth:`core.model.MultitaskBert.served_tasks`)."""
+    return model.served_tasks()
 
 
 def predict_data(model, data: TaskData, batch_size: int = 128) -> np.ndarray:
@@ -72,41 +66,14 @@ def predict_data(model, data: TaskData, batch_size: int = 128) -> np.ndarray:
 
 
 def sentence_level(model, task: str) -> bool:
-    """Whether ``task``'s prediction is a function of one pooled vector per sentence
-    (single-sentence, bi-encoder and cosine heads without token-state reducers or
-    prompts, and the zero-shot pair tasks), so it can be computed from embeddings."""
-    mode = model.head_mode(task)
-    if mode not in ("single", "bi", "cosine"):
-        return False
-    if task in model.heads:
-        if model.config.model.prompts.enabled or getattr(model.heads[task], "uses_tokens", False):
-            return False
-    return True
+    """:meth:`core.model.MultitaskBert.sentence_level` (the model decides)."""
+    return model.sentence_level(task)
 
 
-@torch.inference_mode()
 def predict_from_embeddings(model, task: str, emb_a: np.ndarray, emb_b: np.ndarray | None = None,
                             rows: int = 4096) -> np.ndarray:
-    """``predict_task``'s output computed from pooled sentence vectors (see
-    :func:`sentence_level`): sst probabilities [n, 5], qqp probability [n], sts score [n]."""
-    from core.model import STS_MAX, Encoding
-    post = {"sst": lambda x: x.softmax(-1), "qqp": torch.sigmoid,
-            "sts": lambda x: x.clamp(0.0, STS_MAX)}[task]
-    was_training = model.training
-    model.eval()
-    try:
-        device = model.device
-        out = []
-        for i in range(0, len(emb_a), rows):
-            a = Encoding(None, None, torch.from_numpy(np.ascontiguousarray(emb_a[i:i + rows])).to(device))
-            b = None if emb_b is None else Encoding(
-                None, None, torch.from_numpy(np.ascontiguousarray(emb_b[i:i + rows])).to(device))
-            out.append(post(model.head_forward(task, a, b)).float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    if not out:
-        return np.zeros((0, 5) if task == "sst" else (0,), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32)
+    """:meth:`core.model.MultitaskBert.predict_from_embeddings` (the model's own math)."""
+    return model.predict_from_embeddings(task, emb_a, emb_b, rows)
 
 
 def predict_datasets(model, datasets: dict[str, TaskData], batch_size: int = 64,
@@ -120,7 +87,7 @@ def predict_datasets(model, datasets: dict[str, TaskData], batch_size: int = 64,
     embed = embed or (lambda texts: model.embed(texts, batch_size=batch_size))
     for task, data in datasets.items():
         t0 = time.perf_counter()
-        if not sentence_level(model, task):
+        if not model.sentence_level(task):
             outputs[task] = predict_data(model, data, batch_size)
             profile[f"{task}_predict_task_s"] = round(time.perf_counter() - t0, 3)
             continue
@@ -133,7 +100,7 @@ def predict_datasets(model, datasets: dict[str, TaskData], batch_size: int = 64,
         ia = np.fromiter((unique[s] for s in texts_a), dtype=np.int64, count=len(texts_a))
         ib = None if texts_b is None else np.fromiter((unique[s] for s in texts_b), dtype=np.int64,
                                                       count=len(texts_b))
-        outputs[task] = predict_from_embeddings(model, task, emb[ia], None if ib is None else emb[ib])
+        outputs[task] = model.predict_from_embeddings(task, emb[ia], None if ib is None else emb[ib])
         profile[f"{task}_encode_s"] = round(t1 - t0, 3)
         profile[f"{task}_sentences"] = len(unique)
         profile[f"{task}_heads_s"] = round(time.perf_counter() - t1, 3)
@@ -167,47 +134,30 @@ def prediction_frame(data: TaskData, output: np.ndarray) -> pd.DataFrame:
 
 
 def evaluate_model(model, tasks=None, data_dir="data", split: str = "dev", limit: int | None = None,
-                   batch_size: int = 128, datasets: dict[str, TaskData] | None = None,
-                   progress=None) -> tuple[dict, dict[str, pd.DataFrame]]:
+                   batch_size: int = 128, datasets: dict[str, TaskData] | None = None
+                   ) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Dev metrics (contract keys) and per-example prediction frames for ``tasks``."""
-    tasks = [t for t in (tasks or model_tasks(model))]
+    tasks = list(tasks or model.served_tasks())
     data = {t: datasets[t] if datasets and t in datasets else load_task(t, split, data_dir, limit=limit)
             for t in tasks}
     outputs = predict_datasets(model, data, batch_size)
-    metrics, frames = metrics_and_frames(data, outputs, progress)
-    return metrics, frames
+    return metrics_and_frames(data, outputs)
 
 
-def metrics_and_frames(datasets: dict[str, TaskData], outputs: dict[str, np.ndarray],
-                       progress=None) -> tuple[dict, dict[str, pd.DataFrame]]:
+def metrics_and_frames(datasets: dict[str, TaskData], outputs: dict[str, np.ndarray]
+                       ) -> tuple[dict, dict[str, pd.DataFrame]]:
     metrics: dict = {}
     frames: dict[str, pd.DataFrame] = {}
     for task, data in datasets.items():
         frames[task] = prediction_frame(data, outputs[task])
         if data.labels is not None:
             metrics.update(task_metrics(task, data.labels, outputs[task]))
-        if progress is not None:
-            progress(task)
     return metrics, frames
-
-
-def checkpoint_tasks(path) -> list[str]:
-    """The tasks :func:`evaluate_model` evaluates for a checkpoint, read from its
-    config.json without loading the weights ("pretrained": the zero-shot pair tasks)."""
-    if str(path) == "pretrained":
-        return [t for t in TASKS if t != "sst"]
-    from core.model import read_checkpoint_meta
-    if not Path(path).is_dir():
-        from core.errors import CheckpointError
-        raise CheckpointError(f"checkpoint directory not found: {path}")
-    heads = read_checkpoint_meta(Path(path)).get("tasks") or []
-    return [t for t in TASKS if t in heads or t != "sst"]
 
 
 def _precision_key(mode: str) -> list[str]:
     """What besides the checkpoint decides its outputs at a precision: torch's version,
     and for int8 the kernel backend (7- or 8-bit activations depend on the CPU)."""
-    from core.quantize import backend_name
     return [mode, torch.__version__, backend_name() if mode == "int8" else ""]
 
 
@@ -219,7 +169,6 @@ def evaluate_checkpoint(path, tasks=None, data_dir="data", split: str = "dev", l
     the cache, seconds, a per-phase ``profile``) for the checkpoint at ``path``
     ("pretrained" for zero-shot). The model is loaded only if a task is not cached."""
     from core import cache as cache_mod
-    from core.quantize import load_for_serving, resolve_mode
     start = time.perf_counter()
     profile: dict = {}
     t0 = time.perf_counter()
@@ -284,7 +233,7 @@ def write_submission(model, data_dir, directory: Path, batch_size: int = 128) ->
              "sts": ("sts-test-output.csv", "Predicted_Similiarity", lambda out: out)}
     paths = []
     for task, (name, header, to_value) in specs.items():
-        if task not in model_tasks(model):
+        if task not in model.served_tasks():
             continue
         data = load_task(task, "test", data_dir)
         values = to_value(predict_data(model, data, batch_size))
@@ -329,7 +278,6 @@ def main(argv=None) -> int:
             else Path("checkpoints/pretrained/predictions"))
         start = time.time()
         if args.split == "test":
-            from core.quantize import load_for_serving
             model = load_for_serving(args.checkpoint, device=args.device,
                                      quantize=None if precision == "fp32" else precision, warm=False)
             paths = write_submission(model, args.data_dir, out_dir, args.batch_size)

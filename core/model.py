@@ -8,6 +8,12 @@
 
 Outputs of ``forward(task, inputs)``: sst -> logits [B, 5]; qqp -> logit [B];
 sts -> score [B] (in [0, 5]; a "linear" cosine head gives 5 * cos, clipped when predicting).
+``to_prediction`` turns them into what the predict API returns (probabilities, scores).
+
+The model answers for its own math: which tasks it serves (``served_tasks``), its heads
+and their probabilities (``head_forward``, ``to_prediction``, also from cached sentence
+vectors: ``predict_from_embeddings``), and the encoding that attribution differentiates
+(``forward(task, inputs, embeds=...)``: word embeddings in place of token ids).
 """
 from __future__ import annotations
 
@@ -24,11 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.atomic import atomic_write_json, link_or_copy, publish_dir, recover_swap, staging_dir
+from core.atomic import link_or_copy, publish_dir, recover_swap, staging_dir
 from core.bert import BertConfig, BertModel, check_state_shapes, load_tokenizer, safetensors_shapes
 from core.config import Config, HeadConfig
-from core.data import Encoded, encode_pairs, encode_texts, has_visible_text, pad_batch, sorted_batches
+from core.data import Tokenized, encode_pairs, encode_texts, has_visible_text, pad_batch, sorted_batches
 from core.errors import CheckpointError, MinbertError
+from core.precision import quantize_model, resolve_mode
+from core.tasks import HEAD_OUT_DIMS, N_CLASSES, STS_RANGE, TASKS, served_tasks
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +56,8 @@ COMPLETE_MARKER = "COMPLETE"
 CHECKPOINT_OWNED = {"model.safetensors", "config.json", COMPLETE_MARKER, "metrics.json", "predictions",
                     "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                     "added_tokens.json"}
-N_SENTIMENT = 5
-STS_MAX = 5.0
+N_SENTIMENT = N_CLASSES["sst"]
+STS_MAX = STS_RANGE[1]
 
 # Zero-shot paraphrase probability from the cosine of mean-pooled all-MiniLM-L6-v2
 # embeddings: sigmoid((cos - center) * scale). Fitted once by logistic regression on
@@ -174,8 +182,11 @@ class CosineLogit(nn.Module):
 
 class TaskHead(nn.Module):
     """reduce (pooled vector, or a CNN / BiLSTM over token states: ``cfg.arch``) ->
-    combine (single/cross: as is; bi: PairFeatures; cosine: scaled cosine) -> MLP or
-    deep FFN. ``token_dim`` is the encoder's hidden size (token-state reducers)."""
+    combine (single/cross: as is; bi: PairFeatures; cosine: scaled cosine) -> ``ffn``,
+    the feed-forward network (an MLP or a deep FFN; None for cosine heads). ``token_dim``
+    is the encoder's hidden size (token-state reducers). ``mlp`` is the earlier name of
+    ``ffn`` (checkpoints written before the rename store ``heads.<task>.mlp.*`` keys;
+    :meth:`MultitaskBert.load` reads them as ``ffn``)."""
     uses_tokens = False  # heads that read token states (not only pooled) set this
 
     def __init__(self, cfg: HeadConfig, in_dim: int, out_dim: int, token_dim: int | None = None,
@@ -197,11 +208,22 @@ class TaskHead(nn.Module):
             self.pair = PairFeatures(cfg.features, cfg.cosine_feature)
             in_dim = self.pair.output_dim(in_dim)
         if cfg.mode == "cosine":
-            self.mlp = None
+            self.ffn = None
         elif cfg.arch == "deep_ffn":
-            self.mlp = DeepFFN(in_dim, out_dim, cfg.layers, cfg.hidden, cfg.dropout)
+            self.ffn = DeepFFN(in_dim, out_dim, cfg.layers, cfg.hidden, cfg.dropout)
         else:
-            self.mlp = MLP(in_dim, out_dim, cfg.layers, cfg.hidden, cfg.dropout)
+            self.ffn = MLP(in_dim, out_dim, cfg.layers, cfg.hidden, cfg.dropout)
+
+    @property
+    def mlp(self) -> nn.Module | None:
+        """The earlier name of :attr:`ffn`."""
+        return self.ffn
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # state written before the rename (checkpoints, resume state): ``mlp.*`` is ``ffn.*``
+        for key in [k for k in state_dict if k.startswith(prefix + "mlp.")]:
+            state_dict[_current_key(key)] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def vector(self, enc: Encoding) -> torch.Tensor:
         """One vector per sequence: the pooled one, or the token-state reducer's."""
@@ -219,7 +241,7 @@ class TaskHead(nn.Module):
         if self.mode == "hybrid":
             if a.joint is None:
                 raise MinbertError("a hybrid head needs the joint (cross-encoded) input as well")
-            cross = self.mlp(self.vector(a.joint)).reshape(-1)
+            cross = self.ffn(self.vector(a.joint)).reshape(-1)
             cos = F.cosine_similarity(u, self.vector(b), dim=-1)
             if self.task == "qqp":      # logits
                 bi = self.cosine_logit(cos)
@@ -227,15 +249,15 @@ class TaskHead(nn.Module):
                 cross, bi = torch.sigmoid(cross) * STS_MAX, cos * STS_MAX
             return {"output": self.combine(cross, bi), "cross": cross, "bi": bi}
         x = self.pair(u, self.vector(b)) if self.mode == "bi" else u
-        return {"output": self.mlp(x)}
+        return {"output": self.ffn(x)}
 
 
 # ------------------------------------------------------------------------ inputs
 @dataclass
-class TaskFeatures:
+class TaskTokens:
     """A task's inputs tokenized once, unpadded: ``a`` (and ``b``) for single/bi-encoder
-    inputs, ``ab`` for the joint cross-encoder input."""
-    parts: dict[str, Encoded]
+    inputs, ``ab`` for the joint cross-encoder input (token ids, not features)."""
+    parts: dict[str, Tokenized]
     pad_id: int = 0
 
     def __len__(self) -> int:
@@ -257,6 +279,9 @@ class TaskFeatures:
         return out
 
 
+TaskFeatures = TaskTokens   # the earlier name
+
+
 # ------------------------------------------------------------------------- model
 class MultitaskBert(nn.Module):
     def __init__(self, config: Config, encoder: BertModel, tokenizer, tasks: Sequence[str] | None = None):
@@ -266,10 +291,9 @@ class MultitaskBert(nn.Module):
         self.tokenizer = tokenizer
         self.pooling = Pooling(config.model.pooling)
         dim = self.pooling.output_dim(encoder.config.hidden_size)
-        out_dims = {"sst": N_SENTIMENT, "qqp": 1, "sts": 1}
         tasks = config.head_tasks() if tasks is None else tasks
         token_dim = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dim, out_dims[t], token_dim, task=t)
+        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dim, HEAD_OUT_DIMS[t], token_dim, task=t)
                                     for t in tasks})
 
     # ---------------------------------------------------------------- building
@@ -282,6 +306,11 @@ class MultitaskBert(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def served_tasks(self) -> list[str]:
+        """Tasks this model predicts: its trained heads, plus the zero-shot pair tasks
+        (the rule: :func:`core.tasks.served_tasks`)."""
+        return served_tasks(self.heads)
 
     def heads_use_pooled_only(self) -> bool:
         """True when no head reads token states, so pooled vectors can be cached."""
@@ -350,6 +379,49 @@ class MultitaskBert(nn.Module):
             out["output"] = torch.sigmoid(out["output"]) * STS_MAX
         return out
 
+    def to_prediction(self, task: str, output: torch.Tensor, clip: bool = True) -> torch.Tensor:
+        """What the predict API returns for a task output: sst class probabilities
+        (softmax), qqp probability of paraphrase (sigmoid), sts score (clipped to [0, 5]
+        unless ``clip=False``, e.g. for gradients)."""
+        if task == "sst":
+            return output.softmax(-1)
+        if task == "qqp":
+            return torch.sigmoid(output)
+        return output.clamp(0.0, STS_MAX) if clip else output
+
+    def sentence_level(self, task: str) -> bool:
+        """Whether ``task``'s prediction is a function of one pooled vector per sentence
+        (single-sentence, bi-encoder and cosine heads without token-state reducers or
+        prompts, and the zero-shot pair tasks), so it can be computed from embeddings
+        (:meth:`predict_from_embeddings`)."""
+        if task not in self.served_tasks() or self.head_mode(task) not in ("single", "bi", "cosine"):
+            return False
+        if task in self.heads:
+            return not (self.config.model.prompts.enabled or self.heads[task].uses_tokens)
+        return True
+
+    @torch.inference_mode()
+    def predict_from_embeddings(self, task: str, emb_a: np.ndarray, emb_b: np.ndarray | None = None,
+                                rows: int = 4096) -> np.ndarray:
+        """``predict_task``'s output computed from pooled sentence vectors (``embed``'s,
+        for a task where :meth:`sentence_level` holds): sst probabilities [n, 5], qqp
+        probability [n], sts score [n]."""
+        was_training = self.training
+        self.eval()
+        try:
+            as_encoding = lambda e: Encoding(None, None, torch.as_tensor(
+                np.ascontiguousarray(e), dtype=next(self.parameters()).dtype, device=self.device))
+            out = []
+            for i in range(0, len(emb_a), rows):
+                a = as_encoding(emb_a[i:i + rows])
+                b = None if emb_b is None else as_encoding(emb_b[i:i + rows])
+                out.append(self.to_prediction(task, self.head_forward(task, a, b)).float().cpu().numpy())
+        finally:
+            self.train(was_training)
+        if not out:
+            return np.zeros((0, N_SENTIMENT) if task == "sst" else (0,), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32)
+
     def _encode_two(self, a: dict, b: dict) -> tuple[Encoding, Encoding]:
         """Encode both sides of a bi-encoder pair in one encoder call."""
         n, T = a["input_ids"].shape[0], max(a["input_ids"].shape[1], b["input_ids"].shape[1])
@@ -372,22 +444,22 @@ class MultitaskBert(nn.Module):
         return (cos - z["center"]) * z["scale"]  # a logit, like the trained head
 
     # ------------------------------------------------------------------ inputs
-    def featurize(self, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None) -> TaskFeatures:
+    def featurize(self, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None) -> TaskTokens:
         """Tokenize a task's inputs once, in the layout its head needs."""
         max_len, tok = self.config.model.max_len, self.tokenizer
         mode = self.head_mode(task)
         if self.config.model.prompts.enabled and task in self.heads:  # Q&ABERT (report 001)
             from core.prompts import encode_prompted
             enc = encode_prompted(tok, self.config.model.prompts, task, texts_a, texts_b, max_len)
-            return TaskFeatures({"a" if mode == "single" else "ab": enc}, pad_id=tok.pad_token_id or 0)
+            return TaskTokens({"a" if mode == "single" else "ab": enc}, pad_id=tok.pad_token_id or 0)
         build = {"a": lambda: encode_texts(tok, list(texts_a), max_len),
                  "b": lambda: encode_texts(tok, list(texts_b), max_len),
                  "ab": lambda: encode_pairs(tok, list(texts_a), list(texts_b), max_len)}
-        return TaskFeatures({part: build[part]() for part in MODE_PARTS[mode]}, pad_id=tok.pad_token_id or 0)
+        return TaskTokens({part: build[part]() for part in MODE_PARTS[mode]}, pad_id=tok.pad_token_id or 0)
 
     # ----------------------------------------------------------------- predict
     @torch.inference_mode()
-    def map_batches(self, features: TaskFeatures, fn: Callable[[dict], torch.Tensor], batch_size: int) -> np.ndarray:
+    def map_batches(self, features: TaskTokens, fn: Callable[[dict], torch.Tensor], batch_size: int) -> np.ndarray:
         """``fn`` over length-sorted batches, results in input order. A batch holds up to
         ``batch_size * BATCH_TOKENS_PER_INPUT`` padded tokens: ``batch_size`` inputs of a
         typical sentence's length, more of shorter ones, fewer of longer ones."""
@@ -420,7 +492,7 @@ class MultitaskBert(nn.Module):
         ``info["windows"]`` (windows predicted per input) and ``info["read_tokens"]``
         (tokens the prediction read); the last call's ``read_tokens`` and ``windows``
         are also kept as ``model.last_read_tokens`` / ``model.last_windows``."""
-        if task not in ("sst", "qqp", "sts"):
+        if task not in TASKS:
             raise MinbertError(f"unknown task {task!r}: use 'sst', 'qqp' or 'sts'")
         if long_text not in ("window", "truncate"):
             raise MinbertError(f"long_text must be 'window' or 'truncate', got {long_text!r}")
@@ -448,9 +520,8 @@ class MultitaskBert(nn.Module):
                        batch_size: int) -> np.ndarray:
         """One prediction per input, each read up to ``model.max_len`` tokens."""
         feats = self.featurize(task, texts_a, texts_b)
-        post = {"sst": lambda x: x.softmax(-1), "qqp": torch.sigmoid,
-                "sts": lambda x: x.clamp(0.0, STS_MAX)}[task]
-        return self.map_batches(feats, lambda batch: post(self(task, batch)), batch_size).astype(np.float32)
+        return self.map_batches(feats, lambda batch: self.to_prediction(task, self(task, batch)),
+                                batch_size).astype(np.float32)
 
     # ------------------------------------------------------------ long texts
     def _token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
@@ -577,7 +648,7 @@ class MultitaskBert(nn.Module):
         texts = _as_texts(texts, "texts")
         if not texts:
             return np.zeros((0, self.pooling.output_dim(self.bert.config.hidden_size)), dtype=np.float32)
-        feats = TaskFeatures({"a": encode_texts(self.tokenizer, texts, self.config.model.max_len)},
+        feats = TaskTokens({"a": encode_texts(self.tokenizer, texts, self.config.model.max_len)},
                              pad_id=self.tokenizer.pad_token_id or 0)
         return self.map_batches(feats, lambda batch: self.encode(batch["a"]).pooled, batch_size).astype(np.float32)
 
@@ -641,7 +712,6 @@ class MultitaskBert(nn.Module):
         trained heads: zero-shot similarity and paraphrase from embedding cosine).
         ``quantize="int8"``: int8 dynamic quantization of the encoder's Linear layers
         for fast CPU inference (see core/quantize.py; inference only)."""
-        from core.quantize import quantize_model, resolve_mode
         if quantize is not None and resolve_mode(quantize, device) == "int8" and torch.device(device).type != "cpu":
             raise MinbertError(f"quantize={quantize!r} is for CPU inference; use device='cpu' or quantize=None")
         if str(path) == PRETRAINED:
@@ -660,7 +730,7 @@ class MultitaskBert(nn.Module):
             config = Config.from_dict(meta["config"])
             bert_config = BertConfig.from_dict(meta["encoder_config"])
             tasks = meta.get("tasks")
-            if tasks is not None and (not isinstance(tasks, list) or not set(tasks) <= {"sst", "qqp", "sts"}):
+            if tasks is not None and (not isinstance(tasks, list) or not set(tasks) <= set(TASKS)):
                 raise CheckpointError(f"tasks must be a list of sst/qqp/sts, got {tasks!r}")
         except (MinbertError, KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{config_path} is corrupt or from an incompatible version: {e}") from None
@@ -669,7 +739,7 @@ class MultitaskBert(nn.Module):
             raise CheckpointError(f"{directory} is incomplete: model.safetensors is missing")
         # Sizes first, from the safetensors header and a model skeleton on the "meta"
         # device: a config.json that does not match the weights allocates nothing.
-        found = safetensors_shapes(weights_path)
+        found = {_current_key(k): v for k, v in safetensors_shapes(weights_path).items()}
         try:
             with torch.device("meta"):
                 skeleton = cls(config, BertModel(bert_config, add_pooler=meta.get("has_pooler", True)),
@@ -744,7 +814,27 @@ def check_input_text(text, what: str = "text") -> str:
     return text
 
 
-_write_json_atomic = atomic_write_json   # the earlier private name
+def _current_key(key: str) -> str:
+    """A tensor's name in this code: ``...heads.<task>.mlp.*`` (state written before
+    ``TaskHead.mlp`` became ``TaskHead.ffn``) reads as ``...heads.<task>.ffn.*``."""
+    parts = key.split(".")
+    for i in range(len(parts) - 3):
+        if parts[i] == "heads" and parts[i + 2] == "mlp":
+            parts[i + 2] = "ffn"
+    return ".".join(parts)
+
+
+def checkpoint_tasks(path) -> list[str]:
+    """The tasks a checkpoint serves (:meth:`MultitaskBert.served_tasks`), read from its
+    config.json without loading the weights ("pretrained": the zero-shot tasks)."""
+    if str(path) == PRETRAINED:
+        return served_tasks([])
+    directory = Path(path)
+    if not directory.is_dir() and str(path) == SHIPPED:
+        directory = SHIPPED_DIR
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {path}")
+    return served_tasks(read_checkpoint_meta(directory).get("tasks") or [])
 
 
 def _carried_over(name: str) -> bool:

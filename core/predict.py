@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from core.data import PAIR_TASKS, TASK_LABELS, TASK_NAMES, canonical_task, has_visible_text
 from core.errors import DataError, MinbertError
-from core.model import check_input_text
+from core.model import MultitaskBert, check_input_text
+from core.precision import quantize_model, resolve_mode
 
 MAX_TEXT_CHARS = 2_000          # per text box / CSV cell
 MAX_UPLOAD_MB = 20              # keep in step with server.maxUploadSize in .streamlit/config.toml
@@ -77,9 +80,8 @@ def check_text(text, what: str = "text", max_chars: int = MAX_TEXT_CHARS) -> str
 
 
 def has_task(model, task: str) -> bool:
-    """Whether ``model`` can predict ``task`` (a trained head, or zero-shot pair tasks)."""
-    task = canonical_task(task)
-    return task in model.heads or task in PAIR_TASKS
+    """Whether ``model`` serves ``task`` (:meth:`core.model.MultitaskBert.served_tasks`)."""
+    return canonical_task(task) in model.served_tasks()
 
 
 def predict_one(model, task: str, text_a: str, text_b: str | None = None) -> dict:
@@ -102,6 +104,43 @@ def predict_one(model, task: str, text_a: str, text_b: str | None = None) -> dic
     if task == "qqp":
         return {"prob": float(values[0]), **read}
     return {"score": float(values[0]), **read}
+
+
+# --------------------------------------------------------------------- serving
+# Sentences that warm_up sends through every task: one short, one long (first-call costs
+# of the tokenizer, oneDNN kernel choice and allocator pools are paid for both sizes).
+_WARM_UP = ("A short sentence.",
+            "A considerably longer sentence, with a subordinate clause and several commas, "
+            "so that the warm-up also runs a batch of a few dozen tokens through every layer.")
+
+
+def warm_up(model, tasks=None) -> float:
+    """Run one tiny prediction per task (and one embedding) so that the first user request
+    after a server start costs what later ones cost. Returns the seconds it took."""
+    start = time.perf_counter()
+    model.embed(list(_WARM_UP))
+    for task in tasks or model.served_tasks():
+        b = list(_WARM_UP[::-1]) if task != "sst" else None
+        for n in (1, 2):   # one input (the Predict page) and a small batch
+            model.predict_task(task, list(_WARM_UP[:n]), None if b is None else b[:n])
+    return time.perf_counter() - start
+
+
+def load_for_serving(path: str = "pretrained", device: str | torch.device = "cpu",
+                     quantize: str | None = "auto", warm: bool = True):
+    """``MultitaskBert.load(path, quantize=...)`` then :func:`warm_up`: what a server calls
+    at start for its default model. On CUDA the model is loaded in fp32 and then switched
+    to bf16 (``"auto"``/``"bf16"``), which ``MultitaskBert.load`` itself refuses today."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        model = MultitaskBert.load(path, device=device, quantize=quantize)
+    else:
+        if resolve_mode(quantize, device) == "int8":
+            raise MinbertError("int8 dynamic quantization runs on CPU only: use quantize='auto' or 'bf16' on a GPU")
+        model = quantize_model(MultitaskBert.load(path, device=device), quantize)
+    if warm:
+        model.warm_up_seconds = round(warm_up(model), 3)
+    return model
 
 
 # ------------------------------------------------------------------------ batch

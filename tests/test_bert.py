@@ -136,3 +136,40 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"x": Payload()}, d / "pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="weights_only"):
         BertModel.from_pretrained(d)
+
+
+def _tiny_dir(tmp_path):
+    from safetensors.torch import save_file
+
+    from core.bert import BertConfig
+    cfg = {"model_type": "bert", "vocab_size": 50, "hidden_size": 32, "num_attention_heads": 4,
+           "num_hidden_layers": 1, "intermediate_size": 64, "max_position_embeddings": 16}
+    d = tmp_path / "tiny"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    state = BertModel(BertConfig.from_dict(cfg)).state_dict()
+    return d, state, save_file
+
+
+def test_every_tensor_is_counted(tmp_path):
+    """One layer with a pooler has 23 tensors: embeddings 5 (word, position, type, LayerNorm
+    weight + bias), the layer 16 (q, k, v, attention output, intermediate and output dense:
+    6 x (weight, bias), 2 LayerNorms x 2), the pooler 2. One missing is named, with both counts."""
+    d, state, save_file = _tiny_dir(tmp_path)
+    assert len(state) == 23
+    del state["encoder.layer.0.output.dense.bias"]
+    save_file(dict(state), str(d / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"the file has 22 tensors, the config describes 23; "
+                                             r"1 tensors missing \(\['encoder.layer.0.output.dense.bias'\]\)"):
+        BertModel.from_pretrained(d)
+
+
+def test_tensors_an_encoder_does_not_use_are_counted_and_logged(tmp_path, caplog):
+    d, state, save_file = _tiny_dir(tmp_path)
+    extra = {"cls.predictions.bias": torch.zeros(50), "embeddings.position_ids": torch.arange(16)[None]}
+    save_file({**state, **extra}, str(d / "model.safetensors"))
+    with caplog.at_level("INFO", logger="core.bert"):
+        model = BertModel.from_pretrained(d)
+    assert "2 of its 25 tensors are not part of an encoder" in caplog.text
+    assert "cls.predictions.bias" in caplog.text and "embeddings.position_ids" in caplog.text
+    assert len(model.state_dict()) == 23

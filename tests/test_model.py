@@ -149,3 +149,60 @@ def test_corrupt_checkpoints_are_named(tmp_path, tiny_checkpoint, damage, needle
         cfg_path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=needle):
         MultitaskBert.load(ckpt)
+
+
+def test_to_prediction_by_hand(untrained):
+    """softmax / sigmoid / clip, computed by hand: logits [0, ln 3] -> [1/4, 3/4]."""
+    logits = torch.tensor([[0.0, float(np.log(3.0))]])
+    assert torch.allclose(untrained.to_prediction("sst", logits), torch.tensor([[0.25, 0.75]]))
+    assert untrained.to_prediction("qqp", torch.tensor([0.0])).item() == 0.5
+    scores = torch.tensor([-1.0, 2.5, 6.0])
+    assert untrained.to_prediction("sts", scores).tolist() == [0.0, 2.5, 5.0]
+    assert untrained.to_prediction("sts", scores, clip=False).tolist() == [-1.0, 2.5, 6.0]
+
+
+def test_served_tasks_and_sentence_level(untrained):
+    enc, tok = untrained.bert, untrained.tokenizer
+    assert untrained.served_tasks() == ["sst", "qqp", "sts"]
+    bare = MultitaskBert(untrained.config, enc, tok, tasks=[])
+    assert bare.served_tasks() == ["qqp", "sts"]                 # zero-shot only
+    assert MultitaskBert(untrained.config, enc, tok, tasks=["sst"]).served_tasks() == ["sst", "qqp", "sts"]
+    # untrained: sst single (pooled), qqp cross (reads the joint input), sts bi (pooled)
+    assert [untrained.sentence_level(t) for t in ("sst", "qqp", "sts")] == [True, False, True]
+    assert [bare.sentence_level(t) for t in ("sst", "qqp", "sts")] == [False, True, True]
+
+
+def test_predict_from_embeddings_equals_predict_task(untrained):
+    """The heads on cached sentence vectors give what the full path gives."""
+    a, b = ["good movie", "a dull, plodding film"], ["great film", "what a bore"]
+    emb_a, emb_b = untrained.embed(a), untrained.embed(b)
+    assert np.allclose(untrained.predict_from_embeddings("sst", emb_a), untrained.predict_sentiment(a), atol=1e-5)
+    assert np.allclose(untrained.predict_from_embeddings("sts", emb_a, emb_b),
+                       untrained.predict_similarity(a, b), atol=1e-5)
+
+
+def test_checkpoint_tasks_without_loading(tiny_checkpoint):
+    from core.model import checkpoint_tasks
+    assert checkpoint_tasks("pretrained") == ["qqp", "sts"]
+    assert checkpoint_tasks(tiny_checkpoint) == MultitaskBert.load(tiny_checkpoint).served_tasks()
+    with pytest.raises(CheckpointError, match="not found"):
+        checkpoint_tasks(tiny_checkpoint.parent / "nope")
+
+
+def test_heads_saved_before_the_ffn_rename_load(tmp_path, untrained):
+    """A checkpoint whose head tensors are named ``heads.<task>.mlp.*`` (written before
+    TaskHead.mlp became TaskHead.ffn) loads with the same predictions."""
+    from safetensors.torch import load_file, save_file
+    untrained.save(tmp_path / "c")
+    path = tmp_path / "c" / "model.safetensors"
+    state = load_file(str(path))
+    assert any(".ffn." in k for k in state)
+    old = {k.replace(".ffn.", ".mlp."): v for k, v in state.items()}
+    save_file(old, str(path), metadata={"format": "minbert-checkpoint"})
+    marker = json.loads((tmp_path / "c" / "COMPLETE").read_text())
+    marker["files"]["model.safetensors"] = path.stat().st_size
+    (tmp_path / "c" / "COMPLETE").write_text(json.dumps(marker))
+    loaded = MultitaskBert.load(tmp_path / "c")
+    a = ["a quiet film"]
+    assert np.allclose(untrained.predict_sentiment(a), loaded.predict_sentiment(a), atol=1e-6)
+    assert loaded.heads["sst"].mlp is loaded.heads["sst"].ffn

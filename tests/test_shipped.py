@@ -40,6 +40,11 @@ def test_shipped_model_is_small_and_complete():
         assert (SHIPPED_DIR / name).is_file(), name
     meta = json.loads((SHIPPED_DIR / "config.json").read_text())
     assert meta["config"]["name"] == "best" and meta["weights_dtype"] == "float16"
+    # format 1, head tensors under their earlier names (heads.<task>.mlp.*): the dev
+    # predictions test below is also the test that such checkpoints still load
+    from core.bert import safetensors_shapes
+    assert meta.get("format_version") == 1
+    assert "heads.sst.mlp.net.1.weight" in safetensors_shapes(SHIPPED_DIR / "model.safetensors")
 
 
 @shipped
