@@ -99,9 +99,9 @@ def make_reducer(arch: str, token_dim: int, hidden: int, kernel_sizes: Sequence[
         return TokenCNN(token_dim, hidden, kernel_sizes)
     if arch == "bilstm":
         return TokenBiLSTM(token_dim, hidden)
-    if arch in PooledReader.ARCHS:   # built by the model from the whole head config
-        raise ConfigError(f"arch {arch!r} (report 002's pooled heads) needs a model that wires "
-                          f"core.heads.make_pooled_reader; this version does not yet")
+    if arch in PooledReader.ARCHS:   # they read the pooled vector: make_pooled_reader builds them
+        raise ConfigError(f"arch {arch!r} reads the pooled vector, not token states: build it with "
+                          f"core.heads.make_pooled_reader")
     return None
 
 

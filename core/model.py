@@ -192,7 +192,7 @@ class TaskHead(nn.Module):
     def __init__(self, cfg: HeadConfig, in_dim: int, out_dim: int, token_dim: int | None = None,
                  task: str | None = None):
         super().__init__()
-        from core.heads import DeepFFN, make_reducer
+        from core.heads import DeepFFN, make_pooled_reader, make_reducer
         self.mode = cfg.mode
         self.cosine_map = cfg.cosine_map
         self.task = task
@@ -200,7 +200,12 @@ class TaskHead(nn.Module):
             self.combine = HybridCombiner()
             if task == "qqp":
                 self.cosine_logit = CosineLogit()
-        self.reducer = make_reducer(cfg.arch, token_dim or in_dim, cfg.hidden, cfg.kernel_sizes)
+        # report 002's heads read the pooled vector through a reader (core/heads.py)
+        self.reader = make_pooled_reader(cfg, in_dim)
+        self.reducer = None if self.reader is not None else \
+            make_reducer(cfg.arch, token_dim or in_dim, cfg.hidden, cfg.kernel_sizes)
+        if self.reader is not None:
+            in_dim = self.reader.output_dim
         if self.reducer is not None:
             self.uses_tokens = True
             in_dim = self.reducer.output_dim
@@ -226,8 +231,11 @@ class TaskHead(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def vector(self, enc: Encoding) -> torch.Tensor:
-        """One vector per sequence: the pooled one, or the token-state reducer's."""
-        return enc.pooled if self.reducer is None else self.reducer(enc.tokens, enc.mask)
+        """One vector per sequence: the pooled one (read by a report-002 reader when the
+        head has one), or the token-state reducer's."""
+        if self.reducer is not None:
+            return self.reducer(enc.tokens, enc.mask)
+        return enc.pooled if self.reader is None else self.reader(enc.pooled)
 
     def forward(self, a: Encoding, b: Encoding | None = None) -> torch.Tensor:
         return self.branches(a, b)["output"]
@@ -284,17 +292,36 @@ TaskFeatures = TaskTokens   # the earlier name
 
 # ------------------------------------------------------------------------- model
 class MultitaskBert(nn.Module):
+    # recipe options this model builds (core.train.check_model_support refuses the others)
+    SUPPORTS = frozenset({"task_pooling", "shared_projection", "pooled_heads"})
+
     def __init__(self, config: Config, encoder: BertModel, tokenizer, tasks: Sequence[str] | None = None):
         super().__init__()
         self.config = config
         self.bert = encoder
         self.tokenizer = tokenizer
-        self.pooling = Pooling(config.model.pooling)
-        dim = self.pooling.output_dim(encoder.config.hidden_size)
+        hidden = encoder.config.hidden_size
+        self.pooling = Pooling(config.model.pooling)   # the model's (embed) and every task's default
         tasks = config.head_tasks() if tasks is None else tasks
-        token_dim = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dim, HEAD_OUT_DIMS[t], token_dim, task=t)
+        # per-task pooling (report 000): a task's head may pool the token states its own way
+        self.task_pooling = {t: Pooling(config.model.pooling_of(t)) for t in TASKS
+                             if config.model.pooling_of(t) != config.model.pooling}
+        # report 002: one linear layer shared by every task maps the pooled vector first
+        width = config.model.shared_projection
+        self.shared_projection = None
+        if width is not None:
+            pooled_dims = {self.pooling_for(t).output_dim(hidden) for t in TASKS}
+            if len(pooled_dims) > 1:
+                raise MinbertError("model.shared_projection needs one pooled width for every task: use "
+                                   "per-task poolings of equal width (mean_max is twice the others)")
+            self.shared_projection = nn.Linear(pooled_dims.pop(), width)
+        dims = {t: width or self.pooling_for(t).output_dim(hidden) for t in TASKS}
+        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dims[t], HEAD_OUT_DIMS[t], hidden, task=t)
                                     for t in tasks})
+
+    def pooling_for(self, task: str | None) -> Pooling:
+        """The pooling a task's head reads (its own, else the model's)."""
+        return self.task_pooling.get(task, self.pooling) if task is not None else self.pooling
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -322,11 +349,13 @@ class MultitaskBert(nn.Module):
         return {"sst": "single", "qqp": "bi", "sts": "cosine"}[task]
 
     # ----------------------------------------------------------------- forward
-    def encode(self, inputs: dict[str, torch.Tensor], inputs_embeds: torch.Tensor | None = None) -> Encoding:
+    def encode(self, inputs: dict[str, torch.Tensor], inputs_embeds: torch.Tensor | None = None,
+               task: str | None = None) -> Encoding:
+        """Token states and the pooled vector (``task``'s pooling; default: the model's)."""
         out = self.bert(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
                         inputs_embeds=inputs_embeds)
         mask = inputs["attention_mask"]
-        return Encoding(out.last_hidden_state, mask, self.pooling(out.last_hidden_state, mask))
+        return Encoding(out.last_hidden_state, mask, self.pooling_for(task)(out.last_hidden_state, mask))
 
     def encode_task(self, task: str, inputs: dict[str, dict[str, torch.Tensor]],
                     embeds: dict[str, torch.Tensor] | None = None) -> tuple[Encoding, Encoding | None]:
@@ -335,12 +364,12 @@ class MultitaskBert(nn.Module):
         input embeddings, e.g. SMART's perturbed ones) replaces the word-embedding lookup."""
         mode = self.head_mode(task)
         if mode in ("bi", "cosine", "hybrid") and embeds is None:
-            a, b = self._encode_two(inputs["a"], inputs["b"])
+            a, b = self._encode_two(inputs["a"], inputs["b"], task)
             encoded = {"a": a, "b": b}
             if mode == "hybrid":
-                encoded["ab"] = self.encode(inputs["ab"])
+                encoded["ab"] = self.encode(inputs["ab"], task=task)
         else:
-            encoded = {part: self.encode(inputs[part], None if embeds is None else embeds[part])
+            encoded = {part: self.encode(inputs[part], None if embeds is None else embeds[part], task=task)
                        for part in MODE_PARTS[mode]}
         return self.head_inputs(task, encoded)
 
@@ -370,6 +399,8 @@ class MultitaskBert(nn.Module):
         if task not in self.heads:
             return {"output": self._zero_shot(task, a, b)}
         mode = self.head_mode(task)
+        if self.shared_projection is not None:
+            a, b = self._project(a), None if b is None else self._project(b)
         out = self.heads[task].branches(a, b)
         if task == "sst":
             return out
@@ -395,6 +426,8 @@ class MultitaskBert(nn.Module):
         prompts, and the zero-shot pair tasks), so it can be computed from embeddings
         (:meth:`predict_from_embeddings`)."""
         if task not in self.served_tasks() or self.head_mode(task) not in ("single", "bi", "cosine"):
+            return False
+        if task in self.task_pooling:   # its head pools differently from ``embed``
             return False
         if task in self.heads:
             return not (self.config.model.prompts.enabled or self.heads[task].uses_tokens)
@@ -422,12 +455,17 @@ class MultitaskBert(nn.Module):
             return np.zeros((0, N_SENTIMENT) if task == "sst" else (0,), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
 
-    def _encode_two(self, a: dict, b: dict) -> tuple[Encoding, Encoding]:
+    def _project(self, enc: Encoding) -> Encoding:
+        """The pooled vectors through the shared projection (report 002)."""
+        joint = None if enc.joint is None else self._project(enc.joint)
+        return Encoding(enc.tokens, enc.mask, self.shared_projection(enc.pooled), joint=joint)
+
+    def _encode_two(self, a: dict, b: dict, task: str | None = None) -> tuple[Encoding, Encoding]:
         """Encode both sides of a bi-encoder pair in one encoder call."""
         n, T = a["input_ids"].shape[0], max(a["input_ids"].shape[1], b["input_ids"].shape[1])
         both = {k: torch.cat([F.pad(a[k], (0, T - a[k].shape[1])), F.pad(b[k], (0, T - b[k].shape[1]))])
                 for k in a}
-        enc = self.encode(both)
+        enc = self.encode(both, task=task)
         split = lambda t: (t[:n], t[n:])
         (ta, tb), (ma, mb), (pa, pb) = split(enc.tokens), split(enc.mask), split(enc.pooled)
         return Encoding(ta, ma, pa), Encoding(tb, mb, pb)

@@ -286,7 +286,8 @@ class Trainer:
         cache = {}
         for part, enc in stream.features.parts.items():
             feats = TaskFeatures({"a": enc}, stream.features.pad_id)
-            vecs = self.model.map_batches(feats, lambda batch: self.model.encode(batch["a"]).pooled, 128)
+            vecs = self.model.map_batches(feats, lambda batch: self.model.encode(batch["a"], task=stream.task).pooled,
+                                          128)
             cache[part] = torch.from_numpy(vecs).to(self.device)
         stream.cache = cache
 

@@ -144,3 +144,77 @@ def test_prompted_model_feeds_every_task_jointly():
         Config.from_dict({"model": {"prompts": {"enabled": True}}})
     with pytest.raises(ConfigError, match="pair_context"):
         Config.from_dict({"model": {"prompts": {"pair_context": "no slots"}}})
+
+
+# ------------------------------------------------ report 002's pooled-vector heads
+def test_conv_upscale_turns_one_vector_into_n_by_hand():
+    from core.heads import ConvUpscale
+    up = ConvUpscale(n_vectors=2, kernel=3)
+    with torch.no_grad():
+        up.conv.weight.zero_()
+        up.conv.bias.zero_()
+        up.conv.weight[0, 0] = torch.tensor([0.0, 1.0, 0.0])    # vector 0: the input itself
+        up.conv.weight[1, 0] = torch.tensor([1.0, 0.0, 0.0])    # vector 1: shifted right by one
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    out = up(x)
+    assert out.shape == (1, 2, 4)
+    assert out[0, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert out[0, 1].tolist() == [0.0, 1.0, 2.0, 3.0]               # zero padding at the start
+
+
+def test_pooled_readers_shapes_and_parts():
+    from core.heads import PooledReader, VectorBiLSTM, VectorCNN
+    x = torch.randn(4, 400)
+    # report 002's STS head: upscaling to 8 vectors, BiLSTM of 32 features, linear to 13
+    sts = PooledReader("pooled_bilstm", 400, hidden=32, n_vectors=8, upscale_kernel=3, out_features=13)
+    assert isinstance(sts.reader, VectorBiLSTM) and sts.reader.lstm.hidden_size == 32
+    assert sts.upscale.conv.out_channels == 8 and sts.upscale.conv.kernel_size == (3,)
+    assert sts(x).shape == (4, 13)
+    # CNN head: convolution over the 8 vectors, batch norm, (ReLU, max pooling), dropout
+    sst = PooledReader("pooled_cnn", 400, hidden=64, dropout=0.2)
+    assert isinstance(sst.reader, VectorCNN) and isinstance(sst.reader.norm, nn.BatchNorm1d)
+    assert sst.reader.dropout.p == 0.2 and sst(x).shape == (4, 64)
+    # linear: the vector as it is (the task's linear layer follows in the head)
+    assert torch.equal(PooledReader("pooled_linear", 400)(x), x)
+
+
+def test_report_002_model_shares_one_projection_and_saves(tmp_path):
+    cfg = Config.from_dict({"model": {
+        "max_len": 16, "shared_projection": 20,
+        "sst": {"mode": "single", "arch": "pooled_cnn", "hidden": 6},
+        "qqp": {"mode": "cross", "arch": "pooled_linear"},
+        "sts": {"mode": "cosine", "arch": "pooled_bilstm", "hidden": 4, "out_features": 13, "cosine_map": "affine"}}})
+    model = _tiny_model(cfg)
+    assert model.shared_projection.in_features == 16 and model.shared_projection.out_features == 20
+    assert sum(k.startswith("shared_projection.") for k in model.state_dict()) == 2     # one layer, not per head
+    assert model.heads_use_pooled_only()                 # the frozen-encoder cache applies
+    scores = model.predict_similarity(["a dog runs", "hi"], ["a cat runs", "bye"])
+    assert scores.shape == (2,) and ((0 <= scores) & (scores <= 5)).all()
+    assert model.predict_sentiment(["fine"]).shape == (1, 5)
+    model.save(tmp_path / "ck")
+    again = MultitaskBert.load(tmp_path / "ck")
+    assert torch.allclose(torch.as_tensor(again.predict_similarity(["a dog runs"], ["a cat runs"])),
+                          torch.as_tensor(model.predict_similarity(["a dog runs"], ["a cat runs"])))
+
+
+def test_per_task_pooling_changes_only_that_task():
+    base = {"max_len": 16, "pooling": "mean", "sts": {"mode": "cosine"}, "qqp": {"mode": "bi"}}
+    torch.manual_seed(0)
+    mean = _tiny_model(Config.from_dict({"model": base}))
+    cls_sts = Config.from_dict({"model": {**base, "sts": {"mode": "cosine", "pooling": "cls"}}})
+    other = MultitaskBert(cls_sts, mean.bert, mean.tokenizer, tasks=["sst", "qqp", "sts"])
+    other.heads.load_state_dict(mean.heads.state_dict())
+    other.eval(), mean.eval()
+    a, b = ["a dog runs in the park"], ["a cat sleeps on the mat"]
+    assert torch.allclose(torch.as_tensor(other.predict_paraphrase(a, b)), torch.as_tensor(mean.predict_paraphrase(a, b)))
+    assert not torch.allclose(torch.as_tensor(other.predict_similarity(a, b)),
+                              torch.as_tensor(mean.predict_similarity(a, b)))
+    # the CLS-pooled STS equals 5 * cos of the [CLS] states
+    feats = other.featurize("sts", a, b)
+    batch = feats.batch([0])
+    with torch.no_grad():
+        u = other.bert(**{k: batch["a"][k] for k in ("input_ids", "attention_mask", "token_type_ids")}).last_hidden_state[:, 0]
+        v = other.bert(**{k: batch["b"][k] for k in ("input_ids", "attention_mask", "token_type_ids")}).last_hidden_state[:, 0]
+    expected = (torch.nn.functional.cosine_similarity(u, v) * 5).clamp(0, 5)
+    assert other.predict_similarity(a, b)[0] == pytest.approx(expected.item(), abs=1e-5)
+    assert not other.sentence_level("sts") and other.sentence_level("qqp")
