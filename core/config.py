@@ -18,9 +18,10 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from core.errors import ConfigError
+from core.tasks import TASK_SPECS, TASKS
 
 TaskName = Literal["sst", "qqp", "sts"]
-ALL_TASKS = ("sst", "qqp", "sts")
+ALL_TASKS = TASKS                   # the task table (core/tasks.py)
 PoolingName = Literal["cls", "mean", "max", "mean_max"]
 
 
@@ -225,9 +226,10 @@ LossName = Literal["ce", "bce", "mse", "mse_cosine", "mnrl"]
 # Which loss modules each task's batch may combine (core/losses.py), and which one of
 # them every task needs: MNRL is only ever *added* to a task's own loss (report 004,
 # experiment 3: MNRL as the paraphrase loss itself failed).
-TASK_LOSSES = {"sst": {"ce"}, "qqp": {"bce", "mnrl"}, "sts": {"mse", "mse_cosine", "mnrl"}}
-TASK_BASE_LOSSES = {"sst": {"ce"}, "qqp": {"bce"}, "sts": {"mse", "mse_cosine"}}
-DEFAULT_LOSS = {"sst": "ce", "qqp": "bce", "sts": "mse"}
+_KIND_LOSSES = {"multiclass": ({"ce"}, "ce"), "binary": ({"bce"}, "bce"), "regression": ({"mse", "mse_cosine"}, "mse")}
+TASK_BASE_LOSSES = {t: _KIND_LOSSES[s.kind][0] for t, s in TASK_SPECS.items()}
+TASK_LOSSES = {t: TASK_BASE_LOSSES[t] | ({"mnrl"} if s.pair else set()) for t, s in TASK_SPECS.items()}
+DEFAULT_LOSS = {t: _KIND_LOSSES[s.kind][1] for t, s in TASK_SPECS.items()}
 
 
 @dataclass

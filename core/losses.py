@@ -207,7 +207,8 @@ class MultipleNegativesRankingLoss(nn.Module):
         self.sts_positive, self.sts_negative = sts_positive, sts_negative
 
     def masks(self, task: str, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if task == "qqp":
+        from core.tasks import TASK_SPECS
+        if TASK_SPECS[task].kind == "binary":
             return labels == 1, labels == 0
         return labels >= self.sts_positive, labels <= self.sts_negative
 

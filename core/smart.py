@@ -30,8 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.config import SmartConfig
+from core.tasks import TASK_SPECS
 
-TASK_DIVERGENCE = {"sst": "categorical", "qqp": "bernoulli", "sts": "mse"}
+# symmetric KL of the output distribution for classification, squared error for regression
+_KIND_DIVERGENCE = {"multiclass": "categorical", "binary": "bernoulli", "regression": "mse"}
+TASK_DIVERGENCE = {t: _KIND_DIVERGENCE[s.kind] for t, s in TASK_SPECS.items()}
 
 
 def symmetric_divergence(p: torch.Tensor, q: torch.Tensor, kind: str) -> torch.Tensor:

@@ -71,16 +71,17 @@ from tqdm.auto import tqdm
 from core.atomic import atomic_write_json, recover_swap
 from core.config import Config, TrainConfig, format_option_help
 from core.contrastive import build_set, objective_loss
-from core.data import TASKS, TaskData, encode_texts, load_task
+from core.data import TaskData, encode_texts, load_task
 from core.distributed import DistContext, init_distributed, shutdown
 from core.errors import ConfigError, MinbertError
-from core.evaluate import PRIMARY, evaluate_model, mean_score, write_predictions
+from core.evaluate import evaluate_model, write_predictions
 from core.losses import LossBatch, TaskLoss, build_task_losses
 from core.metrics import pearson, spearman
 from core.model import Encoding, MultitaskBert, TaskFeatures
 from core.optim import make_optimizer, warmup_linear
 from core.schedules import steps_in_epoch
 from core.smart import BregmanProximal, build_regularizers
+from core.tasks import PRIMARY, TASKS, mean_score
 from core.train_log import EventLog, StepLog, json_default
 from core.trainer_state import (OBJECTIVE_STREAM, Stage, TaskStream, load_teacher_state,  # noqa: F401
                                 np_rng_from_json, py_rng_from_json, read_resume_state, rng_state,

@@ -22,7 +22,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-REGRESSION_TASKS = ("sts",)
+from core.tasks import TASK_SPECS
+
+REGRESSION_TASKS = tuple(t for t, s in TASK_SPECS.items() if s.kind == "regression")
 
 
 def dev_weights(scores: Mapping[str, float], tasks: Sequence[str], floor: float = 0.05) -> dict[str, float]:
