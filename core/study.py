@@ -332,11 +332,15 @@ def metric_of(record: dict, metric: str) -> float | None:
 
 def compare(row_values: Sequence[float], base_values: Sequence[float]) -> dict:
     """delta of the means, the pooled sd, and the verdict: "no difference" when
-    |delta| < 2 sd, else "better" / "worse" (higher metric = better)."""
+    |delta| < 2 sd, else "better" / "worse" (higher metric = better); no verdict from a
+    single seed (its sd is unknown)."""
     m, s = mean_sd(row_values)
     mb, sb = mean_sd(base_values)
     delta, sd = m - mb, math.sqrt((s ** 2 + sb ** 2) / 2)
-    verdict = "no difference" if abs(delta) < 2 * sd or delta == 0 else ("better" if delta > 0 else "worse")
+    if min(len(row_values), len(base_values)) < 2:
+        verdict = "no verdict (fewer than 2 seeds)"
+    else:
+        verdict = "no difference" if abs(delta) < 2 * sd or delta == 0 else ("better" if delta > 0 else "worse")
     return {"delta": delta, "sd": sd, "verdict": verdict}
 
 

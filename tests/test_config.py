@@ -56,3 +56,32 @@ def test_yaml_errors_name_the_file(tmp_path):
     p.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         Config.from_yaml(p)
+
+
+def test_option_help_lives_in_the_field_metadata_and_reaches_help_and_the_form():
+    from core.config import format_option_help, option_help
+    from core.recipes import recipe_fields
+    from core.train import make_parser
+    helps = option_help()
+    # every leaf field of the recipe has its one line
+    fields = recipe_fields(Config())
+    assert {f.key for f in fields} == set(helps)
+    assert all(f.help == helps[f.key] for f in fields)
+    assert "0.3" in helps["model.encoder_dropout"] and "cyclic" in helps["train.backward"]
+    text = make_parser().format_help()
+    assert "train.backward" in text and format_option_help().splitlines()[1].strip() in text
+
+
+def test_old_checkpoint_configs_load_with_todays_behaviour():
+    """A config.json written before the new fields existed (the shipped checkpoint's)."""
+    import json
+    from conftest import REPO
+    raw = json.loads((REPO / "checkpoints" / "minbert-multitask" / "config.json").read_text())["config"]
+    assert "losses" not in raw["train"] and "encoder_dropout" not in raw["model"]
+    cfg = Config.from_dict(raw)
+    t = cfg.train
+    assert t.losses == {} and t.backward == "joint" and t.task_batch_size == {} and t.select == "mean"
+    assert [x.name for x in t.task_losses("sst")] == ["ce"] and [x.name for x in t.task_losses("qqp")] == ["bce"]
+    assert cfg.model.encoder_dropout is None and cfg.model.shared_projection is None
+    assert all(getattr(cfg.model, task).pooling is None for task in ("sst", "qqp", "sts"))
+    assert t.contrastive.triplet_layout == "mixed"

@@ -107,6 +107,7 @@ def test_table_mean_sd_and_verdicts_by_hand(tmp_path):
     cmp = compare([0.25, 0.45, 0.65], [0.5, 0.6, 0.7])
     assert cmp["delta"] == pytest.approx(-0.15) and cmp["sd"] == pytest.approx(math.sqrt(0.025))
     assert cmp["verdict"] == "no difference"
+    assert compare([0.9], [0.5, 0.6])["verdict"].startswith("no verdict")     # one seed: sd unknown
     plan = load_plan(write_plan(tmp_path))
     results = [{"row": "base", "seed": s, "mean_score": v, "wall_s": 120.0, "dev": {"sst_acc": v}}
                for s, v in enumerate([0.5, 0.6, 0.7])]
