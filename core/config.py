@@ -206,6 +206,8 @@ class ContrastiveConfig:
     negatives: int = opt(3, help="triplet: negatives per anchor (with the layout 'report', the ones from the anchor's dataset).")
     margin: float = opt(0.0, help="triplet: max(0, d(x, y) - logsumexp d(x, z) + margin).")
     max_examples: int | None = opt(None, help="Cap on the objective's training set (after shuffling).")
+    symmetric: bool = opt(False, help="mnrl objective: average both directions (anchors rank positives and "
+                                      "positives rank anchors).")
     triplet_layout: Literal["mixed", "report"] = opt("mixed", help=(
         "triplet negatives: 'mixed' = 1 from the anchor's dataset + negatives - 1 from random other "
         "datasets (our earlier layout); 'report' = report 001's: `negatives` from the anchor's "

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from core.config import ContrastiveConfig
 from core.data import TaskData
 from core.errors import DataError
-from core.losses import mnrl_loss, simcse_sup_loss, simcse_unsup_loss, triplet_loss
+from core.losses import mnrl_loss, simcse_sup_loss, simcse_unsup_loss, symmetric_mnrl_loss, triplet_loss
 
 
 @dataclass
@@ -275,7 +275,8 @@ def objective_loss(model, objective: str, batch: dict[str, dict[str, torch.Tenso
         return simcse_unsup_loss(view1, view2, cfg.temperature, gather=gather)
     if objective == "mnrl":
         anchors, positives = encode_many(model, [batch["a"], batch["p"]])
-        return mnrl_loss(anchors, positives, cfg.scale, gather=gather)
+        fn = symmetric_mnrl_loss if cfg.symmetric else mnrl_loss
+        return fn(anchors, positives, cfg.scale, gather=gather)
     if objective == "simcse_sup":
         anchors, positives, negatives = encode_many(model, [batch["a"], batch["p"], batch["n"]])
         return simcse_sup_loss(anchors, positives, negatives, cfg.temperature, gather=gather)

@@ -142,3 +142,16 @@ def test_per_task_batch_sizes_and_encoder_dropout(tiny_encoder, tmp_path):
     assert [(r.name, r.weight) for r in trainer.regularizers] == [("smart", 0.5)]
     out = trainer.train_step()
     assert {"sst_smart", "qqp_smart", "sts_smart"} <= set(out["aux"])
+
+
+def test_select_last_keeps_the_last_epoch(tiny_encoder, tmp_path):
+    import json
+    from conftest import REPO
+    from core.train import Trainer
+    raw = {"model": {"encoder": str(tiny_encoder), "max_len": 24, "sts": {"mode": "cosine"}},
+           "data": {"dir": str(REPO / "data"), "limit": 16, "eval_limit": 8},
+           "train": {"tasks": ["sst"], "batch_size": 8, "epochs": 3, "steps_per_epoch": 1, "select": "last"}}
+    out = tmp_path / "run"
+    summary = Trainer(Config.from_dict(raw), out, progress=False).run()
+    assert summary["best_epoch"] == 3
+    assert json.loads((out / "config.json").read_text())["trained"]["epoch"] == 3
