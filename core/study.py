@@ -440,7 +440,9 @@ def main(argv=None) -> int:
             for r in results:
                 done.setdefault(r["row"], []).append(r["seed"])
             for row in plan.rows:
-                print(f"{row.name:24s} done seeds {sorted(done.get(row.name, []))}  {row.recipe} {' '.join(row.overrides)}")
+                seeds = sorted(done.get(row.name, []))
+                print(f"{row.name:24s} {len(seeds)}/{len(plan.seeds)} seeds done {seeds or ''}  "
+                      f"{row.recipe} {' '.join(row.overrides)}")
             return 0
         run_study(plan, args.only, args.seeds, args.keep_weights, args.dry_run)
     except MinbertError as e:
