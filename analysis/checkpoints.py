@@ -4,26 +4,23 @@
                              (the default root, checkpoints/, holds the shipped minbert-multitask)
     resolve_checkpoint(name) a choice ("pretrained", a name under root, or a path) -> str for load
     load_model(name)         MultitaskBert.load of that choice
-    checkpoint_hash(name)    sha256 of the checkpoint's weights + config (content, not path)
+    checkpoint_hash(name)    the checkpoint's content hash (core/cache.py: weights, config,
+                             tokenizer; not its name or path), for cache keys
 
 No Streamlit here: the app caches ``load_model`` with ``st.cache_resource``.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import weakref
 from pathlib import Path
 
+from core.cache import checkpoint_fingerprint, forget_fingerprints, model_fingerprint
 from core.errors import CheckpointError
 from core.model import PRETRAINED, SHIPPED, SHIPPED_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 # Where the app looks for checkpoints; the env var lets tests and deployments point elsewhere.
 CHECKPOINTS_ENV = "MINBERT_CHECKPOINTS"
-
-_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns) per file -> digest, per process
-_MODEL_HASHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> state digest
 
 
 def checkpoints_root() -> Path:
@@ -65,71 +62,23 @@ def load_model(name: str | os.PathLike, root: str | os.PathLike | None = None, d
     return MultitaskBert.load(resolve_checkpoint(name, root), device=device)
 
 
-def forget_hashes() -> None:
-    """Drop the memoised file and model digests of this process (a benchmark of the
-    cold path; files are re-hashed on next use)."""
-    _HASHES.clear()
-    _MODEL_HASHES.clear()
-
-
-def _file_digest(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
-
-
-def model_state_hash(model) -> str:
-    """A content hash of an in-memory model (its config and every tensor of its state),
-    for models that were not loaded from a checkpoint directory. Memoised per model
-    object: analysis code does not change weights."""
-    if model in _MODEL_HASHES:
-        return _MODEL_HASHES[model]
-    import json
-
-    import numpy as np
-    h = hashlib.sha256()
-    config = getattr(model, "config", None)
-    h.update(json.dumps(config.to_dict() if hasattr(config, "to_dict") else repr(config),
-                        sort_keys=True, default=str).encode())
-    for key, tensor in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(np.ascontiguousarray(tensor.detach().float().cpu().numpy()).tobytes())
-    _MODEL_HASHES[model] = digest = h.hexdigest()
-    return digest
+forget_hashes = forget_fingerprints   # the earlier name
+model_state_hash = model_fingerprint   # the earlier name
 
 
 def checkpoint_hash(model_or_name, root: str | os.PathLike | None = None) -> str:
-    """A content hash of a checkpoint (weights + config.json), for cache keys.
+    """A content hash of a checkpoint, for cache keys (:func:`core.cache.checkpoint_fingerprint`).
 
     Accepts a checkpoint choice (see :func:`resolve_checkpoint`) or a loaded model: one
-    loaded from a directory is hashed by its files (each file once per process while its
-    size and mtime stay the same), any other (``pretrained``, a model built in code) by
-    its in-memory state.
+    loaded from a directory is hashed by its files, any other (``pretrained``, a model
+    built in code) by its in-memory state (:func:`core.cache.model_fingerprint`).
     """
     if not isinstance(model_or_name, (str, os.PathLike)):
         directory = getattr(model_or_name, "checkpoint_dir", None)
         if directory is None:
-            return model_state_hash(model_or_name)
+            return model_fingerprint(model_or_name)
         model_or_name = str(directory)
     name = resolve_checkpoint(model_or_name, root)
-    if name == PRETRAINED:
-        from core.bert import packaged_model_dir
-        from core.model import ZERO_SHOT_PARAPHRASE
-        directory = packaged_model_dir()
-        parts = [PRETRAINED, repr(sorted(ZERO_SHOT_PARAPHRASE.items()))]
-    else:
-        directory = Path(name)
-        parts = []
-    if not (directory / "model.safetensors").is_file():
-        raise CheckpointError(f"{directory} has no model.safetensors to fingerprint")
-    for fname in ("config.json", "model.safetensors"):
-        path = directory / fname
-        if path.is_file():
-            parts.append(f"{fname}:{_file_digest(path)}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    if name != PRETRAINED and not (Path(name) / "model.safetensors").is_file():
+        raise CheckpointError(f"{name} has no model.safetensors to fingerprint")
+    return checkpoint_fingerprint(name)

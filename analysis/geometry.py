@@ -38,8 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cache import read_array, texts_fingerprint, write_array
 from core.data import canonical_task, load_task
-from core.errors import MinbertError
+from core.evaluate import cosine_scores  # noqa: F401  (its earlier home was here)
+from core.errors import MinbertError, run_cli
 
 METHODS = ("umap", "pca")
 CACHE_VERSION = 1
@@ -229,34 +231,16 @@ def project(embeddings, method: str = "umap", n_components: int = 2, seed: int =
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"proj-{_projection_key(x, method, n_components, seed, params)}.npy"
-        if path.is_file():
-            try:
-                cached = np.load(path, allow_pickle=False)
-                if cached.shape == (x.shape[0], n_components):
-                    return cached
-            except (OSError, ValueError):
-                pass  # a corrupt cache entry is recomputed and overwritten
+        cached = read_array(path)   # a corrupt entry is recomputed and overwritten
+        if cached is not None and cached.shape == (x.shape[0], n_components):
+            return cached
     if method == "pca":
         out = pca_project(x, n_components)
     else:
         out = umap_project(x, n_components, seed, n_neighbors, min_dist)
     if path is not None:
-        _save_atomic(path, out)
+        write_array(path, out)
     return out
-
-
-def _save_atomic(path: Path, arr: np.ndarray | dict) -> None:
-    """An .npy / .npz cache file, written whole or not at all (core/atomic.py)."""
-    import io
-
-    from core.atomic import atomic_write_bytes
-    buf = io.BytesIO()
-    if isinstance(arr, dict):
-        np.savez(buf, **arr)
-    else:
-        np.save(buf, arr, allow_pickle=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------- metrics
@@ -299,16 +283,12 @@ def knn_purity(emb, labels, k: int = 10) -> float:
     return float((labels[neighbours] == labels[:, None]).mean())
 
 
-def cosine_scores(emb_a, emb_b) -> np.ndarray:
-    """Row-wise cosine similarity of two paired embedding matrices."""
-    a, b = normalize(_as_matrix(emb_a, "emb_a")), normalize(_as_matrix(emb_b, "emb_b"))
-    return (a * b).sum(1)
-
-
 def sts_spearman(emb_a, emb_b, scores) -> float:
-    """Spearman correlation between cos(a_i, b_i) and the gold STS scores."""
+    """Spearman correlation between cos(a_i, b_i) and the gold STS scores (the cosine of
+    core/evaluate.py's STS evaluator, :func:`core.evaluate.cosine_scores`)."""
     from core.metrics import spearman
-    return float(spearman(np.asarray(scores, dtype=np.float64), cosine_scores(emb_a, emb_b)))
+    cos = cosine_scores(_as_matrix(emb_a, "emb_a"), _as_matrix(emb_b, "emb_b"))
+    return float(spearman(np.asarray(scores, dtype=np.float64), cos))
 
 
 @_single_blas
@@ -392,16 +372,6 @@ def _sample_indices(total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 
-def _texts_digest(*lists) -> str:
-    h = hashlib.sha256()
-    for texts in lists:
-        for t in texts or []:
-            h.update(t.encode("utf-8", "replace"))
-            h.update(b"\0")
-        h.update(b"\1")
-    return h.hexdigest()[:12]
-
-
 def _predict_from_embeddings(model, task: str, emb_a, emb_b, texts_a, texts_b):
     """Task predictions (sst: class id, qqp: probability, sts: score); where the model
     says they are a function of the pooled vectors (``model.sentence_level``) its heads
@@ -435,18 +405,14 @@ def embed_sample(model, task: str, n: int = 500, seed: int = 0, split: str = "de
     labels = data.labels[idx] if data.labels is not None else None
     ids = [ex.id for ex in examples]
     ckpt = checkpoint_hash(checkpoint if checkpoint is not None else model)
-    key = f"{task}-{split}-n{len(idx)}-s{seed}-{_texts_digest(texts_a, texts_b)}"
+    key = f"{task}-{split}-n{len(idx)}-s{seed}-{texts_fingerprint(texts_a, texts_b)[:12]}"
     path = None
     if cache_dir is not False:
         path = Path(cache_dir or default_cache_dir()) / ckpt[:16] / f"{key}.npz"
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    return EmbeddingSample(task, split, ids, texts_a, texts_b, labels, z["emb_a"],
-                                           z["emb_b"] if "emb_b" in z else None,
-                                           z["pred"] if "pred" in z else None, ckpt, key)
-            except (OSError, ValueError, KeyError):
-                pass  # corrupt entry: recompute
+        z = read_array(path)   # None when absent or corrupt: recompute
+        if isinstance(z, dict) and "emb_a" in z:
+            return EmbeddingSample(task, split, ids, texts_a, texts_b, labels, z["emb_a"], z.get("emb_b"),
+                                   z.get("pred"), ckpt, key)
     emb_a = model.embed(texts_a, batch_size=batch_size)
     emb_b = model.embed(texts_b, batch_size=batch_size) if texts_b is not None else None
     pred = _predict_from_embeddings(model, task, emb_a, emb_b, texts_a, texts_b)
@@ -456,7 +422,7 @@ def embed_sample(model, task: str, n: int = 500, seed: int = 0, split: str = "de
             arrays["emb_b"] = emb_b
         if pred is not None:
             arrays["pred"] = pred
-        _save_atomic(path, arrays)
+        write_array(path, arrays)
     return EmbeddingSample(task, split, ids, texts_a, texts_b, labels, emb_a, emb_b, pred, ckpt, key)
 
 
@@ -470,16 +436,12 @@ def sample_projection(sample: EmbeddingSample, method: str = "umap", n_component
     if cache_dir is not False:
         path = (Path(cache_dir or default_cache_dir()) / sample.checkpoint_hash[:16]
                 / f"{sample.key}-{method}-{n_components}d-seed{seed}.npy")
-        if path.is_file():
-            try:
-                xy = np.load(path, allow_pickle=False)
-                if xy.shape == (len(sample), n_components):
-                    return xy
-            except (OSError, ValueError):
-                pass
+        xy = read_array(path)
+        if xy is not None and xy.shape == (len(sample), n_components):
+            return xy
     xy = project(sample.emb_a, method=method, n_components=n_components, seed=seed)
     if path is not None:
-        _save_atomic(path, xy)
+        write_array(path, xy)
     return xy
 
 
@@ -523,8 +485,8 @@ def bench(checkpoint: str = "pretrained", task: str = "qqp", n: int = 2000, seed
         result["umap_cold_s"] = round(time.perf_counter() - t0, 3)
         # the cached path, as the app takes it: hash the checkpoint, reload the sample and
         # its projection from disk
-        from analysis.checkpoints import forget_hashes
-        forget_hashes()
+        from core.cache import forget_fingerprints
+        forget_fingerprints()
         t0 = time.perf_counter()
         again = embed_sample(model, task, n=n, seed=seed, data_dir=data_dir, cache_dir=cache)
         xy2 = sample_projection(again, "umap", 2, seed, cache_dir=cache)
@@ -555,13 +517,7 @@ def main(argv=None) -> int:
         return 0
     import torch
     torch.set_num_threads(args.threads)
-    try:
-        result = bench(args.checkpoint, args.task, args.n, data_dir=args.data_dir)
-    except MinbertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    return run_cli(lambda: bench(args.checkpoint, args.task, args.n, data_dir=args.data_dir))
 
 
 if __name__ == "__main__":

@@ -5,16 +5,9 @@ the example hand-over from the Errors page to the saliency view, and error displ
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from app.common import PRETRAINED, TASK_TITLES, MinbertError, default_models, load_model, model_choices  # noqa: E402
+from app.common import PRETRAINED, ROOT, TASK_TITLES, MinbertError, default_models, load_model, model_choices
 
 DATA_DIR = ROOT / "data"
 SALIENCY_PAGE = "views/4_Attention_and_saliency.py"

@@ -8,19 +8,15 @@ on disk per checkpoint content hash, sample, method and seed (analysis/geometry.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import numpy as np
+import streamlit as st
 
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from analysis.geometry import embed_sample, geometry_report, sample_projection  # noqa: E402
-from analysis.plots import category_colors, projection_figure  # noqa: E402
-from app.analysis_common import DATA_DIR, TASK_TITLES, load_model, pick_checkpoints, run_safely  # noqa: E402
-from app.common import page_setup  # noqa: E402
-from core.data import TASK_LABELS  # noqa: E402
+from analysis.geometry import embed_sample, geometry_report, sample_projection
+from analysis.plots import category_colors, projection_figure
+from app.analysis_common import DATA_DIR, TASK_TITLES, load_model, pick_checkpoints, run_safely
+from app.common import page_setup
+from core.data import TASK_LABELS
 
 page_setup("Embeddings", ":material/scatter_plot:")
 st.title(":material/scatter_plot: Embeddings")
