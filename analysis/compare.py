@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.checkpoints import has_results, is_run_dir
 from analysis.predictions import load_predictions
 from core.metrics import precision_recall_f1, task_metrics
 from core.tasks import METRIC_NAMES, PRIMARY, TASKS, mean_score
@@ -40,17 +41,14 @@ def _read_json(path: Path) -> dict:
 
 
 def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
-    """Directories under ``root`` with something to compare: a ``metrics.json`` or dev
-    predictions (``python -m core.evaluate pretrained`` writes ``pretrained/predictions``)."""
+    """Run directories under ``root`` with something to compare: a ``metrics.json`` or dev
+    predictions (:func:`analysis.checkpoints.has_results`; ``python -m core.evaluate
+    pretrained`` writes ``pretrained/predictions``). Results-only runs (kept without
+    weights) are among them."""
     root = Path(root)
     if not root.is_dir():
         return []
-    out = []
-    for p in sorted(root.iterdir()):
-        if p.is_dir() and not p.name.startswith(".") and (
-                (p / "metrics.json").is_file() or any((p / "predictions").glob("*-dev.csv"))):
-            out.append(p)
-    return out
+    return [p for p in sorted(root.iterdir()) if is_run_dir(p) and has_results(p)]
 
 
 def metrics_from_predictions(directory: str | os.PathLike) -> dict:

@@ -3,7 +3,11 @@
     xy = project(embeddings, method="umap", n_components=2, seed=0)      # [n, 2]
     geometry_metrics(emb_a, emb_b, labels)   # {"alignment", "uniformity", "knn_purity"}
     sample = embed_sample(model, "sts", n=500, seed=0)    # dev sample, embedded, cached on disk
-    xy = sample_projection(model, "sts", n=500, method="umap")   # cached per checkpoint + sample
+    xy = sample_projection(sample, method="umap")         # cached per checkpoint + sample
+
+    python -m analysis.geometry sample CKPT --out CKPT/embeddings.json
+        # the Embeddings page's view of a checkpoint as JSON (sample_document): the page
+        # shows it for a results-only run, kept without model.safetensors (stored_view)
 
 UMAP (McInnes et al., 2018) here is umap-learn's layout optimisation
 (``umap.umap_.simplicial_set_embedding``: spectral init + the same SGD as
@@ -306,6 +310,18 @@ def geometry_metrics(emb_a, emb_b=None, labels=None, k: int = 10) -> dict[str, f
 
 
 # ------------------------------------------------------ checkpoint dev samples
+def prediction_errors(task: str, predictions, labels) -> np.ndarray | None:
+    """Per-example errors of a sample's predictions (sst: class id, qqp: probability,
+    sts: score): sst / qqp 1 where wrong, else 0; sts |prediction - label|."""
+    if predictions is None or labels is None:
+        return None
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if task == "sts":
+        return np.abs(predictions - labels)
+    pred = predictions if task == "sst" else (predictions >= 0.5).astype(int)
+    return (pred != labels).astype(int)
+
+
 @dataclass
 class EmbeddingSample:
     """A seeded sample of a task's examples, embedded by one checkpoint."""
@@ -327,12 +343,7 @@ class EmbeddingSample:
     @property
     def errors(self) -> np.ndarray | None:
         """sst / qqp: 1 where the prediction is wrong; sts: |prediction - label|."""
-        if self.predictions is None or self.labels is None:
-            return None
-        if self.task == "sts":
-            return np.abs(self.predictions - self.labels)
-        pred = self.predictions if self.task == "sst" else (self.predictions >= 0.5).astype(int)
-        return (pred != self.labels).astype(int)
+        return prediction_errors(self.task, self.predictions, self.labels)
 
     def positive_pairs(self) -> np.ndarray:
         """Row mask of the positive pairs: Quora duplicates, STS pairs scored >= 4."""
@@ -458,6 +469,99 @@ def geometry_report(model, n: int = 500, seed: int = 0, data_dir="data",
             "n_positive_pairs": m["n_positive_pairs"], "n_sst": len(sst)}
 
 
+# ------------------------------------------------- the sample file of a checkpoint
+SAMPLE_FORMAT = "minbert-embedding-sample"
+
+
+def _plain(value):
+    """JSON-safe numbers: NaN / inf -> None, numpy scalars -> Python ones."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def sample_document(model, tasks=("sst", "qqp", "sts"), n: int = 500, seed: int = 0,
+                    methods=("umap", "pca"), dims=(2,), data_dir="data",
+                    cache_dir: str | os.PathLike | None = None) -> dict:
+    """What the Embeddings page shows for a checkpoint, as plain JSON, so that it can show
+    it without the weights: for each task the seeded dev sample (ids, first sentences,
+    labels, predictions), its projections (``"<method>-<k>d"``, projection seed ``seed``)
+    and its metrics, and the page's four numbers (:func:`geometry_report`)."""
+    from analysis.checkpoints import checkpoint_hash
+    doc = {"format": SAMPLE_FORMAT, "version": 1, "checkpoint_hash": checkpoint_hash(model), "split": "dev",
+           "n": n, "seed": seed,
+           "report": geometry_report(model, n=n, seed=seed, data_dir=data_dir, cache_dir=cache_dir),
+           "samples": {}}
+    for task in tasks:
+        sample = embed_sample(model, canonical_task(task), n=n, seed=seed, data_dir=data_dir, cache_dir=cache_dir)
+        doc["samples"][sample.task] = {
+            "ids": sample.ids, "texts_a": sample.texts_a,
+            "labels": None if sample.labels is None else sample.labels.tolist(),
+            "predictions": None if sample.predictions is None else sample.predictions.tolist(),
+            "projections": {f"{m}-{k}d": np.round(sample_projection(sample, m, k, seed, cache_dir=cache_dir), 5).tolist()
+                            for m in methods for k in dims},
+            "metrics": sample.metrics()}
+    return _plain(doc)
+
+
+@dataclass
+class StoredSample:
+    """The sample part of an embedding file: what the page labels, colors and hovers."""
+    task: str
+    ids: list[str]
+    texts_a: list[str]
+    labels: np.ndarray | None
+    predictions: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def errors(self) -> np.ndarray | None:
+        return prediction_errors(self.task, self.predictions, self.labels)
+
+
+def read_sample_document(path: str | os.PathLike) -> dict:
+    """An embedding file written by :func:`sample_document` (``python -m analysis.geometry
+    sample``), checked; MinbertError naming the file otherwise."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MinbertError(f"{path} is missing: write it with `python -m analysis.geometry sample "
+                           f"{path.parent} --out {path}` where the weights are") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MinbertError(f"{path} is not a readable embedding file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != SAMPLE_FORMAT or not isinstance(doc.get("samples"), dict):
+        raise MinbertError(f"{path} is not an embedding file (format != {SAMPLE_FORMAT!r})")
+    return doc
+
+
+def stored_view(path: str | os.PathLike, task: str, method: str, dims: int) -> tuple[StoredSample, np.ndarray, dict]:
+    """(sample, projection [n, dims], the page's four numbers) of ``task`` from an
+    embedding file, for a checkpoint whose weights are not here."""
+    doc = read_sample_document(path)
+    task = canonical_task(task)
+    part = doc["samples"].get(task)
+    if part is None:
+        raise MinbertError(f"{path} has no {task} sample (it has: {', '.join(doc['samples']) or 'none'})")
+    key = f"{method}-{dims}d"
+    if key not in part.get("projections", {}):
+        raise MinbertError(f"{path} has no {method.upper()} {dims}-D projection of {task} "
+                           f"(it has: {', '.join(part.get('projections', {})) or 'none'})")
+    as_array = lambda v: None if v is None else np.asarray(v)
+    sample = StoredSample(task, [str(i) for i in part["ids"]], list(part["texts_a"]), as_array(part.get("labels")),
+                          as_array(part.get("predictions")))
+    report = {k: (float("nan") if v is None else v) for k, v in doc.get("report", {}).items()}
+    return sample, np.asarray(part["projections"][key], dtype=np.float32), report
+
+
 # ----------------------------------------------------------------------- bench
 def bench(checkpoint: str = "pretrained", task: str = "qqp", n: int = 2000, seed: int = 0,
           data_dir: str = "data") -> dict:
@@ -511,12 +615,36 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for embedding")
+    commands = parser.add_subparsers(dest="command")
+    sample = commands.add_parser(
+        "sample", help="write a checkpoint's embedding sample (what the Embeddings page shows) as JSON",
+        description="Write the Embeddings page's view of a checkpoint - a seeded dev sample per task, its "
+                    "projections and the geometry numbers - to a JSON file, e.g. CKPT/embeddings.json, so the "
+                    "page can show it for a run kept without its weights.")
+    sample.add_argument("checkpoint_dir", help="checkpoint directory (or 'pretrained')")
+    sample.add_argument("--out", required=True, help="where to write, e.g. CKPT/embeddings.json")
+    sample.add_argument("--tasks", nargs="+", default=["sst", "qqp", "sts"])
+    sample.add_argument("--n", dest="sample_n", type=int, default=500, help="sentences per task (the page's default)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    sample.add_argument("--dims", nargs="+", type=int, choices=(2, 3), default=[2])
     args = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    if args.command == "sample":
+        from analysis.checkpoints import load_model
+        from core.atomic import atomic_write_json
+
+        def write() -> dict:
+            doc = sample_document(load_model(args.checkpoint_dir), args.tasks, args.sample_n, args.seed,
+                                  args.methods, args.dims, data_dir=args.data_dir)
+            atomic_write_json(args.out, doc)
+            return {"out": str(args.out), "tasks": list(doc["samples"]), "n": doc["n"],
+                    "projections": list(next(iter(doc["samples"].values()))["projections"])}
+        return run_cli(write)
     if not args.bench:
         parser.print_help()
         return 0
-    import torch
-    torch.set_num_threads(args.threads)
     return run_cli(lambda: bench(args.checkpoint, args.task, args.n, data_dir=args.data_dir))
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.checkpoints import (PRETRAINED, SHIPPED, checkpoint_hash, checkpoints_root, list_checkpoints,
-                                  resolve_checkpoint)
+from analysis.checkpoints import (PRETRAINED, SHIPPED, checkpoint_hash, checkpoints_root, has_weights,
+                                  list_checkpoints, resolve_checkpoint, results_tasks, weights_missing)
 from core.data import TASK_NAMES
 from core.errors import MinbertError
 from core.jobs import Job, JobManager, fmt_duration  # noqa: F401  (one duration format, core's)
@@ -33,7 +33,7 @@ QUORA_CAPTION = ":material/info: all-MiniLM-L6-v2 was contrastively pre-trained 
 
 __all__ = ["PRETRAINED", "ROOT", "SHIPPED", "STARTER_RECIPE", "TASK_NAMES", "TASK_TITLES",
            "QUORA_CAPTION", "MinbertError", "page_setup", "checkpoints_root", "jobs_root", "job_manager",
-           "load_model", "checkpoint_key", "serving_fast", "serving_int8", "serving_mode", "serving_toggle", "preload_default_model", "model_choices", "default_models", "checkpoint_tasks", "offered_tasks", "served_tasks", "trained_checkpoints",
+           "load_model", "checkpoint_key", "serving_fast", "serving_int8", "serving_mode", "serving_toggle", "preload_default_model", "model_choices", "default_models", "checkpoint_tasks", "has_weights", "weights_missing", "results_only_checkpoints", "offered_tasks", "served_tasks", "trained_checkpoints",
            "fmt_duration", "latest_job", "resolve_checkpoint"]
 
 
@@ -130,8 +130,11 @@ def preload_default_model() -> str:
 
 def checkpoint_tasks(name: str) -> list[str]:
     """Tasks a checkpoint choice serves, read without loading it (the model's rule,
-    :func:`core.model.checkpoint_tasks`); none for a checkpoint that cannot be read."""
+    :func:`core.model.checkpoint_tasks`); a results-only run: the tasks it has results
+    for; none for a checkpoint that cannot be read."""
     try:
+        if not has_weights(name):
+            return results_tasks(name)
         return _served_by_checkpoint(resolve_checkpoint(name))
     except MinbertError:
         return []
@@ -163,6 +166,12 @@ def trained_checkpoints() -> list[str]:
     names = [n for n in list_checkpoints()
              if n != PRETRAINED and (Path(resolve_checkpoint(n)) / "model.safetensors").is_file()]
     return sorted(names, key=lambda n: (n != SHIPPED, -_mean_score(n), n))
+
+
+def results_only_checkpoints() -> list[str]:
+    """Runs kept without their weights (analysis.checkpoints): the analysis pages show
+    their files (predictions, embedding sample) and say what needs the weights."""
+    return [n for n in list_checkpoints() if n != PRETRAINED and not has_weights(n)]
 
 
 def model_choices() -> list[str]:

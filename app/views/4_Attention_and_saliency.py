@@ -13,7 +13,8 @@ import streamlit as st
 from analysis.attention import attention_maps, attention_rollout
 from analysis.plots import attention_grid, attention_heatmap, saliency_figure
 from analysis.saliency import attribute
-from app.analysis_common import EXAMPLE_KEY, TASK_TITLES, load_model, pick_checkpoints, run_safely
+from app.analysis_common import (EXAMPLE_KEY, TASK_TITLES, has_weights, load_model, pick_checkpoints, run_safely,
+                                 weights_missing)
 from app.common import checkpoint_key, offered_tasks, page_setup
 from core.data import TASK_LABELS
 
@@ -55,6 +56,11 @@ view = st.radio("View", ["Saliency", "Attention"], horizontal=True, key="as_view
 
 if not names:
     st.info("Pick at least one checkpoint.")
+    st.stop()
+for name in [n for n in names if not has_weights(n)]:   # results-only runs: nothing to run here
+    st.info(f"**{name}**: {weights_missing(name)}.", icon=":material/cloud_off:")
+names = [n for n in names if has_weights(n)]
+if not names:
     st.stop()
 
 

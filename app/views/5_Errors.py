@@ -14,8 +14,8 @@ import streamlit as st
 from analysis import mistakes as M
 from analysis import predictions as P
 from analysis.plots import confusion_figure, residual_figure, slice_figure
-from app.analysis_common import (DATA_DIR, TASK_TITLES, MinbertError, load_model, open_in_saliency,
-                                 pick_checkpoints, run_safely)
+from app.analysis_common import (DATA_DIR, TASK_TITLES, MinbertError, has_weights, load_model, open_in_saliency,
+                                 pick_checkpoints, run_safely, weights_missing)
 from app.common import checkpoint_tasks, offered_tasks, page_setup, resolve_checkpoint
 from core.data import TASK_LABELS
 
@@ -62,6 +62,10 @@ for name in names:
     if df is None:
         if task not in checkpoint_tasks(name):
             st.info(f"{name} has no {TASK_TITLES[task].lower()} head.")
+            continue
+        if not has_weights(name):
+            st.info(f"{name}: {weights_missing(name)}, so its {TASK_TITLES[task].lower()} dev predictions "
+                    "cannot be computed here.")
             continue
         if st.button(f"Compute {TASK_TITLES[task].lower()} dev predictions for {name}", key=f"er_compute_{name}"):
             if run_safely(compute_predictions, name, task, what=name):
