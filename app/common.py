@@ -81,7 +81,7 @@ def load_model(name: str, serving: bool = False):
     checkpoints root, or a path), cached across reruns and sessions.
 
     ``serving=True`` (the Predict page) loads it int8-quantized for fast CPU inference
-    unless the sidebar's "int8 CPU inference" toggle is off (``core/quantize.py``; every
+    unless the sidebar's "int8 CPU inference" toggle is off (``core/precision.py``; every
     dev metric within 1 point of fp32, see README). Analysis pages need gradients and
     exact attention maps, so they keep the fp32 model."""
     path = resolve_checkpoint(name)

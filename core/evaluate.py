@@ -24,7 +24,7 @@ What dev evaluation reuses (:func:`evaluate_checkpoint`):
   encoder frozen (the starter recipe) reuse them. Cross-encoder, prompted and token-state
   heads run through ``predict_task`` as before.
 * **precision:** exact fp32 unless asked (``--precision bf16|int8|auto``; auto = bf16
-  where native, else int8, see core/quantize.py).
+  where native, else int8, see core/precision.py).
 
 The same embedding-sharing path (without the disk cache) serves :func:`evaluate_model`,
 which the trainer and the app call on models in memory.

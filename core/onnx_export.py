@@ -21,7 +21,7 @@ of every MatMul with a constant weight. Its defaults (per-tensor weight scales) 
 more accuracy than our int8 (min cosine about 0.82 to fp32 on STS dev sentences, ours
 0.986), so the bench also builds an "equal-accuracy" ORT int8 that quantizes like ours:
 per-channel weights, 8-bit activations, and the feed-forward input projections
-(``core.quantize.KEEP_FP32``) left in fp32. Those MatMul nodes are found through the
+(``core.precision.KEEP_FP32``) left in fp32. Those MatMul nodes are found through the
 module names the exporter records on each node (``pkg.torch.onnx.name_scopes``).
 """
 from __future__ import annotations
