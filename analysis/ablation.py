@@ -11,17 +11,16 @@ output's gain over each branch and a 95 % paired-bootstrap interval of that gain
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
 import torch
 
 from core.data import load_task
-from core.errors import MinbertError
+from core.errors import MinbertError, run_cli
 from core.metrics import task_metrics
+from core.tasks import PRIMARY
 
-PRIMARY = {"qqp": "qqp_acc", "sts": "sts_pearson"}
 BRANCHES = ("output", "cross", "bi")
 
 
@@ -29,11 +28,10 @@ def branch_predictions(model, task: str, texts_a, texts_b, batch_size: int = 64)
     """Each branch's prediction per pair: qqp probabilities, sts scores clipped to 0..5."""
     if model.head_mode(task) != "hybrid":
         raise MinbertError(f"the {task} head is {model.head_mode(task)!r}, not 'hybrid': it has no branches")
-    post = torch.sigmoid if task == "qqp" else (lambda x: x.clamp(0.0, 5.0))
 
     def fn(batch):
         branches = model.head_branches(task, *model.encode_task(task, batch))
-        return torch.stack([post(branches[b]) for b in BRANCHES], dim=-1)
+        return torch.stack([model.to_prediction(task, branches[b]) for b in BRANCHES], dim=-1)
 
     out = model.map_batches(model.featurize(task, texts_a, texts_b), fn, batch_size)
     return {b: out[:, i] for i, b in enumerate(BRANCHES)}
@@ -84,22 +82,17 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     from core.model import MultitaskBert
-    try:
-        report = hybrid_ablation(MultitaskBert.load(args.checkpoint), args.data_dir, args.resamples)
-    except MinbertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    for task, row in report.items():
-        key = PRIMARY[task]
-        print(f"{task}: combined {row['output'][key]:.4f}  cross-encoder branch {row['cross'][key]:.4f}  "
-              f"cosine branch {row['bi'][key]:.4f}")
-        for b in ("cross", "bi"):
-            lo, hi = row[f"gain_over_{b}_ci95"]
-            print(f"  combined - {b}: {row[f'gain_over_{b}']:+.4f} (95% paired bootstrap {lo:+.4f} .. {hi:+.4f})")
-    return 0
+
+    def show(report: dict) -> None:
+        for task, row in report.items():
+            key = PRIMARY[task]
+            print(f"{task}: combined {row['output'][key]:.4f}  cross-encoder branch {row['cross'][key]:.4f}  "
+                  f"cosine branch {row['bi'][key]:.4f}")
+            for b in ("cross", "bi"):
+                lo, hi = row[f"gain_over_{b}_ci95"]
+                print(f"  combined - {b}: {row[f'gain_over_{b}']:+.4f} (95% paired bootstrap {lo:+.4f} .. {hi:+.4f})")
+    return run_cli(lambda: hybrid_ablation(MultitaskBert.load(args.checkpoint), args.data_dir, args.resamples),
+                   args.json, show)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,28 @@
 """Finding, loading and fingerprinting checkpoints for the analysis tools.
 
-    list_checkpoints(root)   "pretrained" plus every directory under ``root`` holding config.json
-                             (the default root, checkpoints/, holds the shipped minbert-multitask)
+    list_checkpoints(root)   "pretrained" plus every run directory under ``root`` (the default
+                             root, checkpoints/, holds the shipped minbert-multitask)
     resolve_checkpoint(name) a choice ("pretrained", a name under root, or a path) -> str for load
+    has_weights(name)        False for a results-only run (see below)
     load_model(name)         MultitaskBert.load of that choice
-    checkpoint_hash(name)    sha256 of the checkpoint's weights + config (content, not path)
+    checkpoint_hash(name)    the checkpoint's content hash (core/cache.py: weights, config,
+                             tokenizer; not its name or path), for cache keys
+
+A run directory holds a ``config.json`` or results: ``metrics.json``, dev predictions
+(``predictions/*-dev.csv``) or an embedding sample (``embeddings.json``, written by
+``python -m analysis.geometry sample``). A **results-only run** is one kept without its
+weights (no ``model.safetensors``): the Compare and Errors pages and the Embeddings page
+work from its files; anything that needs the model says the weights are not available
+locally (:func:`load_model` raises a CheckpointError that says so).
 
 No Streamlit here: the app caches ``load_model`` with ``st.cache_resource``.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import weakref
 from pathlib import Path
 
+from core.cache import checkpoint_fingerprint, forget_fingerprints, model_fingerprint
 from core.errors import CheckpointError
 from core.model import PRETRAINED, SHIPPED, SHIPPED_DIR
 
@@ -22,23 +30,57 @@ REPO = Path(__file__).resolve().parents[1]
 # Where the app looks for checkpoints; the env var lets tests and deployments point elsewhere.
 CHECKPOINTS_ENV = "MINBERT_CHECKPOINTS"
 
-_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns) per file -> digest, per process
-_MODEL_HASHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> state digest
-
 
 def checkpoints_root() -> Path:
     """``$MINBERT_CHECKPOINTS`` if set, else ``checkpoints/`` in the repository."""
     return Path(os.environ.get(CHECKPOINTS_ENV) or REPO / "checkpoints")
 
 
+EMBEDDINGS_FILE = "embeddings.json"
+
+
+def has_results(directory: str | os.PathLike) -> bool:
+    """Whether a directory holds results to show: metrics.json or dev predictions."""
+    directory = Path(directory)
+    return (directory / "metrics.json").is_file() or any((directory / "predictions").glob("*-dev.csv"))
+
+
+def is_run_dir(directory: str | os.PathLike) -> bool:
+    """A checkpoint or a results-only run: config.json, results or an embedding sample."""
+    directory = Path(directory)
+    return directory.is_dir() and not directory.name.startswith(".") and (
+        (directory / "config.json").is_file() or has_results(directory) or (directory / EMBEDDINGS_FILE).is_file())
+
+
+def has_weights(name: str | os.PathLike, root: str | os.PathLike | None = None) -> bool:
+    """Whether a checkpoint choice has its weights here ("pretrained": always); False for
+    a results-only run."""
+    path = resolve_checkpoint(name, root)
+    return path == PRETRAINED or (Path(path) / "model.safetensors").is_file()
+
+
+def results_tasks(name: str | os.PathLike, root: str | os.PathLike | None = None) -> list[str]:
+    """The tasks a run has results for: dev predictions or an embedding sample (what a
+    results-only run can show), in task order."""
+    import json
+
+    from core.tasks import TASKS
+    directory = Path(resolve_checkpoint(name, root))
+    found = {t for t in TASKS if (directory / "predictions" / f"{t}-dev.csv").is_file()}
+    try:
+        found |= set(json.loads((directory / EMBEDDINGS_FILE).read_text()).get("samples", {}))
+    except (OSError, ValueError, AttributeError):
+        pass
+    return [t for t in TASKS if t in found]
+
+
 def list_checkpoints(root: str | os.PathLike | None = None) -> list[str]:
-    """``"pretrained"`` first, then the names of directories under ``root`` that hold a
-    ``config.json`` (finished or at least saved once), sorted."""
+    """``"pretrained"`` first, then the names of the run directories under ``root``
+    (:func:`is_run_dir`: finished, saved at least once, or results-only), sorted."""
     root = Path(root) if root is not None else checkpoints_root()
     names = []
-    if root.is_dir():
-        names = sorted(p.name for p in root.iterdir()
-                       if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file())
+    if root.is_dir():   # checkpoints/pretrained holds the zero-shot predictions: that is PRETRAINED
+        names = sorted(p.name for p in root.iterdir() if p.name != PRETRAINED and is_run_dir(p))
     return [PRETRAINED] + names
 
 
@@ -49,11 +91,11 @@ def resolve_checkpoint(name: str | os.PathLike, root: str | os.PathLike | None =
     if name == PRETRAINED:
         return name
     root = Path(root) if root is not None else checkpoints_root()
-    if (root / name / "config.json").is_file():
+    if is_run_dir(root / name):
         return str(root / name)
     if name == SHIPPED and (SHIPPED_DIR / "config.json").is_file():
         return str(SHIPPED_DIR)
-    if (Path(name) / "config.json").is_file():
+    if is_run_dir(Path(name)):
         return name
     raise CheckpointError(f"no checkpoint {name!r}: expected a directory with config.json under "
                           f"{root} (or a path to one); train one with `python -m core.train`")
@@ -62,74 +104,36 @@ def resolve_checkpoint(name: str | os.PathLike, root: str | os.PathLike | None =
 def load_model(name: str | os.PathLike, root: str | os.PathLike | None = None, device: str = "cpu"):
     """The :class:`core.model.MultitaskBert` behind a checkpoint choice, in eval mode."""
     from core.model import MultitaskBert
-    return MultitaskBert.load(resolve_checkpoint(name, root), device=device)
+    path = resolve_checkpoint(name, root)
+    if not has_weights(path):
+        raise CheckpointError(weights_missing(name))
+    return MultitaskBert.load(path, device=device)
 
 
-def forget_hashes() -> None:
-    """Drop the memoised file and model digests of this process (a benchmark of the
-    cold path; files are re-hashed on next use)."""
-    _HASHES.clear()
-    _MODEL_HASHES.clear()
+def weights_missing(name: str | os.PathLike) -> str:
+    """What to say about a results-only run where the model is needed."""
+    return (f"weights not available locally: {Path(str(name)).name} is a results-only run (its metrics, "
+            f"predictions and embedding sample were kept without model.safetensors); copy the weights "
+            f"into its directory to inspect the model")
 
 
-def _file_digest(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
-
-
-def model_state_hash(model) -> str:
-    """A content hash of an in-memory model (its config and every tensor of its state),
-    for models that were not loaded from a checkpoint directory. Memoised per model
-    object: analysis code does not change weights."""
-    if model in _MODEL_HASHES:
-        return _MODEL_HASHES[model]
-    import json
-
-    import numpy as np
-    h = hashlib.sha256()
-    config = getattr(model, "config", None)
-    h.update(json.dumps(config.to_dict() if hasattr(config, "to_dict") else repr(config),
-                        sort_keys=True, default=str).encode())
-    for key, tensor in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(np.ascontiguousarray(tensor.detach().float().cpu().numpy()).tobytes())
-    _MODEL_HASHES[model] = digest = h.hexdigest()
-    return digest
+forget_hashes = forget_fingerprints   # the earlier name
+model_state_hash = model_fingerprint   # the earlier name
 
 
 def checkpoint_hash(model_or_name, root: str | os.PathLike | None = None) -> str:
-    """A content hash of a checkpoint (weights + config.json), for cache keys.
+    """A content hash of a checkpoint, for cache keys (:func:`core.cache.checkpoint_fingerprint`).
 
     Accepts a checkpoint choice (see :func:`resolve_checkpoint`) or a loaded model: one
-    loaded from a directory is hashed by its files (each file once per process while its
-    size and mtime stay the same), any other (``pretrained``, a model built in code) by
-    its in-memory state.
+    loaded from a directory is hashed by its files, any other (``pretrained``, a model
+    built in code) by its in-memory state (:func:`core.cache.model_fingerprint`).
     """
     if not isinstance(model_or_name, (str, os.PathLike)):
         directory = getattr(model_or_name, "checkpoint_dir", None)
         if directory is None:
-            return model_state_hash(model_or_name)
+            return model_fingerprint(model_or_name)
         model_or_name = str(directory)
     name = resolve_checkpoint(model_or_name, root)
-    if name == PRETRAINED:
-        from core.bert import packaged_model_dir
-        from core.model import ZERO_SHOT_PARAPHRASE
-        directory = packaged_model_dir()
-        parts = [PRETRAINED, repr(sorted(ZERO_SHOT_PARAPHRASE.items()))]
-    else:
-        directory = Path(name)
-        parts = []
-    if not (directory / "model.safetensors").is_file():
-        raise CheckpointError(f"{directory} has no model.safetensors to fingerprint")
-    for fname in ("config.json", "model.safetensors"):
-        path = directory / fname
-        if path.is_file():
-            parts.append(f"{fname}:{_file_digest(path)}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    if name != PRETRAINED and not (Path(name) / "model.safetensors").is_file():
+        raise CheckpointError(f"{name} has no model.safetensors to fingerprint")
+    return checkpoint_fingerprint(name)

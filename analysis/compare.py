@@ -6,12 +6,10 @@ example: texts, gold label, prediction). Nothing here runs a model: the Compare 
 reads these files only, so it is instant for any number of checkpoints.
 
     checkpoint_table(root)          one row per checkpoint: dev metrics, recipe, time
-    load_predictions(dir, task)     the per-example dev predictions of one task
-    sst_confusion(df)               5x5 counts, row = gold, column = predicted
     qqp_precision_recall(df)        precision/recall curve over thresholds + the 0.5 point
 
-Which dev examples two checkpoints disagree on is decided in one place,
-:func:`analysis.errors.disagreements` (and :func:`analysis.errors.agreement`).
+Reading the per-example predictions and deciding which dev examples two checkpoints
+disagree on is analysis/predictions.py; confusion matrices are analysis/mistakes.py.
 
 No Streamlit here.
 """
@@ -24,15 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import errors
-from core.data import TASK_LABELS, TASKS
-from core.evaluate import PRIMARY, mean_score
-from core.errors import MinbertError
-from core.metrics import confusion_matrix, precision_recall_f1, task_metrics
+from analysis.checkpoints import has_results, is_run_dir
+from analysis.predictions import load_predictions
+from core.metrics import precision_recall_f1, task_metrics
+from core.tasks import METRIC_NAMES, PRIMARY, TASKS, mean_score
 
 QUORA_NOTE = ("all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora "
               "duplicates, so its Quora figures overstate what it would do on unseen paraphrase data")
-METRIC_COLUMNS = ["mean_score", "sst_acc", "sst_macro_f1", "qqp_acc", "qqp_f1", "sts_pearson", "sts_spearman"]
+METRIC_COLUMNS = ["mean_score", *METRIC_NAMES]
 
 
 def _read_json(path: Path) -> dict:
@@ -44,33 +41,21 @@ def _read_json(path: Path) -> dict:
 
 
 def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
-    """Directories under ``root`` with something to compare: a ``metrics.json`` or dev
-    predictions (``python -m core.evaluate pretrained`` writes ``pretrained/predictions``)."""
+    """Run directories under ``root`` with something to compare: a ``metrics.json`` or dev
+    predictions (:func:`analysis.checkpoints.has_results`; ``python -m core.evaluate
+    pretrained`` writes ``pretrained/predictions``). Results-only runs (kept without
+    weights) are among them."""
     root = Path(root)
     if not root.is_dir():
         return []
-    out = []
-    for p in sorted(root.iterdir()):
-        if p.is_dir() and not p.name.startswith(".") and (
-                (p / "metrics.json").is_file() or any((p / "predictions").glob("*-dev.csv"))):
-            out.append(p)
-    return out
-
-
-def load_predictions(directory: str | os.PathLike, task: str, split: str = "dev") -> pd.DataFrame | None:
-    """``predictions/<task>-<split>.csv`` as read by :func:`analysis.errors.load_predictions`,
-    or None when it is missing or unreadable (the Compare page shows what there is)."""
-    try:
-        return errors.load_predictions(directory, task, split)
-    except MinbertError:
-        return None
+    return [p for p in sorted(root.iterdir()) if is_run_dir(p) and has_results(p)]
 
 
 def metrics_from_predictions(directory: str | os.PathLike) -> dict:
     """Dev metrics recomputed from the per-example prediction files."""
     metrics: dict = {}
     for task in TASKS:
-        df = load_predictions(directory, task)
+        df = load_predictions(directory, task, missing_ok=True)
         if df is None or "label" not in df.columns or not len(df):
             continue
         if task == "sst":
@@ -149,11 +134,6 @@ def history_long(record: dict) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------- per task
-def sst_confusion(df: pd.DataFrame) -> np.ndarray:
-    """[5, 5] counts; row = gold class, column = predicted class."""
-    return confusion_matrix(df["label"].astype(int), df["pred"].astype(int), len(TASK_LABELS["sst"]))
-
-
 def qqp_precision_recall(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Precision and recall of "paraphrase" over decision thresholds (from the predicted
     probabilities), and the precision / recall / F1 at the 0.5 threshold."""

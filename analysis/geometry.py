@@ -3,7 +3,11 @@
     xy = project(embeddings, method="umap", n_components=2, seed=0)      # [n, 2]
     geometry_metrics(emb_a, emb_b, labels)   # {"alignment", "uniformity", "knn_purity"}
     sample = embed_sample(model, "sts", n=500, seed=0)    # dev sample, embedded, cached on disk
-    xy = sample_projection(model, "sts", n=500, method="umap")   # cached per checkpoint + sample
+    xy = sample_projection(sample, method="umap")         # cached per checkpoint + sample
+
+    python -m analysis.geometry sample CKPT --out CKPT/embeddings.json
+        # the Embeddings page's view of a checkpoint as JSON (sample_document): the page
+        # shows it for a results-only run, kept without model.safetensors (stored_view)
 
 UMAP (McInnes et al., 2018) here is umap-learn's layout optimisation
 (``umap.umap_.simplicial_set_embedding``: spectral init + the same SGD as
@@ -38,8 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cache import read_array, texts_fingerprint, write_array
 from core.data import canonical_task, load_task
-from core.errors import MinbertError
+from core.evaluate import cosine_scores  # noqa: F401  (its earlier home was here)
+from core.errors import MinbertError, run_cli
 
 METHODS = ("umap", "pca")
 CACHE_VERSION = 1
@@ -229,34 +235,16 @@ def project(embeddings, method: str = "umap", n_components: int = 2, seed: int =
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"proj-{_projection_key(x, method, n_components, seed, params)}.npy"
-        if path.is_file():
-            try:
-                cached = np.load(path, allow_pickle=False)
-                if cached.shape == (x.shape[0], n_components):
-                    return cached
-            except (OSError, ValueError):
-                pass  # a corrupt cache entry is recomputed and overwritten
+        cached = read_array(path)   # a corrupt entry is recomputed and overwritten
+        if cached is not None and cached.shape == (x.shape[0], n_components):
+            return cached
     if method == "pca":
         out = pca_project(x, n_components)
     else:
         out = umap_project(x, n_components, seed, n_neighbors, min_dist)
     if path is not None:
-        _save_atomic(path, out)
+        write_array(path, out)
     return out
-
-
-def _save_atomic(path: Path, arr: np.ndarray | dict) -> None:
-    """An .npy / .npz cache file, written whole or not at all (core/atomic.py)."""
-    import io
-
-    from core.atomic import atomic_write_bytes
-    buf = io.BytesIO()
-    if isinstance(arr, dict):
-        np.savez(buf, **arr)
-    else:
-        np.save(buf, arr, allow_pickle=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------- metrics
@@ -299,16 +287,12 @@ def knn_purity(emb, labels, k: int = 10) -> float:
     return float((labels[neighbours] == labels[:, None]).mean())
 
 
-def cosine_scores(emb_a, emb_b) -> np.ndarray:
-    """Row-wise cosine similarity of two paired embedding matrices."""
-    a, b = normalize(_as_matrix(emb_a, "emb_a")), normalize(_as_matrix(emb_b, "emb_b"))
-    return (a * b).sum(1)
-
-
 def sts_spearman(emb_a, emb_b, scores) -> float:
-    """Spearman correlation between cos(a_i, b_i) and the gold STS scores."""
+    """Spearman correlation between cos(a_i, b_i) and the gold STS scores (the cosine of
+    core/evaluate.py's STS evaluator, :func:`core.evaluate.cosine_scores`)."""
     from core.metrics import spearman
-    return float(spearman(np.asarray(scores, dtype=np.float64), cosine_scores(emb_a, emb_b)))
+    cos = cosine_scores(_as_matrix(emb_a, "emb_a"), _as_matrix(emb_b, "emb_b"))
+    return float(spearman(np.asarray(scores, dtype=np.float64), cos))
 
 
 @_single_blas
@@ -326,6 +310,18 @@ def geometry_metrics(emb_a, emb_b=None, labels=None, k: int = 10) -> dict[str, f
 
 
 # ------------------------------------------------------ checkpoint dev samples
+def prediction_errors(task: str, predictions, labels) -> np.ndarray | None:
+    """Per-example errors of a sample's predictions (sst: class id, qqp: probability,
+    sts: score): sst / qqp 1 where wrong, else 0; sts |prediction - label|."""
+    if predictions is None or labels is None:
+        return None
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if task == "sts":
+        return np.abs(predictions - labels)
+    pred = predictions if task == "sst" else (predictions >= 0.5).astype(int)
+    return (pred != labels).astype(int)
+
+
 @dataclass
 class EmbeddingSample:
     """A seeded sample of a task's examples, embedded by one checkpoint."""
@@ -347,12 +343,7 @@ class EmbeddingSample:
     @property
     def errors(self) -> np.ndarray | None:
         """sst / qqp: 1 where the prediction is wrong; sts: |prediction - label|."""
-        if self.predictions is None or self.labels is None:
-            return None
-        if self.task == "sts":
-            return np.abs(self.predictions - self.labels)
-        pred = self.predictions if self.task == "sst" else (self.predictions >= 0.5).astype(int)
-        return (pred != self.labels).astype(int)
+        return prediction_errors(self.task, self.predictions, self.labels)
 
     def positive_pairs(self) -> np.ndarray:
         """Row mask of the positive pairs: Quora duplicates, STS pairs scored >= 4."""
@@ -392,16 +383,6 @@ def _sample_indices(total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 
-def _texts_digest(*lists) -> str:
-    h = hashlib.sha256()
-    for texts in lists:
-        for t in texts or []:
-            h.update(t.encode("utf-8", "replace"))
-            h.update(b"\0")
-        h.update(b"\1")
-    return h.hexdigest()[:12]
-
-
 def _predict_from_embeddings(model, task: str, emb_a, emb_b, texts_a, texts_b):
     """Task predictions (sst: class id, qqp: probability, sts: score); where the model
     says they are a function of the pooled vectors (``model.sentence_level``) its heads
@@ -435,18 +416,14 @@ def embed_sample(model, task: str, n: int = 500, seed: int = 0, split: str = "de
     labels = data.labels[idx] if data.labels is not None else None
     ids = [ex.id for ex in examples]
     ckpt = checkpoint_hash(checkpoint if checkpoint is not None else model)
-    key = f"{task}-{split}-n{len(idx)}-s{seed}-{_texts_digest(texts_a, texts_b)}"
+    key = f"{task}-{split}-n{len(idx)}-s{seed}-{texts_fingerprint(texts_a, texts_b)[:12]}"
     path = None
     if cache_dir is not False:
         path = Path(cache_dir or default_cache_dir()) / ckpt[:16] / f"{key}.npz"
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    return EmbeddingSample(task, split, ids, texts_a, texts_b, labels, z["emb_a"],
-                                           z["emb_b"] if "emb_b" in z else None,
-                                           z["pred"] if "pred" in z else None, ckpt, key)
-            except (OSError, ValueError, KeyError):
-                pass  # corrupt entry: recompute
+        z = read_array(path)   # None when absent or corrupt: recompute
+        if isinstance(z, dict) and "emb_a" in z:
+            return EmbeddingSample(task, split, ids, texts_a, texts_b, labels, z["emb_a"], z.get("emb_b"),
+                                   z.get("pred"), ckpt, key)
     emb_a = model.embed(texts_a, batch_size=batch_size)
     emb_b = model.embed(texts_b, batch_size=batch_size) if texts_b is not None else None
     pred = _predict_from_embeddings(model, task, emb_a, emb_b, texts_a, texts_b)
@@ -456,7 +433,7 @@ def embed_sample(model, task: str, n: int = 500, seed: int = 0, split: str = "de
             arrays["emb_b"] = emb_b
         if pred is not None:
             arrays["pred"] = pred
-        _save_atomic(path, arrays)
+        write_array(path, arrays)
     return EmbeddingSample(task, split, ids, texts_a, texts_b, labels, emb_a, emb_b, pred, ckpt, key)
 
 
@@ -470,16 +447,12 @@ def sample_projection(sample: EmbeddingSample, method: str = "umap", n_component
     if cache_dir is not False:
         path = (Path(cache_dir or default_cache_dir()) / sample.checkpoint_hash[:16]
                 / f"{sample.key}-{method}-{n_components}d-seed{seed}.npy")
-        if path.is_file():
-            try:
-                xy = np.load(path, allow_pickle=False)
-                if xy.shape == (len(sample), n_components):
-                    return xy
-            except (OSError, ValueError):
-                pass
+        xy = read_array(path)
+        if xy is not None and xy.shape == (len(sample), n_components):
+            return xy
     xy = project(sample.emb_a, method=method, n_components=n_components, seed=seed)
     if path is not None:
-        _save_atomic(path, xy)
+        write_array(path, xy)
     return xy
 
 
@@ -494,6 +467,99 @@ def geometry_report(model, n: int = 500, seed: int = 0, data_dir="data",
     return {"alignment": m["alignment"], "uniformity": m["uniformity"], "sts_spearman": m["sts_spearman"],
             "knn_purity": sst.metrics()["knn_purity"], "n_sts_pairs": len(sts),
             "n_positive_pairs": m["n_positive_pairs"], "n_sst": len(sst)}
+
+
+# ------------------------------------------------- the sample file of a checkpoint
+SAMPLE_FORMAT = "minbert-embedding-sample"
+
+
+def _plain(value):
+    """JSON-safe numbers: NaN / inf -> None, numpy scalars -> Python ones."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def sample_document(model, tasks=("sst", "qqp", "sts"), n: int = 500, seed: int = 0,
+                    methods=("umap", "pca"), dims=(2,), data_dir="data",
+                    cache_dir: str | os.PathLike | None = None) -> dict:
+    """What the Embeddings page shows for a checkpoint, as plain JSON, so that it can show
+    it without the weights: for each task the seeded dev sample (ids, first sentences,
+    labels, predictions), its projections (``"<method>-<k>d"``, projection seed ``seed``)
+    and its metrics, and the page's four numbers (:func:`geometry_report`)."""
+    from analysis.checkpoints import checkpoint_hash
+    doc = {"format": SAMPLE_FORMAT, "version": 1, "checkpoint_hash": checkpoint_hash(model), "split": "dev",
+           "n": n, "seed": seed,
+           "report": geometry_report(model, n=n, seed=seed, data_dir=data_dir, cache_dir=cache_dir),
+           "samples": {}}
+    for task in tasks:
+        sample = embed_sample(model, canonical_task(task), n=n, seed=seed, data_dir=data_dir, cache_dir=cache_dir)
+        doc["samples"][sample.task] = {
+            "ids": sample.ids, "texts_a": sample.texts_a,
+            "labels": None if sample.labels is None else sample.labels.tolist(),
+            "predictions": None if sample.predictions is None else sample.predictions.tolist(),
+            "projections": {f"{m}-{k}d": np.round(sample_projection(sample, m, k, seed, cache_dir=cache_dir), 5).tolist()
+                            for m in methods for k in dims},
+            "metrics": sample.metrics()}
+    return _plain(doc)
+
+
+@dataclass
+class StoredSample:
+    """The sample part of an embedding file: what the page labels, colors and hovers."""
+    task: str
+    ids: list[str]
+    texts_a: list[str]
+    labels: np.ndarray | None
+    predictions: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def errors(self) -> np.ndarray | None:
+        return prediction_errors(self.task, self.predictions, self.labels)
+
+
+def read_sample_document(path: str | os.PathLike) -> dict:
+    """An embedding file written by :func:`sample_document` (``python -m analysis.geometry
+    sample``), checked; MinbertError naming the file otherwise."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MinbertError(f"{path} is missing: write it with `python -m analysis.geometry sample "
+                           f"{path.parent} --out {path}` where the weights are") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MinbertError(f"{path} is not a readable embedding file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != SAMPLE_FORMAT or not isinstance(doc.get("samples"), dict):
+        raise MinbertError(f"{path} is not an embedding file (format != {SAMPLE_FORMAT!r})")
+    return doc
+
+
+def stored_view(path: str | os.PathLike, task: str, method: str, dims: int) -> tuple[StoredSample, np.ndarray, dict]:
+    """(sample, projection [n, dims], the page's four numbers) of ``task`` from an
+    embedding file, for a checkpoint whose weights are not here."""
+    doc = read_sample_document(path)
+    task = canonical_task(task)
+    part = doc["samples"].get(task)
+    if part is None:
+        raise MinbertError(f"{path} has no {task} sample (it has: {', '.join(doc['samples']) or 'none'})")
+    key = f"{method}-{dims}d"
+    if key not in part.get("projections", {}):
+        raise MinbertError(f"{path} has no {method.upper()} {dims}-D projection of {task} "
+                           f"(it has: {', '.join(part.get('projections', {})) or 'none'})")
+    as_array = lambda v: None if v is None else np.asarray(v)
+    sample = StoredSample(task, [str(i) for i in part["ids"]], list(part["texts_a"]), as_array(part.get("labels")),
+                          as_array(part.get("predictions")))
+    report = {k: (float("nan") if v is None else v) for k, v in doc.get("report", {}).items()}
+    return sample, np.asarray(part["projections"][key], dtype=np.float32), report
 
 
 # ----------------------------------------------------------------------- bench
@@ -523,8 +589,8 @@ def bench(checkpoint: str = "pretrained", task: str = "qqp", n: int = 2000, seed
         result["umap_cold_s"] = round(time.perf_counter() - t0, 3)
         # the cached path, as the app takes it: hash the checkpoint, reload the sample and
         # its projection from disk
-        from analysis.checkpoints import forget_hashes
-        forget_hashes()
+        from core.cache import forget_fingerprints
+        forget_fingerprints()
         t0 = time.perf_counter()
         again = embed_sample(model, task, n=n, seed=seed, data_dir=data_dir, cache_dir=cache)
         xy2 = sample_projection(again, "umap", 2, seed, cache_dir=cache)
@@ -549,19 +615,37 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for embedding")
+    commands = parser.add_subparsers(dest="command")
+    sample = commands.add_parser(
+        "sample", help="write a checkpoint's embedding sample (what the Embeddings page shows) as JSON",
+        description="Write the Embeddings page's view of a checkpoint - a seeded dev sample per task, its "
+                    "projections and the geometry numbers - to a JSON file, e.g. CKPT/embeddings.json, so the "
+                    "page can show it for a run kept without its weights.")
+    sample.add_argument("checkpoint_dir", help="checkpoint directory (or 'pretrained')")
+    sample.add_argument("--out", required=True, help="where to write, e.g. CKPT/embeddings.json")
+    sample.add_argument("--tasks", nargs="+", default=["sst", "qqp", "sts"])
+    sample.add_argument("--n", dest="sample_n", type=int, default=500, help="sentences per task (the page's default)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    sample.add_argument("--dims", nargs="+", type=int, choices=(2, 3), default=[2])
     args = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    if args.command == "sample":
+        from analysis.checkpoints import load_model
+        from core.atomic import atomic_write_json
+
+        def write() -> dict:
+            doc = sample_document(load_model(args.checkpoint_dir), args.tasks, args.sample_n, args.seed,
+                                  args.methods, args.dims, data_dir=args.data_dir)
+            atomic_write_json(args.out, doc)
+            return {"out": str(args.out), "tasks": list(doc["samples"]), "n": doc["n"],
+                    "projections": list(next(iter(doc["samples"].values()))["projections"])}
+        return run_cli(write)
     if not args.bench:
         parser.print_help()
         return 0
-    import torch
-    torch.set_num_threads(args.threads)
-    try:
-        result = bench(args.checkpoint, args.task, args.n, data_dir=args.data_dir)
-    except MinbertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    return run_cli(lambda: bench(args.checkpoint, args.task, args.n, data_dir=args.data_dir))
 
 
 if __name__ == "__main__":

@@ -5,37 +5,33 @@ the example hand-over from the Errors page to the saliency view, and error displ
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from app.common import PRETRAINED, TASK_TITLES, MinbertError, default_models, load_model, model_choices  # noqa: E402
+from app.common import (PRETRAINED, ROOT, TASK_TITLES, MinbertError, default_models, has_weights, load_model,
+                        model_choices, results_only_checkpoints, weights_missing)
 
 DATA_DIR = ROOT / "data"
 SALIENCY_PAGE = "views/4_Attention_and_saliency.py"
 EXAMPLE_KEY = "analysis_example"  # {"task", "text_a", "text_b", "checkpoint"} handed to page 4
 
-__all__ = ["DATA_DIR", "EXAMPLE_KEY", "PRETRAINED", "TASK_TITLES", "MinbertError", "load_model",
+__all__ = ["DATA_DIR", "EXAMPLE_KEY", "PRETRAINED", "TASK_TITLES", "MinbertError", "has_weights", "load_model", "weights_missing",
            "pick_checkpoints", "open_in_saliency", "run_safely"]
 
 
 def pick_checkpoints(key: str, label: str = "Checkpoints", max_selections: int = 2,
                      preferred: str | None = None) -> list[str]:
-    """A multiselect of checkpoint choices (trained ones, then ``pretrained``)."""
-    choices = model_choices()
-    default = [preferred] if preferred in choices else default_models(choices)
+    """A multiselect of checkpoint choices: trained ones, runs kept without weights
+    (results-only), then ``pretrained``."""
+    trained = model_choices()
+    choices = trained[:-1] + results_only_checkpoints() + trained[-1:]
+    default = [preferred] if preferred in choices else default_models(trained)
     if key in st.session_state:  # keep only still-existing picks across reruns
         st.session_state[key] = [c for c in st.session_state[key] if c in choices] or default
         return st.multiselect(label, choices, key=key, max_selections=max_selections,
-                              help="Directories under the checkpoints folder that hold config.json, "
+                              help="Run directories under the checkpoints folder (results-only runs too), "
                                    "plus the zero-shot pretrained encoder.")
     return st.multiselect(label, choices, default=default, key=key, max_selections=max_selections,
-                          help="Directories under the checkpoints folder that hold config.json, "
+                          help="Run directories under the checkpoints folder (results-only runs too), "
                                "plus the zero-shot pretrained encoder.")
 
 

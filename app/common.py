@@ -1,9 +1,12 @@
 """What every page of the app shares: paths, cached models, checkpoint choices, messages.
 
 Pages stay thin: the work happens in ``core/`` and ``analysis/``; this module only adds
-Streamlit caching and presentation. Models are cached with ``st.cache_resource`` keyed
-by the checkpoint path and the mtime of its weights, so a checkpoint that a training job
-rewrites is loaded afresh.
+Streamlit caching and presentation. Every cache of a model or of its outputs is keyed
+by the checkpoint's content (:func:`checkpoint_key`, a hash of its files), never by its
+name alone, so a checkpoint that a training job rewrites is loaded and computed afresh.
+
+``streamlit run app/main.py`` puts only app/ on ``sys.path``; app/main.py adds the
+repository root, once, before any page imports ``core`` or ``analysis``.
 
 Environment: ``MINBERT_CHECKPOINTS`` (where checkpoints live, default ``checkpoints/``)
 and ``MINBERT_JOBS_ROOT`` (job database and job checkpoints, default the same).
@@ -12,27 +15,25 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
+import streamlit as st
+
+from analysis.checkpoints import (PRETRAINED, SHIPPED, checkpoint_hash, checkpoints_root, has_weights,
+                                  list_checkpoints, resolve_checkpoint, results_tasks, weights_missing)
+from core.data import TASK_NAMES
+from core.errors import MinbertError
+from core.jobs import Job, JobManager, fmt_duration  # noqa: F401  (one duration format, core's)
+from core.model import checkpoint_tasks as _served_by_checkpoint
+from core.tasks import TASK_TITLES
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on the path
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from analysis.checkpoints import PRETRAINED, SHIPPED, checkpoints_root, list_checkpoints, resolve_checkpoint  # noqa: E402
-from core.data import TASK_NAMES  # noqa: E402
-from core.errors import MinbertError  # noqa: E402
-from core.jobs import Job, JobManager  # noqa: E402
-
 STARTER_RECIPE = ROOT / "configs" / "starter.yaml"
-TASK_TITLES = {"sst": "Sentiment", "qqp": "Paraphrase", "sts": "Similarity"}
 QUORA_CAPTION = ":material/info: all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora duplicates."
 
 __all__ = ["PRETRAINED", "ROOT", "SHIPPED", "STARTER_RECIPE", "TASK_NAMES", "TASK_TITLES",
            "QUORA_CAPTION", "MinbertError", "page_setup", "checkpoints_root", "jobs_root", "job_manager",
-           "load_model", "serving_fast", "serving_int8", "serving_mode", "serving_toggle", "preload_default_model", "model_choices", "default_models", "checkpoint_tasks", "served_tasks", "trained_checkpoints",
+           "load_model", "checkpoint_key", "serving_fast", "serving_int8", "serving_mode", "serving_toggle", "preload_default_model", "model_choices", "default_models", "checkpoint_tasks", "has_weights", "weights_missing", "results_only_checkpoints", "offered_tasks", "served_tasks", "trained_checkpoints",
            "fmt_duration", "latest_job", "resolve_checkpoint"]
 
 
@@ -62,14 +63,17 @@ def latest_job(recipe: Path) -> Job | None:
 
 # --------------------------------------------------------------- models
 @st.cache_resource(max_entries=6, show_spinner=False)
-def _load_model(path: str, stamp: float, quantize: str | None = None):
+def _load_model(path: str, content: str, quantize: str | None = None):
     from core.model import MultitaskBert
     return MultitaskBert.load(path, quantize=quantize)
 
 
-def _stamp(path: str) -> float:
-    weights = Path(path) / "model.safetensors"
-    return weights.stat().st_mtime if weights.is_file() else 0.0
+def checkpoint_key(name: str) -> str:
+    """The content hash of a checkpoint choice (its weights, config and tokenizer files;
+    core/cache.py): the key of every cache of a model or of its outputs, so that a
+    retrained checkpoint under the same name is never served stale. Cheap after the
+    first call (file hashes are memoized while a file's size and times stay the same)."""
+    return checkpoint_hash(resolve_checkpoint(name))
 
 
 def load_model(name: str, serving: bool = False):
@@ -77,19 +81,19 @@ def load_model(name: str, serving: bool = False):
     checkpoints root, or a path), cached across reruns and sessions.
 
     ``serving=True`` (the Predict page) loads it int8-quantized for fast CPU inference
-    unless the sidebar's "int8 CPU inference" toggle is off (``core/quantize.py``; every
+    unless the sidebar's "int8 CPU inference" toggle is off (``core/precision.py``; every
     dev metric within 1 point of fp32, see README). Analysis pages need gradients and
     exact attention maps, so they keep the fp32 model."""
     path = resolve_checkpoint(name)
     quantize = serving_mode() if serving and serving_fast() else None
     with st.spinner(f"Loading {name}{f' ({quantize})' if quantize else ''}…"):
-        return _load_model(path, _stamp(path), quantize)
+        return _load_model(path, checkpoint_key(name), quantize)
 
 
 def serving_mode() -> str:
     """The fast serving path of this machine, by the rule training uses (core.precision):
     bf16 autocast where bf16 is native (AVX-512 BF16 / AMX, CUDA), int8 elsewhere."""
-    from core.quantize import resolve_mode
+    from core.precision import resolve_mode
     return resolve_mode("auto")
 
 
@@ -104,7 +108,7 @@ serving_int8 = serving_fast   # the earlier name
 def serving_toggle() -> None:
     """Sidebar switch between the fast path (bf16 or int8) and exact fp32 predictions,
     with the path in use named under it."""
-    from core.quantize import describe_precision
+    from core.precision import describe_precision
     on = st.sidebar.toggle("Fast CPU inference", value=True, key="serving_fast",
                            help="bf16 autocast where the CPU runs bf16 natively (every dev metric within "
                                 "0.02 points of fp32), else int8 dynamic quantization of the encoder's Linear "
@@ -117,37 +121,36 @@ def preload_default_model() -> str:
     """Load (and quantize) the default model and run one prediction per task through it,
     once per server process, so the first prediction a user asks for is as fast as later
     ones. Called at the top of app/main.py on every page's first run."""
-    from core.quantize import warm_up
+    from core.predict import warm_up
     choices = model_choices()
     name = default_models(choices)[0]
-    path = resolve_checkpoint(name)
-    warm_up(_load_model(path, _stamp(path), serving_mode()))
+    warm_up(_load_model(resolve_checkpoint(name), checkpoint_key(name), serving_mode()))
     return name
 
 
-def _meta(name: str) -> dict:
-    try:
-        return json.loads((Path(resolve_checkpoint(name)) / "config.json").read_text())
-    except (MinbertError, OSError, json.JSONDecodeError):
-        return {}
-
-
 def checkpoint_tasks(name: str) -> list[str]:
-    """Tasks a checkpoint predicts without loading it: its trained heads (zero-shot
-    similarity and paraphrase for ``pretrained``)."""
-    if name == PRETRAINED:
-        return ["qqp", "sts"]
-    tasks = _meta(name).get("tasks") or []
-    return [t for t in ("sst", "qqp", "sts") if t in tasks]
+    """Tasks a checkpoint choice serves, read without loading it (the model's rule,
+    :func:`core.model.checkpoint_tasks`); a results-only run: the tasks it has results
+    for; none for a checkpoint that cannot be read."""
+    try:
+        if not has_weights(name):
+            return results_tasks(name)
+        return _served_by_checkpoint(resolve_checkpoint(name))
+    except MinbertError:
+        return []
 
 
-def served_tasks(names: list[str]) -> list[str]:
-    """Tasks to offer for the picked checkpoints: those every one of them serves (so no
-    page offers work a model cannot do), or, when they share none, those any serves."""
+def offered_tasks(names: list[str]) -> list[str]:
+    """Tasks a page offers for the picked checkpoints: those every one of them serves
+    (so no page offers work a model cannot do), or, when they share none, those any
+    serves."""
     per_model = [set(checkpoint_tasks(n)) for n in names]
     common = set.intersection(*per_model) if per_model else set(TASK_TITLES)
     chosen = common or set().union(*per_model)
     return [t for t in TASK_TITLES if t in chosen]
+
+
+served_tasks = offered_tasks   # the earlier name (the model's own is MultitaskBert.served_tasks)
 
 
 def _mean_score(name: str) -> float:
@@ -165,6 +168,12 @@ def trained_checkpoints() -> list[str]:
     return sorted(names, key=lambda n: (n != SHIPPED, -_mean_score(n), n))
 
 
+def results_only_checkpoints() -> list[str]:
+    """Runs kept without their weights (analysis.checkpoints): the analysis pages show
+    their files (predictions, embedding sample) and say what needs the weights."""
+    return [n for n in list_checkpoints() if n != PRETRAINED and not has_weights(n)]
+
+
 def model_choices() -> list[str]:
     """Every checkpoint to pick from: trained ones (shipped one first), then pretrained."""
     return trained_checkpoints() + [PRETRAINED]
@@ -173,13 +182,3 @@ def model_choices() -> list[str]:
 def default_models(choices: list[str]) -> list[str]:
     """The shipped checkpoint when present, else the best trained one, else pretrained."""
     return [choices[0]] if choices else [PRETRAINED]
-
-
-# ----------------------------------------------------------- formatting
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h {m:02d}m" if h else (f"{m}m {s:02d}s" if m else f"{s}s")

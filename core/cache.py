@@ -1,50 +1,47 @@
-"""On-disk cache of embeddings and predictions, keyed by model content and inputs.
+"""Content hashes, and arrays cached on disk under them: the project's one hash.
 
-    from core.cache import cached_embed, cached_predict
-    emb = cached_embed(model, texts)                   # [n, d], computed once per model + texts
-    probs = cached_predict(model, "sst", texts)        # MultitaskBert.predict_task, cached
+    checkpoint_fingerprint(path)     sha256 of a checkpoint directory's files (weights,
+                                     config, tokenizer; "pretrained": the packaged encoder
+                                     and the zero-shot constants), no model loaded
+    model_fingerprint(model)         sha256 of an in-memory model's tensors and settings
+    encoder_fingerprint(model)       the same for what its sentence embeddings depend on
+    file_fingerprint(path)           sha256 of one file's bytes
+    texts_fingerprint(texts_a, ...)  sha256 of exact lists of texts
+    keyed_path(kind, parts)          where an array keyed by such strings lives
+    cached_array(path, compute)      the array stored there, or ``compute()`` stored first
 
-Dev evaluation (core/evaluate.py) uses two more keys, so that a checkpoint evaluated
-before is never loaded again and an encoder encoded before is never run again:
+Users: dev evaluation (core/evaluate.py: a checkpoint evaluated before - under any
+name or path - is never loaded again; an encoder encoded before is never run again),
+the analysis tools (analysis/checkpoints.py ``checkpoint_hash``: the keys of the
+Embeddings page's samples and of the app's per-checkpoint caches).
 
-* :func:`checkpoint_fingerprint` - the sha256 of a checkpoint directory's files
-  (``model.safetensors``, ``config.json``, tokenizer files), computed without loading the
-  model (memoized per path, size and mtime within a process);
-* :func:`encoder_fingerprint` - the encoder's tensors only, with pooling, ``max_len``, the
-  tokenizer's vocabulary and the inference precision: a checkpoint trained with a frozen
-  encoder shares it with ``pretrained``, so their sentence embeddings are computed once.
-
-Re-opening an app page or re-running an analysis then reads a ``.npy`` file instead of
-re-encoding a dataset. A key is the sha256 of
-
-* the model's **content**: every tensor of its ``state_dict`` (the bytes that
-  ``model.safetensors`` holds; int8-quantized weights hash differently from fp32) and
-  its model settings (pooling, ``max_len``, prompts, heads), and
-* the inputs: the task or "embed", and the exact list(s) of texts.
-
-So a retrained checkpoint in the same directory, a different pooling or a changed list
-of sentences never hits a stale entry, while the same weights loaded from anywhere (a
-checkpoint, a model still in memory after training) share entries. The model hash is
-computed once per model object and recomputed only when a parameter was modified in
-place (PyTorch's per-tensor version counters tell).
+A key is a hash of **content**: the same weights loaded from anywhere share entries,
+while a retrained checkpoint in the same directory, another pooling or precision, or a
+changed list of sentences never hits a stale one. File hashes are memoized per (path,
+inode, size, mtime, ctime) and model hashes per model object, recomputed when a
+parameter was modified in place (PyTorch's per-tensor version counters tell);
+:func:`forget_fingerprints` drops both memos.
 
 Files live in ``checkpoints/.cache/`` of the repository unless ``cache_dir`` or the
-environment variable ``MINBERT_CACHE_DIR`` says otherwise; :func:`clear_cache` empties it.
-Writes are atomic (a temporary file then a rename), and an unreadable entry is
-recomputed and rewritten.
+environment variable ``MINBERT_CACHE_DIR`` says otherwise. Writes go through
+core/atomic.py; an unreadable entry is recomputed and rewritten.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from core.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +82,15 @@ def _versions(model: torch.nn.Module) -> tuple[int, ...]:
     return tuple(t._version for t in [*model.parameters(), *model.buffers()])
 
 
+# model -> (what the digest was computed from, digest); entries go with their models
+_MODEL_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_ENCODER_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def model_fingerprint(model) -> str:
     """sha256 of a MultitaskBert's weights and of the settings that shape its outputs."""
     versions = _versions(model)
-    memo = getattr(model, "_fingerprint_memo", None)
+    memo = _MODEL_MEMO.get(model)
     if memo is not None and memo[0] == versions:
         return memo[1]
     h = hashlib.sha256()
@@ -101,7 +103,7 @@ def model_fingerprint(model) -> str:
     if precision is not None:   # bf16 autocast keeps the fp32 state_dict but not its outputs
         h.update(f"precision={precision}".encode())
     digest = h.hexdigest()
-    model._fingerprint_memo = (versions, digest)
+    _MODEL_MEMO[model] = (versions, digest)
     return digest
 
 
@@ -109,7 +111,7 @@ def encoder_fingerprint(model) -> str:
     """sha256 of what a MultitaskBert's sentence embeddings depend on: the encoder's
     tensors, pooling, max_len, the tokenizer's vocabulary and the inference precision."""
     versions = _versions(model.bert)
-    memo = getattr(model, "_encoder_fingerprint_memo", None)
+    memo = _ENCODER_MEMO.get(model)
     settings = (model.config.model.pooling, model.config.model.max_len, getattr(model, "quantization", None))
     if memo is not None and memo[0] == (versions, settings):
         return memo[1]
@@ -121,11 +123,19 @@ def encoder_fingerprint(model) -> str:
     h.update(json.dumps(sorted(model.tokenizer.get_vocab().items())).encode())
     h.update(f"lower={getattr(model.tokenizer, 'do_lower_case', None)}".encode())
     digest = h.hexdigest()
-    model._encoder_fingerprint_memo = ((versions, settings), digest)
+    _ENCODER_MEMO[model] = ((versions, settings), digest)
     return digest
 
 
 _FILE_MEMO: dict[tuple, str] = {}
+
+
+def forget_fingerprints() -> None:
+    """Drop the memoized file and model digests of this process (files and models are
+    hashed again on next use: a benchmark of the cold path)."""
+    _FILE_MEMO.clear()
+    _MODEL_MEMO.clear()
+    _ENCODER_MEMO.clear()
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:
@@ -171,15 +181,6 @@ def texts_fingerprint(*lists: Sequence[str] | None) -> str:
 
 
 # -------------------------------------------------------------------- cache
-def cache_path(model, kind: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
-               cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the result of ``kind`` ("embed" or a task) on these inputs is stored."""
-    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = hashlib.sha256(f"v{CACHE_VERSION}|{kind}|{model_fingerprint(model)}|"
-                         f"{texts_fingerprint(texts_a, texts_b)}".encode()).hexdigest()
-    return directory / "arrays" / f"{kind}-{key[:32]}.npy"
-
-
 def keyed_path(kind: str, parts: Sequence[str], cache_dir: str | os.PathLike | None = None) -> Path:
     """Where an array of ``kind`` identified by the strings ``parts`` is stored."""
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -187,24 +188,32 @@ def keyed_path(kind: str, parts: Sequence[str], cache_dir: str | os.PathLike | N
     return directory / "arrays" / f"{kind}-{key[:32]}.npy"
 
 
-def read_array(path: Path) -> np.ndarray | None:
-    """The array stored at ``path``, or None (absent or unreadable)."""
+def read_array(path: Path) -> np.ndarray | dict[str, np.ndarray] | None:
+    """The array stored at ``path`` (a ``.npz`` file: a dict of arrays), or None
+    (absent or unreadable)."""
+    path = Path(path)
     if path.is_file():
         try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
             return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:
             log.warning("cache entry %s is unreadable (%s); recomputing it", path, e)
     return None
 
 
-def write_array(path: Path, value: np.ndarray) -> None:
-    """Store ``value`` at ``path`` atomically; a failed write is logged, never raised."""
+def write_array(path: Path, value: np.ndarray | dict[str, np.ndarray]) -> None:
+    """Store ``value`` at ``path``, whole or not at all (core/atomic.py): an array as
+    ``.npy``, a dict of arrays as ``.npz``. A failed write is logged, never raised."""
+    buf = io.BytesIO()
+    if isinstance(value, dict):
+        np.savez(buf, **value)
+    else:
+        np.save(buf, np.asarray(value), allow_pickle=False)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(value), allow_pickle=False)
-        os.replace(tmp, path)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as e:   # a read-only or full disk must not break a prediction
         log.warning("could not write cache entry %s: %s", path, e)
 
@@ -217,30 +226,3 @@ def cached_array(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
     value = np.asarray(compute())
     write_array(path, value)
     return value
-
-
-def cached_embed(model, texts: Sequence[str], batch_size: int = 64,
-                 cache_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """``model.embed(texts)``, computed once per (model content, texts)."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    return cached_array(cache_path(model, "embed", texts, None, cache_dir),
-                        lambda: model.embed(texts, batch_size=batch_size))
-
-
-def cached_predict(model, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
-                   batch_size: int = 64, cache_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """``model.predict_task(task, texts_a, texts_b)``, computed once per (model, inputs)."""
-    texts_a = [texts_a] if isinstance(texts_a, str) else list(texts_a)
-    texts_b = None if texts_b is None else ([texts_b] if isinstance(texts_b, str) else list(texts_b))
-    return cached_array(cache_path(model, task, texts_a, texts_b, cache_dir),
-                        lambda: model.predict_task(task, texts_a, texts_b, batch_size=batch_size))
-
-
-def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
-    """Delete every cached array; returns how many files were removed."""
-    directory = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "arrays"
-    removed = 0
-    for path in directory.glob("*.npy"):
-        path.unlink(missing_ok=True)
-        removed += 1
-    return removed

@@ -3,7 +3,13 @@
 Every failure caused by what a user handed in (a file, a config, a checkpoint, an
 argument) raises :class:`MinbertError` or a subclass, with a message that says what was
 wrong and how to fix it. Bugs in our own code keep raising ordinary Python exceptions.
+At the command line :func:`run_cli` turns one into ``error: ...`` and exit status 2.
 """
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
 
 
 class MinbertError(Exception):
@@ -28,3 +34,19 @@ class ModelLoadError(MinbertError):
 
 class JobError(MinbertError):
     """A training job could not be submitted, found or controlled."""
+
+
+def run_cli(compute: Callable[[], Any], as_json: bool = True, show: Callable[[Any], None] | None = None) -> int:
+    """The end of a command-line tool: ``compute()``, then its result printed as JSON
+    (``as_json``) or by ``show(result)``; exit status 0. A :class:`MinbertError` is
+    printed as ``error: <message>`` on stderr, without a traceback: exit status 2."""
+    try:
+        result = compute()
+    except MinbertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if as_json or show is None:
+        print(json.dumps(result, indent=2))
+    else:
+        show(result)
+    return 0

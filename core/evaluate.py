@@ -24,7 +24,7 @@ What dev evaluation reuses (:func:`evaluate_checkpoint`):
   encoder frozen (the starter recipe) reuse them. Cross-encoder, prompted and token-state
   heads run through ``predict_task`` as before.
 * **precision:** exact fp32 unless asked (``--precision bf16|int8|auto``; auto = bf16
-  where native, else int8, see core/quantize.py).
+  where native, else int8, see core/precision.py).
 
 The same embedding-sharing path (without the disk cache) serves :func:`evaluate_model`,
 which the trainer and the app call on models in memory.
@@ -44,7 +44,7 @@ import torch
 
 from core.data import TaskData, load_task
 from core.errors import MinbertError
-from core.metrics import task_metrics
+from core.metrics import pearson, spearman, task_metrics
 from core.model import checkpoint_tasks  # noqa: F401  (its earlier home was here)
 from core.precision import backend_name, resolve_mode
 from core.predict import load_for_serving
@@ -105,6 +105,27 @@ def predict_datasets(model, datasets: dict[str, TaskData], batch_size: int = 64,
         profile[f"{task}_sentences"] = len(unique)
         profile[f"{task}_heads_s"] = round(time.perf_counter() - t1, 3)
     return outputs
+
+
+# ------------------------------------------------------- STS from embedding cosine
+def cosine_scores(emb_a, emb_b) -> np.ndarray:
+    """Row-wise cosine similarity of two paired embedding matrices [n, d] (float64;
+    a zero row has cosine 0)."""
+    a, b = np.asarray(emb_a, dtype=np.float64), np.asarray(emb_b, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise MinbertError(f"paired embeddings must be two [n, d] arrays of one shape, got {a.shape} and {b.shape}")
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.where(na * nb > 0, na * nb, 1.0)
+
+
+def embedding_sts_metrics(model, data: TaskData, batch_size: int = 64) -> dict:
+    """The one STS evaluator of sentence embeddings: Pearson and Spearman correlation of
+    cos(embed(a_i), embed(b_i)) with the gold scores (no head involved). Keys
+    ``embedding_sts_pearson``, ``embedding_sts_spearman``, ``sts_n``."""
+    cos = cosine_scores(model.embed(data.texts_a, batch_size=batch_size),
+                        model.embed(data.texts_b, batch_size=batch_size))
+    return {"embedding_sts_pearson": pearson(data.labels, cos),
+            "embedding_sts_spearman": spearman(data.labels, cos), "sts_n": len(data)}
 
 
 def prediction_frame(data: TaskData, output: np.ndarray) -> pd.DataFrame:

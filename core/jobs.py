@@ -1163,26 +1163,27 @@ class JobManager:
 
 
 # --------------------------------------------------------------------- CLI
-def _fmt_duration(seconds: float | None) -> str:
+def fmt_duration(seconds: float | None) -> str:
+    """The one duration format (CLI and app): "5s", "2m 05s", "1h 02m"; "–" for None."""
     if seconds is None:
-        return "-"
-    seconds = int(seconds)
+        return "–"
+    seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    return f"{h}h {m:02d}m" if h else (f"{m}m {s:02d}s" if m else f"{s}s")
 
 
 def _print_job(job: Job) -> None:
     d = job.to_dict()
     print(f"job {job.id}: {job.name} [{job.state}]")
     print(f"  progress   {d['progress'] * 100:.0f}%  (step {d['step']}/{d['total_steps'] or '?'}, "
-          f"phase {d['phase']}, eta {_fmt_duration(d['eta_s'])})")
+          f"phase {d['phase']}, eta {fmt_duration(d['eta_s'])})")
     print(f"  recipe     {job.recipe} {' '.join('--set ' + o for o in job.overrides)}")
     print(f"  backend    {job.where}" + (f"   resources {json.dumps(job.resources)}" if job.resources else "")
           + (f"   attempt {job.attempt}" if job.attempt else "") + ("   auto-resume" if job.auto_resume else ""))
     print(f"  checkpoint {job.checkpoint}")
     print(f"  log        {job.log_path}")
-    print(f"  pid        {job.pid}   duration {_fmt_duration(job.duration_s())}")
+    print(f"  pid        {job.pid}   duration {fmt_duration(job.duration_s())}")
     if job.message:
         print("  message    " + job.message.replace("\n", "\n             "))
 
@@ -1265,7 +1266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for job in jobs:
                     d = job.to_dict()
                     print(f"{job.id:>4}  {job.state:<10} {d['progress'] * 100:>7.0f}%  "
-                          f"{_fmt_duration(d['eta_s']):>7}  {job.where:<12} {job.name}")
+                          f"{fmt_duration(d['eta_s']):>7}  {job.where:<12} {job.name}")
         elif args.command == "cancel":
             job = jm.cancel(args.id)
             print(f"job {job.id}: {job.state}")

@@ -21,7 +21,7 @@ of every MatMul with a constant weight. Its defaults (per-tensor weight scales) 
 more accuracy than our int8 (min cosine about 0.82 to fp32 on STS dev sentences, ours
 0.986), so the bench also builds an "equal-accuracy" ORT int8 that quantizes like ours:
 per-channel weights, 8-bit activations, and the feed-forward input projections
-(``core.quantize.KEEP_FP32``) left in fp32. Those MatMul nodes are found through the
+(``core.precision.KEEP_FP32``) left in fp32. Those MatMul nodes are found through the
 module names the exporter records on each node (``pkg.torch.onnx.name_scopes``).
 """
 from __future__ import annotations
@@ -218,9 +218,9 @@ def ort_embed(session, model, texts: Sequence[str], batch_size: int = 64) -> np.
     """``model.embed(texts)`` computed by an ONNX Runtime session: the same tokenization,
     the same length-sorted token-budget batches, input order restored."""
     from core.data import encode_texts
-    from core.model import BATCH_TOKENS_PER_INPUT, TaskFeatures, token_budget_batches
+    from core.model import BATCH_TOKENS_PER_INPUT, TaskTokens, token_budget_batches
     texts = list(texts)
-    feats = TaskFeatures({"a": encode_texts(model.tokenizer, texts, model.config.model.max_len)},
+    feats = TaskTokens({"a": encode_texts(model.tokenizer, texts, model.config.model.max_len)},
                          pad_id=model.tokenizer.pad_token_id or 0)
     results: list[np.ndarray | None] = [None] * len(texts)
     for idx in token_budget_batches(feats.lengths, batch_size * BATCH_TOKENS_PER_INPUT):

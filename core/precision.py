@@ -13,7 +13,7 @@ every path (core/quantize.py).
 
 The rule is the one the bench uses for bf16 training: a CUDA GPU that supports bf16, or
 a CPU that advertises AVX-512 BF16 or AMX-BF16. On other CPUs bf16 autocast is emulated
-and slower than fp32, so int8 dynamic quantization (core/quantize.py) serves there.
+and slower than fp32, so int8 dynamic quantization (below) serves there.
 
 bf16 inference is autocast, not bf16 weights: the encoder's matrix products (Linear,
 attention) run in bf16 with fp32 accumulation, while the residual stream, LayerNorm,

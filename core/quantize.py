@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from core.errors import MinbertError
+from core.errors import MinbertError, run_cli
 from core.precision import (KEEP_FP32, PRECISIONS, QUANTIZE_MODES, backend_name, bf16_is_fast,  # noqa: F401
                             cpu_flags, cpu_has_vnni, describe_precision, enable_bf16, precision_name,
                             quantize_linear_int8, quantize_model, resolve_mode, serving_mode)
@@ -28,10 +28,8 @@ def compare_dev_metrics(checkpoint: str, data_dir: str = "data", limit: int | No
     """Dev metrics of a checkpoint in fp32 and each fast path (CPU), the gaps to fp32 in
     points (x100 for metrics in [0, 1]), each path's wall time, and the cosine of its STS
     dev sentence embeddings to the fp32 ones (min / mean). No cache: every path computes."""
-    import numpy as np
-
     from core.data import load_task
-    from core.evaluate import evaluate_model
+    from core.evaluate import cosine_scores, evaluate_model
     from core.model import MultitaskBert
     modes = tuple(modes or default_modes())
     if "fp32" not in modes:
@@ -60,7 +58,7 @@ def compare_dev_metrics(checkpoint: str, data_dir: str = "data", limit: int | No
         out["gap_points"][mode] = gaps
         out["max_abs_gap_points"][mode] = max((abs(v) for v in gaps.values()), default=0.0)
         e = embeddings[mode]
-        cos = (e * ref).sum(1) / (np.linalg.norm(e, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12)
+        cos = cosine_scores(e, ref)
         out["cosine_to_fp32"][mode] = {"min": round(float(cos.min()), 5), "mean": round(float(cos.mean()), 5),
                                        "n_sentences": len(sentences)}
     return out
@@ -69,8 +67,6 @@ def compare_dev_metrics(checkpoint: str, data_dir: str = "data", limit: int | No
 def main(argv=None) -> int:
     """python -m core.quantize CHECKPOINT [--modes fp32 bf16 int8] [--limit N] [--json]."""
     import argparse
-    import json
-    import sys
     p = argparse.ArgumentParser(prog="python -m core.quantize",
                                 description="Dev metrics of a checkpoint in fp32 and in the fast CPU paths "
                                             "(bf16 where native, int8), the gaps, and embedding cosines.")
@@ -80,14 +76,12 @@ def main(argv=None) -> int:
     p.add_argument("--modes", nargs="+", choices=list(PRECISIONS), help="default: fp32, bf16 if native, int8")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    try:
-        r = compare_dev_metrics(args.checkpoint, args.data_dir, args.limit, modes=args.modes)
-    except MinbertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(r, indent=2))
-        return 0
+    return run_cli(lambda: compare_dev_metrics(args.checkpoint, args.data_dir, args.limit, modes=args.modes),
+                   args.json, show)
+
+
+def show(r: dict) -> None:
+    """The comparison as a table, for people."""
     modes = r["modes"]
     print(f"{r['checkpoint']}: int8 backend {r['backend']}; CPU flags {' '.join(r['cpu_flags']) or '-'}")
     print(f"{'metric':<16}" + "".join(f"{m:>10}" for m in modes)
@@ -100,7 +94,6 @@ def main(argv=None) -> int:
         print(f"{m}: max |gap| {r['max_abs_gap_points'][m]:.2f} points; embedding cosine to fp32 "
               f"min {c['min']:.5f}, mean {c['mean']:.5f} ({c['n_sentences']} STS dev sentences)")
     print("evaluation time: " + ", ".join(f"{m} {r[f'{m}_seconds']} s" for m in modes))
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,18 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 
 
 def fit(n: int = 4000, data_dir: str = "data") -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from core.data import load_task
+    from core.evaluate import cosine_scores
     from core.model import MultitaskBert
     model = MultitaskBert.load("pretrained")
     data = load_task("qqp", "train", data_dir, limit=n)
-    ea, eb = model.embed(data.texts_a), model.embed(data.texts_b)
-    cos = (ea * eb).sum(1) / (np.linalg.norm(ea, axis=1) * np.linalg.norm(eb, axis=1))
+    cos = cosine_scores(model.embed(data.texts_a), model.embed(data.texts_b))
     lr = LogisticRegression(C=1e4).fit(cos[:, None], data.labels)
     scale = float(lr.coef_[0, 0])
     return {"center": round(-float(lr.intercept_[0]) / scale, 4), "scale": round(scale, 4), "n": len(data)}

@@ -134,3 +134,14 @@ def wait_for(predicate, timeout: float = 180.0, every: float = 0.3):
             return value
         time.sleep(every)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def type_a_sentence(pg, url: str, text: str, delay: int = 10) -> str:
+    """Browser tests: open the Predict page, type ``text`` into its sentence box, and
+    return the first prediction's metric once it shows a confidence."""
+    pg.goto(f"{url}/Predict")
+    box = pg.get_by_role("textbox", name="Sentence", exact=True)
+    box.click()
+    box.type(text, delay=delay)
+    pg.get_by_text("confident").first.wait_for()
+    return pg.locator('[data-testid="stMetric"]').first.inner_text()

@@ -16,7 +16,9 @@ TIMEOUT = 180
 @pytest.fixture(scope="module")
 def root(tiny_checkpoint, tmp_path_factory):
     """A checkpoints folder with the tiny checkpoint twice ("tiny", and "other" whose SST
-    predictions were flipped on two examples) so disagreements have something to show."""
+    predictions were flipped on two examples and whose first four STS predictions were
+    moved by 0.5, 0.9, 1.25 and 1.5: two of them at least 1.0) so disagreements have
+    something to show."""
     root = tmp_path_factory.mktemp("checkpoints")
     (root / "tiny").symlink_to(tiny_checkpoint, target_is_directory=True)
     other = root / "other"
@@ -29,6 +31,10 @@ def root(tiny_checkpoint, tmp_path_factory):
     sst.loc[:1, "pred"] = (sst.loc[:1, "pred"] + 1) % 5
     sst["correct"] = sst["pred"] == sst["label"]
     sst.to_csv(other / "predictions" / "sst-dev.csv", index=False)
+    sts = pd.read_csv(other / "predictions" / "sts-dev.csv", dtype={"id": str})
+    sts.loc[:3, "pred"] += [0.5, 0.9, 1.25, 1.5]
+    sts["residual"] = sts["pred"] - sts["label"]
+    sts.to_csv(other / "predictions" / "sts-dev.csv", index=False)
     return root
 
 
@@ -82,6 +88,33 @@ def test_attention_and_saliency_page(app):
     assert not at.exception and any("empty" in e.value for e in at.error)
 
 
+def test_saliency_page_is_not_stale_after_a_retrain(tiny_checkpoint, repo, tmp_path, monkeypatch):
+    """A checkpoint rewritten under the same name (a retrain) gets new saliency results:
+    the page's caches are keyed by checkpoint content, not by name."""
+    import torch
+
+    from core.model import MultitaskBert
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_checkpoint, root / "run")
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
+    monkeypatch.chdir(repo)
+    at = AppTest.from_file(str(repo / "app" / "views" / "4_Attention_and_saliency.py"), default_timeout=TIMEOUT)
+    at.session_state["as_ckpts"] = ["run"]
+    at.session_state["as_task"] = "sst"
+    at.session_state["as_target"] = "very positive"     # one fixed output to explain
+    at.run()
+    assert not at.exception and not at.error
+    before = at.dataframe[0].value["f(input)"].iloc[0]
+    model = MultitaskBert.load(root / "run")
+    with torch.no_grad():                                 # "retrained": P(very positive) goes up
+        model.heads["sst"].ffn.net[-1].bias[4] += 3.0
+    model.save(root / "run")
+    at.run()
+    assert not at.exception and not at.error
+    after = at.dataframe[0].value["f(input)"].iloc[0]
+    assert after > before + 0.1, (before, after)
+
+
 def test_saliency_page_takes_an_example_from_errors(app):
     from app.analysis_common import EXAMPLE_KEY
     at = app("4_Attention_and_saliency.py")
@@ -110,6 +143,24 @@ def test_errors_page(app):
         assert len(at.dataframe) >= 2
     at.selectbox(key="er_slice").set_value("overlap").run()
     assert not at.exception
+
+
+def test_compare_and_errors_pages_agree_on_disagreements(app):
+    """The same pair of checkpoints: both pages count the same disagreements (SST: 2
+    flipped classes; STS: the 2 of 4 moved predictions that moved by at least 1.0)."""
+    compare = app("3_Compare.py")
+    compare.run()
+    errors = app("5_Errors.py")
+    errors.run()
+    errors.multiselect(key="er_ckpts").set_value(["tiny", "other"]).run()
+    assert {compare.selectbox(key="cmp_a").value, compare.selectbox(key="cmp_b").value} == {"tiny", "other"}
+    for task in ("sst", "sts"):
+        compare.radio(key="diff_task").set_value(task).run()
+        errors.selectbox(key="er_task").set_value(task).run()
+        assert not compare.exception and not errors.exception
+        said = [m.value for m in compare.markdown if "shared dev examples disagree" in m.value]
+        assert said and said[0].startswith("**2** of 16 shared"), said
+        assert {m.label: m.value for m in errors.metric}["disagreements"] == "2"
 
 
 def test_errors_page_without_predictions_offers_to_compute(app):

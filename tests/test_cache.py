@@ -1,49 +1,42 @@
-"""The embedding cache: same model content + inputs -> one computation; anything that
-changes the outputs -> a different key."""
+"""core/cache.py: content hashes (same content -> one key; anything that changes the
+outputs -> another) and the arrays cached under them."""
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
-import pytest
 import torch
 
-from core.cache import cache_path, cached_embed, cached_predict, clear_cache, model_fingerprint
+from core.cache import cached_array, keyed_path, model_fingerprint, read_array, texts_fingerprint, write_array
 
 TEXTS = ["A man plays the guitar.", "The stock market fell.", "Cats sleep a lot."]
 
 
-@contextlib.contextmanager
-def no_compute(model):
-    """Make a model's encoders fail, to prove a result came from the cache."""
-    def boom(*a, **k):
-        raise AssertionError("recomputed although cached")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(model, "embed", boom)
-        mp.setattr(model, "predict_task", boom)
-        yield
+def test_cached_array_computes_once(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(6, dtype=np.float32).reshape(2, 3)
+    path = keyed_path("embed", ["model-a", texts_fingerprint(TEXTS)], tmp_path)
+    first = cached_array(path, compute)
+    again = cached_array(path, compute)
+    assert len(calls) == 1 and np.array_equal(first, again) and again.tolist() == [[0, 1, 2], [3, 4, 5]]
+    # other texts, another kind or another model: other entries
+    assert path != keyed_path("embed", ["model-a", texts_fingerprint(TEXTS[:2])], tmp_path)
+    assert path != keyed_path("eval-sts", ["model-a", texts_fingerprint(TEXTS)], tmp_path)
+    assert texts_fingerprint(TEXTS, TEXTS[::-1]) != texts_fingerprint(TEXTS[::-1], TEXTS)   # pairs are ordered
 
 
-def test_cached_embed_computes_once(pretrained, tmp_path):
-    first = cached_embed(pretrained, TEXTS, cache_dir=tmp_path)
-    np.testing.assert_array_equal(first, pretrained.embed(TEXTS))
-    files = list((tmp_path / "arrays").glob("*.npy"))
-    assert len(files) == 1
-    with no_compute(pretrained):
-        again = cached_embed(pretrained, TEXTS, cache_dir=tmp_path)
-    np.testing.assert_array_equal(first, again)
-    # other texts are another entry
-    cached_embed(pretrained, TEXTS[:2], cache_dir=tmp_path)
-    assert len(list((tmp_path / "arrays").glob("*.npy"))) == 2
-    assert clear_cache(tmp_path) == 2 and not list((tmp_path / "arrays").glob("*.npy"))
-
-
-def test_cached_predict_pairs(pretrained, tmp_path):
-    a, b = TEXTS, TEXTS[::-1]
-    out = cached_predict(pretrained, "sts", a, b, cache_dir=tmp_path)
-    np.testing.assert_allclose(out, pretrained.predict_similarity(a, b), atol=1e-6)
-    assert cache_path(pretrained, "sts", a, b, tmp_path) != cache_path(pretrained, "sts", b, a, tmp_path)
-    assert cache_path(pretrained, "sts", a, b, tmp_path) != cache_path(pretrained, "qqp", a, b, tmp_path)
+def test_unreadable_entry_is_recomputed_and_dicts_are_npz(tmp_path):
+    path = tmp_path / "arrays" / "x.npy"
+    path.parent.mkdir()
+    path.write_bytes(b"not a numpy file")
+    assert read_array(path) is None
+    out = cached_array(path, lambda: np.ones(3))
+    assert np.load(path).tolist() == [1.0, 1.0, 1.0] and out.tolist() == [1.0, 1.0, 1.0]
+    write_array(tmp_path / "s.npz", {"a": np.zeros(2), "b": np.arange(3)})
+    both = read_array(tmp_path / "s.npz")
+    assert sorted(both) == ["a", "b"] and both["b"].tolist() == [0, 1, 2]
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]   # atomic writes leave nothing behind
 
 
 def test_fingerprint_follows_weight_content(tiny_checkpoint):
@@ -58,15 +51,6 @@ def test_fingerprint_follows_weight_content(tiny_checkpoint):
     m3 = MultitaskBert.load(tiny_checkpoint)
     m3.config.model.pooling = "cls"   # settings that change outputs change the key too
     assert model_fingerprint(m3) != model_fingerprint(m1)
-
-
-def test_unreadable_entry_is_recomputed(pretrained, tmp_path):
-    path = cache_path(pretrained, "embed", TEXTS, None, tmp_path)
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"not a numpy file")
-    out = cached_embed(pretrained, TEXTS, cache_dir=tmp_path)
-    assert out.shape == (3, 384)
-    np.testing.assert_array_equal(np.load(path), out)
 
 
 # ------------------------------------------------ content keys of dev evaluation

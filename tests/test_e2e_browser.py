@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from app.serve import start_server, stop_server
-from conftest import CHROMIUM, TINY
+from conftest import CHROMIUM, TINY, type_a_sentence
 from core.errors import MinbertError
 from core.jobs import JobManager
 
@@ -68,12 +68,7 @@ def test_predict_train_compare_in_a_browser(server, browser):
     pg.get_by_role("link", name="Predict").first.wait_for()      # the navigation built by app/main.py
 
     # --- Predict: type a sentence, see its sentiment
-    pg.goto(f"{url}/Predict")
-    box = pg.get_by_role("textbox", name="Sentence", exact=True)
-    box.click()
-    box.type("A gorgeous, witty, seductive movie.", delay=15)
-    pg.get_by_text("confident").first.wait_for()
-    metric = pg.locator('[data-testid="stMetric"]').first.inner_text()
+    metric = type_a_sentence(pg, url, "A gorgeous, witty, seductive movie.", delay=15)
     assert "tiny" in metric and any(label in metric for label in ("negative", "neutral", "positive"))
     screenshot(pg, "predict.png", 1150)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.serve import start_server, stop_server
-from conftest import CHROMIUM
+from conftest import CHROMIUM, type_a_sentence
 from core.errors import MinbertError
 from core.model import SHIPPED, SHIPPED_DIR
 
@@ -63,12 +63,7 @@ def test_predict_serves_all_three_tasks_from_the_shipped_model(browser, tmp_path
     try:
         pg = browser.new_page()
         pg.set_default_timeout(120_000)
-        pg.goto(f"{url}/Predict")
-        box = pg.get_by_role("textbox", name="Sentence", exact=True)
-        box.click()
-        box.type("A gorgeous, witty, seductive movie.", delay=10)
-        pg.get_by_text("confident").first.wait_for()
-        first = pg.locator('[data-testid="stMetric"]').first.inner_text()
+        first = type_a_sentence(pg, url, "A gorgeous, witty, seductive movie.")
         assert SHIPPED in first and any(w in first for w in ("negative", "neutral", "positive")), first
         other = pg.get_by_role("textbox", name="Second sentence (optional: paraphrase and similarity of the pair)")
         other.click()

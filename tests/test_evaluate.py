@@ -29,13 +29,15 @@ def own_checkpoint(tiny_checkpoint, tmp_path):
     return shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
 
 
-def test_cli_json_keys_and_predictions(tiny_checkpoint, capsys):
-    rc = main([str(tiny_checkpoint), "--json", "--limit", "20", "--data-dir", str(REPO / "data")])
+def test_cli_json_keys_and_predictions(own_checkpoint, capsys):
+    """(On a copy: the CLI rewrites the checkpoint's predictions/, which the other tests
+    of the session read as the trainer wrote them.)"""
+    rc = main([str(own_checkpoint), "--json", "--limit", "20", "--data-dir", str(REPO / "data")])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert CONTRACT_KEYS <= set(result)
     assert result["sst_n"] == result["qqp_n"] == result["sts_n"] == 20
-    preds = pd.read_csv(tiny_checkpoint / "predictions" / "sst-dev.csv")
+    preds = pd.read_csv(own_checkpoint / "predictions" / "sst-dev.csv")
     assert len(preds) == 20 and {"id", "sentence", "label", "pred", "prob_4", "correct"} <= set(preds.columns)
     assert result["sst_acc"] == preds["correct"].mean()
 

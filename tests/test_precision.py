@@ -97,14 +97,16 @@ def test_bf16_embeddings_close_to_fp32(bf16_pretrained, pretrained):
     assert np.abs(a - b).max() > 0      # really another computation than fp32
 
 
-def test_bf16_metric_gap_on_sts_dev(bf16_pretrained, pretrained, repo):
+@pytest.mark.parametrize("mode,max_gap", [("bf16", 0.005), ("int8", 0.01)])
+def test_fast_path_metric_gap_on_sts_dev(mode, max_gap, pretrained, repo):
     """Zero-shot STS dev Pearson (first 150 pairs): bf16 within 0.5 points of fp32 (the
-    issue's bar for a serving path)."""
+    issue's bar for a serving path), int8 within 1 point."""
     from core.data import load_task
+    from core.model import MultitaskBert
+    fast = MultitaskBert.load("pretrained", quantize=mode)
     data = load_task("sts", "dev", repo / "data", limit=150)
-    fp32 = pearson(data.labels, pretrained.predict_similarity(data.texts_a, data.texts_b))
-    bf16 = pearson(data.labels, bf16_pretrained.predict_similarity(data.texts_a, data.texts_b))
-    assert abs(fp32 - bf16) < 0.005, (fp32, bf16)
+    fp32, ours = (pearson(data.labels, m.predict_similarity(data.texts_a, data.texts_b)) for m in (pretrained, fast))
+    assert abs(fp32 - ours) < max_gap, (mode, fp32, ours)
 
 
 def test_bf16_checkpoint_heads_agree(tiny_checkpoint, tiny_model):

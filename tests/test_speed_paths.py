@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from core.errors import MinbertError
-from core.metrics import pearson
 
 # Deliberately mixed lengths, so sorted batches reorder them and padding differs.
 TEXTS = ["A man is playing a guitar on the street corner while people walk by.", "Hi.",
@@ -59,15 +58,6 @@ def test_int8_is_close_to_fp32(pretrained, int8_pretrained):
     a, b = pretrained.embed(TEXTS), int8_pretrained.embed(TEXTS)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.95 and cos.mean() > 0.98, cos
-
-
-def test_int8_metric_gap_on_sts_dev(pretrained, int8_pretrained, repo):
-    """Zero-shot STS dev Pearson (first 150 pairs): int8 within 1 point of fp32."""
-    from core.data import load_task
-    data = load_task("sts", "dev", repo / "data", limit=150)
-    fp32 = pearson(data.labels, pretrained.predict_similarity(data.texts_a, data.texts_b))
-    int8 = pearson(data.labels, int8_pretrained.predict_similarity(data.texts_a, data.texts_b))
-    assert abs(fp32 - int8) < 0.01, (fp32, int8)
 
 
 def test_int8_checkpoint_heads_agree(tiny_checkpoint, tiny_model):

@@ -3,20 +3,18 @@ you type; or upload a CSV and download the predictions."""
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import pandas as pd
+import plotly.express as px
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import plotly.express as px  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app.common import (PRETRAINED, QUORA_CAPTION, STARTER_RECIPE, TASK_TITLES, MinbertError,  # noqa: E402
+from app.common import (PRETRAINED, QUORA_CAPTION, STARTER_RECIPE, TASK_TITLES, MinbertError, checkpoint_key,
                         checkpoint_tasks, default_models, fmt_duration, job_manager, latest_job, load_model,
-                        model_choices, page_setup, serving_toggle, trained_checkpoints)
-from core.predict import (EXAMPLES, MAX_BATCH_ROWS, MAX_TEXT_CHARS, MAX_UPLOAD_MB, SENTIMENT_LABELS,  # noqa: E402
-                          guess_columns, predict_frame, predict_one, read_csv_upload, sentiment_frame)
+                        model_choices, page_setup, serving_fast, serving_toggle, trained_checkpoints)
+from app.content import EXAMPLES, SENTIMENT_LABELS, sentiment_frame
+from core.inputs import MAX_BATCH_ROWS, MAX_TEXT_CHARS, guess_columns, read_csv_upload
+from core.predict import predict_frame, predict_one
 
 page_setup("Predict", ":material/online_prediction:")
 serving_toggle()
@@ -200,10 +198,18 @@ def _predict_batch(df: pd.DataFrame, task: str, names: list[str], col_a: str, co
         bar.progress(done / len(df), text=f"Predicting… {done:,}/{len(df):,} rows")
     bar.empty()
     out = pd.concat(parts)
-    out.attrs["tokens_read"] = [t for part in parts for t in part.attrs.get("tokens_read", [])]
+    tokens = [t for part in parts for t in part.attrs.get("tokens_read", [])]
     if "note" in out:
         out["note"] = out["note"].fillna("")
-    return out
+    return out.assign(**{"tokens read": tokens}) if tokens else out
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def batch_predictions(file_sha: str, task: str, col_a: str, col_b: str | None, names: tuple[str, ...],
+                      contents: tuple[str, ...], fast: bool, _df: pd.DataFrame) -> pd.DataFrame:
+    """The prediction table of an uploaded file, computed once per (file content, task,
+    columns, checkpoint contents, serving path): reruns and other sessions read it."""
+    return _predict_batch(_df, task, list(names), col_a, col_b)
 
 
 with batch_tab:
@@ -216,14 +222,15 @@ with batch_tab:
                           else "."))
     need = "two text columns (one pair per row, e.g. sentence1,sentence2)" if task != "sst" else \
         "one text column (e.g. sentence)"
-    st.write(f"Upload a CSV with {need}; up to {MAX_UPLOAD_MB} MB and {MAX_BATCH_ROWS:,} rows. "
+    max_mb = st.get_option("server.maxUploadSize")   # .streamlit/config.toml
+    st.write(f"Upload a CSV with {need}; up to {max_mb} MB and {MAX_BATCH_ROWS:,} rows. "
              "Predictions are added as columns, one set per checkpoint.")
     upload = st.file_uploader("CSV file", type=["csv", "tsv", "txt"], key="batch_file")
     if upload is not None:
         raw = upload.getvalue()
         try:
             upload.seek(0)
-            df = read_csv_upload(upload)          # limits enforced while reading
+            df = read_csv_upload(upload, max_mb=max_mb)   # limits enforced while reading
             guess = guess_columns(df, task)
         except MinbertError as e:
             st.error(f"{upload.name}: {e}")
@@ -239,18 +246,13 @@ with batch_tab:
             if not usable:
                 st.warning("None of the picked checkpoints can predict this task.")
             else:
-                key = (hashlib.sha256(raw).hexdigest(), task, col_a, col_b, tuple(usable))
-                if st.session_state.get("batch_key") != key:
-                    try:
-                        st.session_state["batch_result"] = _predict_batch(df, task, usable, col_a, col_b)
-                        st.session_state["batch_key"] = key
-                    except MinbertError as e:
-                        st.error(str(e))
-                        st.session_state.pop("batch_key", None)
-                if st.session_state.get("batch_key") == key:
-                    result = st.session_state["batch_result"]
-                    if result.attrs.get("tokens_read"):
-                        result = result.assign(**{"tokens read": result.attrs["tokens_read"]})
+                try:
+                    result = batch_predictions(hashlib.sha256(raw).hexdigest(), task, col_a, col_b, tuple(usable),
+                                               tuple(checkpoint_key(n) for n in usable), serving_fast(), df)
+                except MinbertError as e:
+                    st.error(str(e))
+                    result = None
+                if result is not None:
                     st.dataframe(result, width="stretch", height=360)
                     st.download_button("Download predictions (CSV)", result.to_csv(index=False).encode(),
                                        file_name=f"{Path(upload.name).stem}-{task}-predictions.csv",

@@ -1,19 +1,16 @@
 """Train: pick a recipe, edit it in a form, launch it as a background job; watch jobs."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import pandas as pd
+import plotly.express as px
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import plotly.express as px  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app.common import (QUORA_CAPTION, MinbertError, fmt_duration, job_manager, page_setup)  # noqa: E402
-from core.config import Config  # noqa: E402
-from core.jobs import access_mode, check_access, check_app_overrides  # noqa: E402
-from core.recipes import FieldSpec, list_recipes, parse_override_lines, recipe_fields, to_overrides  # noqa: E402
+from app.common import (QUORA_CAPTION, MinbertError, fmt_duration, job_manager, page_setup)
+from core.config import Config
+from core.jobs import access_mode, check_access, check_app_overrides
+from core.recipes import FieldSpec, list_recipes, parse_override_lines, recipe_fields, to_overrides
 
 page_setup("Train", ":material/model_training:")
 st.title(":material/model_training: Train")

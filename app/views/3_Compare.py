@@ -2,22 +2,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.express as px  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from analysis.compare import (METRIC_COLUMNS, checkpoint_dirs, checkpoint_table, history_long,  # noqa: E402
-                              load_predictions, metrics_long, qqp_precision_recall, sst_confusion)
-from analysis.errors import STS_DISAGREE, agreement, disagreements, name_sentiment  # noqa: E402
-from app.common import QUORA_CAPTION, checkpoints_root, fmt_duration, page_setup  # noqa: E402
-from core.data import TASK_LABELS  # noqa: E402
+from analysis.compare import (METRIC_COLUMNS, checkpoint_dirs, checkpoint_table, history_long,
+                              metrics_long, qqp_precision_recall)
+from analysis.mistakes import confusion
+from analysis.predictions import DISAGREE, agreement, disagreements, load_predictions, name_sentiment
+from app.common import QUORA_CAPTION, checkpoints_root, fmt_duration, page_setup
+from core.data import TASK_LABELS
 
 page_setup("Compare", ":material/compare_arrows:")
 st.title(":material/compare_arrows: Compare checkpoints")
@@ -41,7 +39,7 @@ def table_for(root: str, signature: tuple) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def predictions_for(path: str, task: str, signature: tuple) -> pd.DataFrame | None:
-    return load_predictions(path, task)
+    return load_predictions(path, task, missing_ok=True)
 
 
 signature = _signature(root)
@@ -113,7 +111,7 @@ with sst_tab:
             if df is None or "label" not in df:
                 st.info(f"{n} has no SST dev predictions.")
                 continue
-            cm = sst_confusion(df)
+            cm = confusion(df)
             acc = np.trace(cm) / max(cm.sum(), 1)
             labels = TASK_LABELS["sst"]
             fig = px.imshow(cm, x=labels, y=labels, text_auto=True, color_continuous_scale="Blues", height=380,
@@ -171,9 +169,8 @@ with diff_tab:
         st.info(f"Both checkpoints need {task} dev predictions to compare examples.")
     else:
         stats = agreement(da, db, task)
-        what = f"scores at least {STS_DISAGREE:g} apart" if task == "sts" else "different predictions"
-        st.markdown(f"**{stats['disagree']:,}** of {stats['shared']:,} shared dev examples have {what} "
-                    f"(agreement {stats['agree_rate']:.1%}; the Errors page uses the same rule).")
+        st.markdown(f"**{stats['disagree']:,}** of {stats['shared']:,} shared dev examples disagree: "
+                    f"{DISAGREE[task]} (agreement {stats['agree_rate']:.1%}; the Errors page uses the same rule).")
         diff = disagreements(da, db, task, names=(a, b))
         if task == "sst":
             diff = name_sentiment(diff, (f"pred_{a}", f"pred_{b}", "label"))

@@ -6,20 +6,17 @@ analysis/saliency.py and analysis/attention.py; figures in analysis/plots.py.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from analysis.attention import attention_maps, attention_rollout  # noqa: E402
-from analysis.plots import attention_grid, attention_heatmap, saliency_figure  # noqa: E402
-from analysis.saliency import attribute  # noqa: E402
-from app.analysis_common import EXAMPLE_KEY, TASK_TITLES, load_model, pick_checkpoints, run_safely  # noqa: E402
-from app.common import page_setup, served_tasks  # noqa: E402
-from core.data import TASK_LABELS  # noqa: E402
+from analysis.attention import attention_maps, attention_rollout
+from analysis.plots import attention_grid, attention_heatmap, saliency_figure
+from analysis.saliency import attribute
+from app.analysis_common import (EXAMPLE_KEY, TASK_TITLES, has_weights, load_model, pick_checkpoints, run_safely,
+                                 weights_missing)
+from app.common import checkpoint_key, offered_tasks, page_setup
+from core.data import TASK_LABELS
 
 page_setup("Attention and saliency", ":material/visibility:")
 st.title(":material/visibility: Attention & saliency")
@@ -41,7 +38,7 @@ if example:
         st.session_state["as_ckpts"] = [example["checkpoint"]]
 
 names = pick_checkpoints("as_ckpts")
-tasks = served_tasks(names)
+tasks = offered_tasks(names)
 if st.session_state.get("as_task") not in tasks:
     st.session_state.pop("as_task", None)
 task = st.selectbox("Task", tasks, format_func=TASK_TITLES.get, key="as_task")
@@ -60,17 +57,24 @@ view = st.radio("View", ["Saliency", "Attention"], horizontal=True, key="as_view
 if not names:
     st.info("Pick at least one checkpoint.")
     st.stop()
+for name in [n for n in names if not has_weights(n)]:   # results-only runs: nothing to run here
+    st.info(f"**{name}**: {weights_missing(name)}.", icon=":material/cloud_off:")
+names = [n for n in names if has_weights(n)]
+if not names:
+    st.stop()
 
 
+# Keyed by the checkpoint's content (``content``), not only its name: a checkpoint
+# retrained under the same name gets new results.
 @st.cache_data(max_entries=64, show_spinner=False)
-def saliency_for(name: str, task: str, text_a: str, text_b: str | None, target: int | None, method: str,
-                 n_steps: int, baseline: str, words: bool):
+def saliency_for(name: str, content: str, task: str, text_a: str, text_b: str | None, target: int | None,
+                 method: str, n_steps: int, baseline: str, words: bool):
     return attribute(load_model(name), task, text_a, text_b, target=target, method=method, n_steps=n_steps,
                      baseline=baseline, words=words)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def attention_for(name: str, text_a: str, text_b: str | None):
+def attention_for(name: str, content: str, text_a: str, text_b: str | None):
     return attention_maps(load_model(name), text_a, text_b)
 
 
@@ -91,8 +95,8 @@ if view == "Saliency":
     results, shown = [], []
     with st.spinner("Attributing…"):
         for name in names:
-            a = run_safely(saliency_for, name, task, text_a, text_b or None, target, method, n_steps, baseline,
-                           words, what=name)
+            a = run_safely(lambda n: saliency_for(n, checkpoint_key(n), task, text_a, text_b or None, target,
+                                                  method, n_steps, baseline, words), name, what=name)
             if a is not None:
                 results.append(a)
                 shown.append(name)
@@ -116,7 +120,7 @@ if view == "Saliency":
 else:
     results, shown = [], []
     for name in names:
-        r = run_safely(attention_for, name, text_a, text_b or None, what=name)
+        r = run_safely(lambda n: attention_for(n, checkpoint_key(n), text_a, text_b or None), name, what=name)
         if r is not None:
             results.append(r)
             shown.append(name)

@@ -1,25 +1,23 @@
 """Errors: where a checkpoint goes wrong on the dev sets, and where two disagree.
 
 Reads the per-example dev predictions that ``python -m core.evaluate`` and the trainer
-write (``CHECKPOINT/predictions/{sst,qqp,sts}-dev.csv``). The tables are computed in
-analysis/errors.py; select a row to open that example in the saliency view.
+write (``CHECKPOINT/predictions/{sst,qqp,sts}-dev.csv``, read by analysis/predictions.py).
+The tables are computed in analysis/mistakes.py; disagreements follow the one rule of
+analysis/predictions.py; select a row to open that example in the saliency view.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from analysis import errors as E  # noqa: E402
-from analysis.plots import confusion_figure, residual_figure, slice_figure  # noqa: E402
-from app.analysis_common import (DATA_DIR, TASK_TITLES, MinbertError, load_model, open_in_saliency,  # noqa: E402
-                                 pick_checkpoints, run_safely)
-from app.common import checkpoint_tasks, page_setup, resolve_checkpoint, served_tasks  # noqa: E402
-from core.data import TASK_LABELS  # noqa: E402
+from analysis import mistakes as M
+from analysis import predictions as P
+from analysis.plots import confusion_figure, residual_figure, slice_figure
+from app.analysis_common import (DATA_DIR, TASK_TITLES, MinbertError, has_weights, load_model, open_in_saliency,
+                                 pick_checkpoints, run_safely, weights_missing)
+from app.common import checkpoint_tasks, offered_tasks, page_setup, resolve_checkpoint
+from core.data import TASK_LABELS
 
 page_setup("Errors", ":material/bug_report:")
 st.title(":material/bug_report: Errors")
@@ -27,7 +25,7 @@ st.caption("Confusions, the most confident mistakes, largest residuals, per-slic
            "disagreements of two checkpoints on the dev sets. Select a row to inspect it in the saliency view.")
 
 names = pick_checkpoints("er_ckpts", label="Checkpoint (a second one adds a disagreement table)")
-tasks = served_tasks(names)
+tasks = offered_tasks(names)
 if st.session_state.get("er_task") not in tasks:
     st.session_state.pop("er_task", None)
 task = st.selectbox("Task", tasks, format_func=TASK_TITLES.get, key="er_task")
@@ -38,7 +36,7 @@ if not names:
 
 def _stamp(name: str, task: str) -> float:
     try:
-        path = E.predictions_path(resolve_checkpoint(name), task)
+        path = P.predictions_path(resolve_checkpoint(name), task)
     except MinbertError:
         return 0.0
     return path.stat().st_mtime if path.is_file() else 0.0
@@ -46,7 +44,7 @@ def _stamp(name: str, task: str) -> float:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def predictions(name: str, task: str, stamp: float):
-    return E.add_slices(E.load_predictions(resolve_checkpoint(name), task), task)
+    return M.add_slices(P.load_predictions(resolve_checkpoint(name), task), task)
 
 
 def compute_predictions(name: str, task: str) -> bool:
@@ -54,7 +52,7 @@ def compute_predictions(name: str, task: str) -> bool:
     model = load_model(name)
     with st.spinner(f"Predicting the {task} dev set with {name}…"):
         _, frames = evaluate_model(model, tasks=[task], data_dir=DATA_DIR)
-    write_predictions(frames, E.predictions_path(resolve_checkpoint(name), task).parent, "dev")
+    write_predictions(frames, P.predictions_path(resolve_checkpoint(name), task).parent, "dev")
     return True
 
 
@@ -64,6 +62,10 @@ for name in names:
     if df is None:
         if task not in checkpoint_tasks(name):
             st.info(f"{name} has no {TASK_TITLES[task].lower()} head.")
+            continue
+        if not has_weights(name):
+            st.info(f"{name}: {weights_missing(name)}, so its {TASK_TITLES[task].lower()} dev predictions "
+                    "cannot be computed here.")
             continue
         if st.button(f"Compute {TASK_TITLES[task].lower()} dev predictions for {name}", key=f"er_compute_{name}"):
             if run_safely(compute_predictions, name, task, what=name):
@@ -75,7 +77,7 @@ if not frames:
 
 name = next(iter(frames))
 df = frames[name]
-metrics = E.frame_metrics(df, task)
+metrics = M.frame_metrics(df, task)
 cols = st.columns(len(metrics) + 1)
 cols[0].metric("examples", f"{len(df):,}")
 for col, (k, v) in zip(cols[1:], metrics.items()):
@@ -86,7 +88,7 @@ def pick_table(table, key: str, columns: list[str]) -> None:
     """A selectable table; a selected row can be opened in the saliency view."""
     shown = table[[c for c in columns if c in table.columns]]
     if task == "sst":   # class names, not indices
-        shown = E.name_sentiment(shown, ("label", "pred"))
+        shown = P.name_sentiment(shown, ("label", "pred"))
     # the texts get the room (wrapped on hover); labels and scores stay narrow
     config = {c: (st.column_config.TextColumn(c, width="medium") if c in ("sentence", "sentence1", "sentence2")
                   else st.column_config.NumberColumn(c, width="small", format="%.2f")
@@ -107,31 +109,31 @@ text_cols = ["sentence"] if task == "sst" else ["sentence1", "sentence2"]
 st.subheader(f"{name}: worst predictions")
 if task == "sst":
     c1, c2 = st.columns([2, 3])
-    c1.plotly_chart(confusion_figure(E.confusion(df), TASK_LABELS["sst"], title="Confusion (dev)"),
+    c1.plotly_chart(confusion_figure(M.confusion(df), TASK_LABELS["sst"], title="Confusion (dev)"),
                     width="stretch", key="er_confusion")
     with c2:
         st.markdown("**Most confident mistakes**")
-        pick_table(E.worst_examples(df, "sst", k=50), "er_sst_mistakes", [*text_cols, "label", "pred", "confidence"])
+        pick_table(M.worst_examples(df, "sst", k=50), "er_sst_mistakes", [*text_cols, "label", "pred", "confidence"])
 elif task == "qqp":
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**False positives** (predicted paraphrase), most confident first")
-        pick_table(E.worst_examples(df, "qqp", "fp", k=50), "er_fp", [*text_cols, "prob", "label"])
+        pick_table(M.worst_examples(df, "qqp", "fp", k=50), "er_fp", [*text_cols, "prob", "label"])
     with c2:
         st.markdown("**False negatives** (missed paraphrase), most confident first")
-        pick_table(E.worst_examples(df, "qqp", "fn", k=50), "er_fn", [*text_cols, "prob", "label"])
+        pick_table(M.worst_examples(df, "qqp", "fn", k=50), "er_fn", [*text_cols, "prob", "label"])
 else:
     c1, c2 = st.columns([2, 3])
     c1.plotly_chart(residual_figure(df, title="Predicted vs gold"), width="stretch", key="er_residuals")
     with c2:
         st.markdown("**Largest residuals**")
-        pick_table(E.worst_examples(df, "sts", k=50), "er_sts_worst", [*text_cols, "label", "pred", "residual"])
+        pick_table(M.worst_examples(df, "sts", k=50), "er_sts_worst", [*text_cols, "label", "pred", "residual"])
 
 st.subheader("Slices")
-by = st.selectbox("Slice by", list(E.SLICES[task]), key="er_slice",
+by = st.selectbox("Slice by", list(M.SLICES[task]), key="er_slice",
                   help="length: words in the input; negation: a negation word (not, no, never, n't, …) present; "
                        "overlap: Jaccard overlap of the two sentences' words; label: the gold label.")
-table = E.slice_metrics(df, task, by)
+table = M.slice_metrics(df, task, by)
 c1, c2 = st.columns([3, 2])
 metric = list(metrics)[0]
 c1.plotly_chart(slice_figure(table, by, metric, title=f"{metric} per {by} slice"), width="stretch",
@@ -141,13 +143,13 @@ c2.dataframe(table, hide_index=True, width="stretch")
 if len(frames) == 2:
     other = list(frames)[1]
     st.subheader(f"Disagreements: {name} vs {other}")
-    threshold = st.slider("Similarity gap that counts as disagreeing", 0.1, 2.0, E.STS_DISAGREE, 0.1,
-                          key="er_gap", help="The Compare page counts the default gap.") \
-        if task == "sts" else E.STS_DISAGREE
-    table = run_safely(E.disagreements, frames[name], frames[other], task, names=(name, other),
+    threshold = st.slider("Similarity gap that counts as disagreeing", 0.1, 2.0, P.STS_DISAGREE, 0.1,
+                          key="er_gap", help=f"Default: {P.DISAGREE['sts']}, the rule the Compare page uses.") \
+        if task == "sts" else P.STS_DISAGREE
+    table = run_safely(P.disagreements, frames[name], frames[other], task, names=(name, other),
                        sts_threshold=threshold, what="disagreements")
     if table is not None:
-        summary = E.disagreement_summary(table, (name, other))
+        summary = P.disagreement_summary(table, (name, other))
         cols = st.columns(len(summary))
         for col, (k, v) in zip(cols, summary.items()):
             col.metric(k if k in ("disagreements", "neither", "tie") else f"{k} right", v)

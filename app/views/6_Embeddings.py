@@ -8,19 +8,17 @@ on disk per checkpoint content hash, sample, method and seed (analysis/geometry.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import numpy as np
+import streamlit as st
 
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from analysis.geometry import embed_sample, geometry_report, sample_projection  # noqa: E402
-from analysis.plots import category_colors, projection_figure  # noqa: E402
-from app.analysis_common import DATA_DIR, TASK_TITLES, load_model, pick_checkpoints, run_safely  # noqa: E402
-from app.common import page_setup  # noqa: E402
-from core.data import TASK_LABELS  # noqa: E402
+from analysis.checkpoints import EMBEDDINGS_FILE
+from analysis.geometry import embed_sample, geometry_report, sample_projection, stored_view
+from analysis.plots import category_colors, projection_figure
+from app.analysis_common import DATA_DIR, TASK_TITLES, has_weights, load_model, pick_checkpoints, run_safely
+from app.common import page_setup, resolve_checkpoint
+from core.data import TASK_LABELS
 
 page_setup("Embeddings", ":material/scatter_plot:")
 st.title(":material/scatter_plot: Embeddings")
@@ -42,6 +40,8 @@ if not names:
 
 
 def view(name: str):
+    if not has_weights(name):   # a results-only run: the sample its embeddings.json kept
+        return stored_view(Path(resolve_checkpoint(name)) / EMBEDDINGS_FILE, task, method, int(dims))
     model = load_model(name)
     sample = embed_sample(model, task, n=int(n), seed=0, data_dir=DATA_DIR)
     xy = sample_projection(sample, method, int(dims), int(seed))
@@ -72,6 +72,9 @@ for i, (col, name) in enumerate(zip(cols, names)):
         if result is None:
             continue
         sample, xy, report = result
+        if not has_weights(name):
+            st.caption(f"Weights not available locally: the embedding sample this run kept ({len(sample)} "
+                       f"sentences, projection seed 0), not recomputed for the settings above.")
         values, title, categorical, palette = colors(sample)
         if color_by == "error" and values is None:
             st.warning(f"{name} has no {TASK_TITLES[task].lower()} head: no errors to color by.")

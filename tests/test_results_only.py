@@ -1,0 +1,97 @@
+"""Results-only runs: a run directory kept with metrics.json, predictions/ and
+embeddings.json but without model.safetensors. Compare, Errors and Embeddings work from
+its files; whatever needs the model says the weights are not available locally."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from analysis import checkpoints, compare, geometry
+from core.errors import CheckpointError, MinbertError
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+N = 20
+
+
+@pytest.fixture(scope="module")
+def study(tiny_checkpoint, repo, tmp_path_factory):
+    """checkpoints/study: the tiny checkpoint, its embedding sample written by the CLI,
+    then its weights removed. Returns (root, the sample file, what the page computes
+    with the weights: the STS sample and the four numbers)."""
+    from core.model import MultitaskBert
+    root = tmp_path_factory.mktemp("checkpoints")
+    run = shutil.copytree(tiny_checkpoint, root / "study")
+    out = run / "embeddings.json"
+    with pytest.MonkeyPatch.context() as mp:   # its caches go under this root, not the repository's
+        mp.setenv("MINBERT_CHECKPOINTS", str(root))
+        rc = geometry.main(["--data-dir", str(repo / "data"), "sample", str(run), "--out", str(out),
+                            "--n", str(N), "--methods", "pca", "--dims", "2"])
+    assert rc == 0
+    model = MultitaskBert.load(run)
+    reference = (geometry.embed_sample(model, "sts", n=N, seed=0, data_dir=repo / "data", cache_dir=False),
+                 geometry.geometry_report(model, n=N, seed=0, data_dir=repo / "data", cache_dir=False))
+    (run / "model.safetensors").unlink()
+    return root, out, reference
+
+
+def test_the_sample_file_is_the_pages_view(study, repo):
+    root, out, (sample, report) = study
+    doc = json.loads(out.read_text())
+    assert sorted(doc["samples"]) == ["qqp", "sst", "sts"] and doc["n"] == N
+    sts = doc["samples"]["sts"]
+    dev_ids = {line.split("\t")[1] for line in (repo / "data" / "sts-dev.csv").read_text().splitlines()[1:]}
+    assert len(sts["ids"]) == N and set(sts["ids"]) <= dev_ids
+    # what the page computes with the weights: the same sample, PCA and numbers
+    assert sts["ids"] == sample.ids
+    np.testing.assert_allclose(sts["projections"]["pca-2d"], geometry.project(sample.emb_a, "pca"), atol=1e-4)
+    assert doc["report"]["uniformity"] == pytest.approx(report["uniformity"], abs=1e-9)
+    xy_sample, xy, numbers = geometry.stored_view(out, "similarity", "pca", 2)
+    assert xy.shape == (N, 2) and len(xy_sample) == N and numbers["n_sts_pairs"] == N
+    with pytest.raises(MinbertError, match="no UMAP 2-D projection of sts"):
+        geometry.stored_view(out, "sts", "umap", 2)
+
+
+def test_listed_compared_and_refused_where_the_model_is_needed(study):
+    root, _, _ = study
+    assert "study" in checkpoints.list_checkpoints(root)
+    assert not checkpoints.has_weights("study", root)
+    assert checkpoints.results_tasks("study", root) == ["sst", "qqp", "sts"]
+    with pytest.raises(CheckpointError, match="weights not available locally"):
+        checkpoints.load_model("study", root)
+    table = compare.checkpoint_table(root).set_index("name")
+    dev = json.loads((root / "study" / "metrics.json").read_text())["dev"]
+    assert table.loc["study", "sst_acc"] == dev["sst_acc"] and table.loc["study", "sts_pearson"] == dev["sts_pearson"]
+
+
+def test_pages_on_a_results_only_run(study, repo, monkeypatch):
+    root, _, _ = study
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
+    monkeypatch.chdir(repo)
+    page = lambda name: AppTest.from_file(str(repo / "app" / "views" / name), default_timeout=180)
+
+    errors = page("5_Errors.py")
+    errors.session_state["er_ckpts"] = ["study"]
+    errors.run()
+    assert not errors.exception and not errors.error
+    assert {m.label: m.value for m in errors.metric}["examples"] == "16"
+
+    attention = page("4_Attention_and_saliency.py")
+    attention.session_state["as_ckpts"] = ["study"]
+    attention.run()
+    assert not attention.exception and not attention.error
+    assert any("weights not available locally" in i.value for i in attention.info)
+
+    embeddings = page("6_Embeddings.py")
+    embeddings.session_state["em_ckpts"] = ["study"]
+    embeddings.session_state["em_method"] = "pca"
+    embeddings.session_state["em_task"] = "sts"
+    embeddings.run()
+    assert not embeddings.exception and not embeddings.error
+    assert len(embeddings.get("plotly_chart")) == 1
+    assert [m.label for m in embeddings.metric][:2] == ["alignment ↓", "uniformity ↓"]
+    assert any("Weights not available locally" in c.value for c in embeddings.caption)
