@@ -381,7 +381,7 @@ def bench_train(n_examples: int, repeats: int, device: torch.device, batch_size:
         for name, c in configs.items():
             trainer = Trainer(c, Path(tmp) / name, progress=False, overwrite=True)
             trainer.setup()
-            trainer._start_stage(trainer.stages[0])
+            trainer.start_stage(trainer.stages[0])
             trainers[name] = trainer
         data = trainer.train_data["sst"]
         texts, labels = list(data.texts_a), torch.as_tensor(data.labels)

@@ -16,7 +16,6 @@ modules one to one, and any HF-format BERT directory loads without a key table.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.atomic import read_json_object
 from core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -340,14 +340,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
 
 def read_bert_config(model_dir: Path) -> BertConfig:
     path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise ModelLoadError(f"{model_dir} has no config.json; is it an HF-format BERT directory?")
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object, got {type(raw).__name__}")
+    raw = read_json_object(path, ModelLoadError, "an HF-format BERT directory's config")
     if raw.get("model_type", "bert") != "bert":
         raise ModelLoadError(f"{path}: model_type is {raw.get('model_type')!r}, only 'bert' loads")
     try:

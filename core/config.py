@@ -48,9 +48,13 @@ class HeadConfig:
     cosine_map: Literal["linear", "affine"] = opt("linear", help=(
         "mode cosine: 'linear' = 5 * cos(u, v) (clipped to [0, 5] when predicting; MSE on it is "
         "sentence-transformers' CosineSimilarityLoss x 25); 'affine' = (1 + cos) * 5 / 2 (report 000)."))
-    layers: int = opt(1, help="FC layers of the MLP; 1 = a single linear layer (deep_ffn: blocks).")
-    hidden: int = opt(256, help=("Width of hidden FC layers (cnn: channels per kernel; bilstm: units per "
-                                 "direction; pooled_cnn: channels; pooled_bilstm: units per direction)."))
+    layers: int = opt(1, help=(
+        "arch mlp, cnn, bilstm, pooled_*: FC layers of the final MLP (1 = one linear layer); "
+        "arch deep_ffn: the number of (Linear, LayerNorm, Dropout, ReLU) blocks."))
+    hidden: int = opt(256, help=(
+        "Width of the final MLP's hidden layers (deep_ffn: of every block); arch cnn uses it "
+        "also as channels per kernel, bilstm and pooled_bilstm as units per direction, "
+        "pooled_cnn as channels: one width for reader and MLP."))
     dropout: float = opt(0.1, help="Dropout of the head.")
     arch: Literal["mlp", "deep_ffn", "cnn", "bilstm", "pooled_linear", "pooled_cnn", "pooled_bilstm"] = opt(
         "mlp", help=(
@@ -480,14 +484,7 @@ class Config:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = read_yaml_mapping(path, "config file", "a mapping of sections")
         raw.setdefault("name", path.stem)
         try:
             return cls.from_dict(apply_overrides(raw, overrides or []))
@@ -631,8 +628,19 @@ def _coerce(tp, value, where: str):
     raise TypeError(f"config type {tp} at {where} is not supported")  # our bug, not the user's
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    return Config.from_yaml(path, overrides)
+def read_yaml_mapping(path: Path, what: str, shape: str) -> dict:
+    """The YAML mapping in ``path`` (an empty file is ``{}``); a missing file, invalid YAML
+    or another top level raises :class:`ConfigError` naming ``what`` and the ``shape``
+    expected. Recipes and study plans are read through it."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be {shape}")
+    return raw
 
 
 # ----------------------------------------------------------------- option help

@@ -36,6 +36,20 @@ class JobError(MinbertError):
     """A training job could not be submitted, found or controlled."""
 
 
+def run_command(body: Callable[[], int], interrupted: str = "interrupted") -> int:
+    """Run a command-line tool's ``body`` and return its exit status: a
+    :class:`MinbertError` is printed as ``error: <message>`` on stderr (status 2), Ctrl-C
+    as ``interrupted`` (status 130); anything else is a bug and keeps its traceback."""
+    try:
+        return body()
+    except MinbertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
+
+
 def run_cli(compute: Callable[[], Any], as_json: bool = True, show: Callable[[Any], None] | None = None) -> int:
     """The end of a command-line tool: ``compute()``, then its result printed as JSON
     (``as_json``) or by ``show(result)``; exit status 0. A :class:`MinbertError` is

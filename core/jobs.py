@@ -71,6 +71,7 @@ from typing import Iterator, Sequence
 
 from core.config import Config
 from core.errors import ConfigError, JobError, MinbertError  # noqa: F401 (ConfigError: re-exported)
+from core.train_log import read_jsonl
 from core.slurm import (BACKENDS, EXIT_FILE, REQUEUE_STATES, STATE_TEXT, Cluster, Resources, SlurmClient,
                         batch_script, load_cluster, map_state)
 
@@ -162,11 +163,7 @@ def read_progress(train_log: str | Path) -> Progress:
         return progress
     anchor: tuple[float, int] | None = None   # (time, step) where the current timing window began
     last: tuple[float, int] | None = None
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the trainer may be writing this line right now
+    for event in read_jsonl(path):   # skips the line the trainer may be writing right now
         kind, when = event.get("event"), event.get("time")
         progress.last_event = kind
         if kind == "start":

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.atomic import link_or_copy, publish_dir, recover_swap, staging_dir
+from core.atomic import link_or_copy, publish_dir, read_json_object, recover_swap, staging_dir
 from core.bert import BertConfig, BertModel, check_state_shapes, load_tokenizer, safetensors_shapes
 from core.config import Config, HeadConfig
 from core.data import Tokenized, encode_pairs, encode_texts, has_visible_text, pad_batch, sorted_batches
@@ -514,7 +514,6 @@ class MultitaskBert(nn.Module):
         finally:
             self.train(was_training)
 
-    _run = map_batches   # the earlier private name, kept for callers written against it
 
     def predict_task(self, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
                      batch_size: int = 64, return_info: bool = False, long_text: str = "window"):
@@ -749,7 +748,7 @@ class MultitaskBert(nn.Module):
         """A trained checkpoint directory, or "pretrained" (the packaged encoder, no
         trained heads: zero-shot similarity and paraphrase from embedding cosine).
         ``quantize="int8"``: int8 dynamic quantization of the encoder's Linear layers
-        for fast CPU inference (see core/quantize.py; inference only)."""
+        for fast CPU inference (see core/precision.py; inference only)."""
         if quantize is not None and resolve_mode(quantize, device) == "int8" and torch.device(device).type != "cpu":
             raise MinbertError(f"quantize={quantize!r} is for CPU inference; use device='cpu' or quantize=None")
         if str(path) == PRETRAINED:
@@ -890,13 +889,8 @@ def read_checkpoint_meta(directory: Path) -> dict:
     directory = Path(directory)
     recover_swap(directory)
     path = directory / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{directory} is not a checkpoint: config.json is missing")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt (not valid JSON: {e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+    meta = read_json_object(path, CheckpointError, "a checkpoint's config")
+    if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a minBERT checkpoint config (format != {CHECKPOINT_FORMAT!r})")
     version = meta.get("format_version", 0)
     if not isinstance(version, int) or isinstance(version, bool):

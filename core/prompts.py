@@ -21,7 +21,7 @@ import re
 from typing import Any, Sequence
 
 from core.config import PromptConfig
-from core.data import Encoded
+from core.data import Tokenized
 from core.errors import ConfigError
 
 _SLOT = re.compile(r"\{([ab])\}")   # one pass, so braces inside the sentences stay as they are
@@ -42,16 +42,16 @@ def prompt_texts(prompts: PromptConfig, task: str, texts_a: Sequence[str],
 
 
 def encode_prompted(tokenizer: Any, prompts: PromptConfig, task: str, texts_a: Sequence[str],
-                    texts_b: Sequence[str] | None, max_len: int) -> Encoded:
+                    texts_b: Sequence[str] | None, max_len: int) -> Tokenized:
     """Tokenize ``[CLS] question [SEP] context [SEP]`` for every input, unpadded; only
     the context is truncated to fit ``max_len``."""
     questions, contexts = prompt_texts(prompts, task, texts_a, texts_b)
     if not questions:
-        return Encoded([], [])
+        return Tokenized([], [])
     n_question = len(tokenizer(questions[0], add_special_tokens=False)["input_ids"])
     if n_question + 4 > max_len:
         raise ConfigError(f"model.max_len {max_len} leaves no room for the context after the "
                           f"{n_question}-token prompt of {task!r}; raise model.max_len or shorten model.prompts.{task}")
     enc = tokenizer(questions, contexts, add_special_tokens=True, truncation="only_second",
                     max_length=max_len, padding=False)
-    return Encoded([list(x) for x in enc["input_ids"]], [list(x) for x in enc["token_type_ids"]])
+    return Tokenized([list(x) for x in enc["input_ids"]], [list(x) for x in enc["token_type_ids"]])

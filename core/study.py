@@ -44,7 +44,8 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from core.errors import ConfigError, MinbertError
+from core.errors import ConfigError, MinbertError, run_command
+from core.train_log import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 KEPT = ("metrics.json", "config.json", "train_log.jsonl", "predictions", "embeddings.json")
@@ -98,15 +99,10 @@ def _override(item: Any, where: str) -> list[str]:
 def load_plan(path: str | Path) -> Plan:
     """Read and check a study plan; every row's recipe and overrides are validated with
     ``Config.from_yaml`` before anything runs."""
-    from core.config import Config
+    from core.config import Config, read_yaml_mapping
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study plan not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("rows"), list) or not raw["rows"]:
+    raw = read_yaml_mapping(path, "study plan", "a mapping with a non-empty list 'rows'")
+    if not isinstance(raw.get("rows"), list) or not raw["rows"]:
         raise ConfigError(f"{path}: a study plan is a mapping with a non-empty list 'rows'")
     unknown = set(raw) - {"out", "seeds", "common", "rows", "budget"}
     if unknown:
@@ -150,15 +146,7 @@ def load_plan(path: str | Path) -> Plan:
 # ------------------------------------------------------------------ results
 def read_results(path: Path) -> list[dict]:
     """The finished runs so far (a line cut short by a kill is ignored)."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    return read_jsonl(path)
 
 
 def append_result(path: Path, record: dict) -> None:
@@ -424,33 +412,30 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
-    try:
-        plan = load_plan(args.plan)
-        results = read_results(plan.out / "results.jsonl")
-        if args.table:
-            if args.json:
-                rows = [{"row": i["row"].name, "n": i["n"], "metrics": i["metrics"], "wall": i["wall"],
-                         "compare": i["compare"]} for i in summarize(plan, results)]
-                print(json.dumps(rows, indent=2))
-            else:
-                print(format_table(plan, results))
-            return 0
-        if args.list:
-            done: dict[str, list[int]] = {}
-            for r in results:
-                done.setdefault(r["row"], []).append(r["seed"])
-            for row in plan.rows:
-                seeds = sorted(done.get(row.name, []))
-                print(f"{row.name:24s} {len(seeds)}/{len(plan.seeds)} seeds done {seeds or ''}  "
-                      f"{row.recipe} {' '.join(row.overrides)}")
-            return 0
-        run_study(plan, args.only, args.seeds, args.keep_weights, args.dry_run)
-    except MinbertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to continue", file=sys.stderr)
-        return 130
+    return run_command(lambda: _study(args), interrupted="interrupted: run the same command again to continue")
+
+
+def _study(args) -> int:
+    plan = load_plan(args.plan)
+    results = read_results(plan.out / "results.jsonl")
+    if args.table:
+        if args.json:
+            rows = [{"row": i["row"].name, "n": i["n"], "metrics": i["metrics"], "wall": i["wall"],
+                     "compare": i["compare"]} for i in summarize(plan, results)]
+            print(json.dumps(rows, indent=2))
+        else:
+            print(format_table(plan, results))
+        return 0
+    if args.list:
+        done: dict[str, list[int]] = {}
+        for r in results:
+            done.setdefault(r["row"], []).append(r["seed"])
+        for row in plan.rows:
+            seeds = sorted(done.get(row.name, []))
+            print(f"{row.name:24s} {len(seeds)}/{len(plan.seeds)} seeds done {seeds or ''}  "
+                  f"{row.recipe} {' '.join(row.overrides)}")
+        return 0
+    run_study(plan, args.only, args.seeds, args.keep_weights, args.dry_run)
     return 0
 
 

@@ -73,11 +73,10 @@ from core.config import Config, TrainConfig, format_option_help
 from core.contrastive import build_set, objective_loss
 from core.data import TaskData, encode_texts, load_task
 from core.distributed import DistContext, init_distributed, shutdown
-from core.errors import ConfigError, MinbertError
-from core.evaluate import evaluate_model, write_predictions
+from core.errors import ConfigError, MinbertError, run_command
+from core.evaluate import embedding_sts_metrics, evaluate_model, write_predictions
 from core.losses import LossBatch, TaskLoss, build_task_losses
-from core.metrics import pearson, spearman
-from core.model import Encoding, MultitaskBert, TaskFeatures
+from core.model import Encoding, MultitaskBert, TaskTokens
 from core.optim import make_optimizer, warmup_linear
 from core.schedules import steps_in_epoch
 from core.smart import BregmanProximal, build_regularizers
@@ -201,7 +200,7 @@ class Trainer:
         dev = {t: load_task(t, "dev", cfg.data.dir, limit=cfg.data.eval_limit) for t in dev_tasks}
         return train, dev
 
-    def _features(self, task: str) -> TaskFeatures:
+    def _features(self, task: str) -> TaskTokens:
         """A task's training inputs tokenized once, in its head's layout (shared by stages)."""
         if task not in self._feature_cache:
             data = self.train_data[task]
@@ -223,7 +222,7 @@ class Trainer:
                                       train.contrastive, seed=base_seed)
             max_len, tok = self.config.model.max_len, self.model.tokenizer
             parts = {k: encode_texts(tok, v, max_len) for k, v in objective_set.parts.items()}
-            feats = TaskFeatures(parts, pad_id=tok.pad_token_id or 0)
+            feats = TaskTokens(parts, pad_id=tok.pad_token_id or 0)
             streams[OBJECTIVE_STREAM] = TaskStream(OBJECTIVE_STREAM, feats, torch.zeros(len(feats)),
                                                    train.batch_size, base_seed, min_batch=self.dist.world_size)
         n_batches = {t: s.n_batches for t, s in streams.items()}
@@ -250,7 +249,7 @@ class Trainer:
             torch.manual_seed(cfg.train.seed + 1_000_003 * self.dist.rank)
         if cfg.train.compile:   # in place: parameter names and checkpoints stay the same
             self.model.bert.compile(dynamic=True)
-        self._feature_cache: dict[str, TaskFeatures] = {}
+        self._feature_cache: dict[str, TaskTokens] = {}
         self.stages = [self._build_stage(i, name, train) for i, (name, train) in enumerate(cfg.stage_plan())]
         self.total_steps = sum(s.total_steps for s in self.stages)
         self.step, self.best_score, self.history = 0, -math.inf, []
@@ -286,13 +285,13 @@ class Trainer:
         """Frozen encoder: encode every training input once; heads then train on vectors."""
         cache = {}
         for part, enc in stream.features.parts.items():
-            feats = TaskFeatures({"a": enc}, stream.features.pad_id)
+            feats = TaskTokens({"a": enc}, stream.features.pad_id)
             vecs = self.model.map_batches(feats, lambda batch: self.model.encode(batch["a"], task=stream.task).pooled,
                                           128)
             cache[part] = torch.from_numpy(vecs).to(self.device)
         stream.cache = cache
 
-    def _start_stage(self, stage: Stage) -> None:
+    def start_stage(self, stage: Stage) -> None:
         """Optimizer, schedule, loss weighting and SMART teacher of a stage; the model
         keeps the weights it has (pretrained, or the previous stage's)."""
         cfg = stage.train
@@ -465,18 +464,9 @@ class Trainer:
         """Dev metrics and prediction frames: the trained tasks' heads after a supervised
         stage; the embeddings' zero-shot STS correlation after an objective stage."""
         if not self.stage.supervised:
-            return self._embedding_metrics(), {}
+            return embedding_sts_metrics(self.model, self.dev_data["sts"], self.stage.train.eval_batch_size), {}
         return evaluate_model(self.model, tasks=self._eval_tasks(), datasets=self.dev_data,
                               batch_size=self.stage.train.eval_batch_size)
-
-    def _embedding_metrics(self) -> dict:
-        data = self.dev_data["sts"]
-        bs = self.stage.train.eval_batch_size
-        u = torch.from_numpy(self.model.embed(data.texts_a, batch_size=bs))
-        v = torch.from_numpy(self.model.embed(data.texts_b, batch_size=bs))
-        cos = torch.nn.functional.cosine_similarity(u, v, dim=-1).numpy()
-        return {"embedding_sts_pearson": pearson(data.labels, cos),
-                "embedding_sts_spearman": spearman(data.labels, cos), "sts_n": len(data)}
 
     def _score(self, metrics: dict) -> float:
         if not self.stage.supervised:
@@ -508,7 +498,7 @@ class Trainer:
                 resuming = self._resume_state is not None and stage.index == self.stage_index
                 if not resuming:
                     self.stage_step, self.start_epoch, self.start_epoch_step = 0, 0, 0
-                self._start_stage(stage)
+                self.start_stage(stage)
                 if resuming:
                     self._restore_stage_state()
                 self.events.write("stage", stage=stage.name, index=stage.index, objective=stage.train.objective,
@@ -745,6 +735,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_command(lambda: _train(args), interrupted="cancelled")
+
+
+def _train(args) -> int:
     dist = DistContext()
     try:
         config = build_config(args)
@@ -753,12 +747,6 @@ def main(argv=None) -> int:
         trainer = Trainer(config, args.out, resume=args.resume, progress=not args.no_progress,
                           overwrite=args.overwrite, dist=dist)
         summary = trainer.run()
-    except MinbertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cancelled", file=sys.stderr)
-        return 130
     finally:
         shutdown(dist)
     if dist.is_main:

@@ -26,6 +26,24 @@ def json_default(obj):
 _json_default = json_default   # the earlier private name
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file written by :class:`EventLog` (or the study's
+    results file): ``[]`` when it does not exist yet, and a line that does not parse —
+    the one a writer is appending right now, or one cut short by a kill — is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
 class EventLog:
     """``train_log.jsonl``: one JSON event per line, flushed at once (the app tails it)."""
 

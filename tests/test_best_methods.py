@@ -95,7 +95,7 @@ def test_layer_decay_gives_each_encoder_layer_its_learning_rate(tmp_path):
         f"data.dir={REPO / 'data'}", "train.layer_decay=0.5", "train.lr=1.0", "train.head_lr=3.0"])
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     trainer.setup()
-    trainer._start_stage(trainer.stages[0])
+    trainer.start_stage(trainer.stages[0])
     lr_of = {}
     for group in trainer.optimizer.param_groups:
         for p in group["params"]:

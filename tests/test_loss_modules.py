@@ -108,7 +108,7 @@ def _trainer(encoder, tmp_path, **train):
            "train": {"batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0, "log_every": 1, **train}}
     trainer = Trainer(Config.from_dict(raw), tmp_path / "run", progress=False)
     trainer.setup()
-    trainer._start_stage(trainer.stages[0])
+    trainer.start_stage(trainer.stages[0])
     return trainer
 
 
@@ -133,7 +133,7 @@ def test_per_task_batch_sizes_and_encoder_dropout(tiny_encoder, tmp_path):
            "train": {"batch_size": 8, "task_batch_size": {"sst": 4}, "smart": {"weight": 0.5}}}
     trainer = Trainer(Config.from_dict(raw), tmp_path / "run", progress=False)
     trainer.setup()
-    trainer._start_stage(trainer.stages[0])
+    trainer.start_stage(trainer.stages[0])
     assert {t: s.batch_size for t, s in trainer.streams.items()} == {"sst": 4, "qqp": 8, "sts": 8}
     assert len(trainer.streams["sst"].next_indices()) == 4
     drops = [m.p for m in trainer.model.bert.modules() if isinstance(m, torch.nn.Dropout)]

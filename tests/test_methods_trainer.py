@@ -137,7 +137,7 @@ def test_frozen_encoder_cache_only_for_pooled_heads(tiny_encoder, tmp_path):
                                      "train": {"tasks": ["sst"], "freeze_encoder": True}})
         trainer = Trainer(cfg, tmp_path / arch, progress=False)
         trainer.setup()
-        trainer._start_stage(trainer.stages[0])
+        trainer.start_stage(trainer.stages[0])
         assert (trainer.streams["sst"].cache is not None) is cached
 
 

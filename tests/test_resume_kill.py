@@ -20,6 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from core.train_log import read_jsonl
+
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 10
@@ -48,16 +50,7 @@ def _env() -> dict:
 
 
 def _events(out: Path) -> list[dict]:
-    path = out / "train_log.jsonl"
-    if not path.is_file():
-        return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:   # a line being written right now
-            pass
-    return events
+    return read_jsonl(out / "train_log.jsonl")   # skips a line being written right now
 
 
 def _run(cmd, timeout=600):

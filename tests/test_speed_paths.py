@@ -116,7 +116,7 @@ def test_trainer_bf16_step_updates_weights(tmp_path, repo):
                            TINY + ["train.precision=bf16", "train.device=cpu", f"data.dir={repo / 'data'}"])
     trainer = Trainer(cfg, tmp_path / "bf16", progress=False)
     trainer.setup()
-    trainer._start_stage(trainer.stages[0])
+    trainer.start_stage(trainer.stages[0])
     before = trainer.model.bert.encoder.layer[0].intermediate.dense.weight.detach().clone()
     out = [trainer.train_step() for _ in range(2)]
     assert all(np.isfinite(v) for step in out for v in step["losses"].values())
