@@ -129,16 +129,16 @@ def atomic_write_json(path: str | os.PathLike, obj, **dumps_kwargs) -> Path:
 def read_json_object(path: str | os.PathLike, error: type[Exception], what: str = "file") -> dict:
     """The JSON object in ``path`` (the reading side of :func:`atomic_write_json`). A file
     that is missing, not JSON, or not an object raises ``error`` naming the file and
-    ``what`` it should be."""
+    ``what`` its folder should be (e.g. "a checkpoint")."""
     path = Path(path)
     if not path.is_file():
-        raise error(f"{path.parent} has no {path.name} ({what} missing)")
+        raise error(f"{path.parent} is not {what}: {path.name} is missing")
     try:
         obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path} is corrupt (not valid JSON: {e})") from None
     if not isinstance(obj, dict):
-        raise error(f"{path} must hold a JSON object ({what}), got {type(obj).__name__}")
+        raise error(f"{path} must hold a JSON object, got {type(obj).__name__}")
     return obj
 
 

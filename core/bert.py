@@ -340,7 +340,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
 
 def read_bert_config(model_dir: Path) -> BertConfig:
     path = Path(model_dir) / "config.json"
-    raw = read_json_object(path, ModelLoadError, "an HF-format BERT directory's config")
+    raw = read_json_object(path, ModelLoadError, "an HF-format BERT directory")
     if raw.get("model_type", "bert") != "bert":
         raise ModelLoadError(f"{path}: model_type is {raw.get('model_type')!r}, only 'bert' loads")
     try:

@@ -889,7 +889,7 @@ def read_checkpoint_meta(directory: Path) -> dict:
     directory = Path(directory)
     recover_swap(directory)
     path = directory / "config.json"
-    meta = read_json_object(path, CheckpointError, "a checkpoint's config")
+    meta = read_json_object(path, CheckpointError, "a checkpoint")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a minBERT checkpoint config (format != {CHECKPOINT_FORMAT!r})")
     version = meta.get("format_version", 0)

@@ -45,14 +45,15 @@ class FieldSpec:
         return "" if self.value is None else _yaml_scalar(self.value)
 
 
-# configs/ files that are not training recipes (the study runner's plan, core/study.py)
-NOT_RECIPES = ("study.yaml",)
+# configs/ files that are not training recipes: the study runner's plans (core/study.py),
+# named study*.yaml (configs/study.yaml, configs/study-best.yaml)
+STUDY_PLANS = "study*.yaml"
 
 
 def list_recipes(directory: str | Path | None = None) -> list[Path]:
     """The recipe files in ``configs/`` (or ``directory``), sorted by name."""
     directory = Path(directory) if directory is not None else REPO / "configs"
-    return sorted(p for p in directory.glob("*.yaml") if p.is_file() and p.name not in NOT_RECIPES)
+    return sorted(p for p in directory.glob("*.yaml") if p.is_file() and not p.match(STUDY_PLANS))
 
 
 def recipe_fields(config: Config) -> list[FieldSpec]:

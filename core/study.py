@@ -49,7 +49,7 @@ from core.train_log import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 KEPT = ("metrics.json", "config.json", "train_log.jsonl", "predictions", "embeddings.json")
-METRICS = (("sst_acc", "SST acc"), ("qqp_acc", "Quora acc"), ("sts_pearson", "STS r"))
+METRICS = (("sst_acc", "SST acc"), ("qqp_acc", "Quora acc*"), ("sts_pearson", "STS r"))
 EXPECTS = ("better", "worse", "same")
 
 
@@ -391,7 +391,9 @@ def format_table(plan: Plan, results: list[dict]) -> str:
             _fmt(m.get("mean_score")), _minutes(item["wall"]), vs, row.claim or "-",
             replicated(row, item["compare"]), f"`{cmd}`"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    lines += ["", "mean ± sd over seeds (sample sd); 'no difference' when |Δ| < 2 × pooled sd of the two rows."]
+    lines += ["", "mean ± sd over seeds (sample sd); 'no difference' when |Δ| < 2 × pooled sd of the two rows.",
+              "* Quora figures are optimistic: all-MiniLM-L6-v2 was contrastively pre-trained on data that "
+              "includes Quora duplicates."]
     return "\n".join(lines)
 
 

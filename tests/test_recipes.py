@@ -21,7 +21,7 @@ from core.model import MultitaskBert
 from core.recipes import list_recipes
 from core.train import Trainer
 
-RECIPES = list_recipes(REPO / "configs")     # every training recipe (configs/study.yaml is the study's plan)
+RECIPES = list_recipes(REPO / "configs")     # every training recipe (configs/study*.yaml are study plans)
 REPORTS = {"000": "report-000-mtdnn", "001": "report-001-qabert", "002": "report-002-cnn-heads",
            "003": "report-003-smart-simcse", "004": "report-004-rr-cosine"}
 SMOKE = TINY + ["train.max_steps=1", f"data.dir={REPO / 'data'}"]
