@@ -503,8 +503,12 @@ def sample_document(model, tasks=("sst", "qqp", "sts"), n: int = 500, seed: int 
         doc["samples"][sample.task] = {
             "ids": sample.ids, "texts_a": sample.texts_a,
             "labels": None if sample.labels is None else sample.labels.tolist(),
-            "predictions": None if sample.predictions is None else sample.predictions.tolist(),
-            "projections": {f"{m}-{k}d": np.round(sample_projection(sample, m, k, seed, cache_dir=cache_dir), 5).tolist()
+            # rounded as float64 (a float32's repr carries ~16 digits): a scatter plot needs 3
+            # decimals and a prediction 4, and the file stays small enough to keep per run
+            "predictions": None if sample.predictions is None else
+            np.round(np.asarray(sample.predictions, dtype=np.float64), 4).tolist(),
+            "projections": {f"{m}-{k}d": np.round(np.asarray(sample_projection(sample, m, k, seed, cache_dir=cache_dir),
+                                                             dtype=np.float64), 3).tolist()
                             for m in methods for k in dims},
             "metrics": sample.metrics()}
     return _plain(doc)

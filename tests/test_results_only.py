@@ -48,7 +48,7 @@ def test_the_sample_file_is_the_pages_view(study, repo):
     assert len(sts["ids"]) == N and set(sts["ids"]) <= dev_ids
     # what the page computes with the weights: the same sample, PCA and numbers
     assert sts["ids"] == sample.ids
-    np.testing.assert_allclose(sts["projections"]["pca-2d"], geometry.project(sample.emb_a, "pca"), atol=1e-4)
+    np.testing.assert_allclose(sts["projections"]["pca-2d"], geometry.project(sample.emb_a, "pca"), atol=5e-4)  # 3 decimals kept
     assert doc["report"]["uniformity"] == pytest.approx(report["uniformity"], abs=1e-9)
     xy_sample, xy, numbers = geometry.stored_view(out, "similarity", "pca", 2)
     assert xy.shape == (N, 2) and len(xy_sample) == N and numbers["n_sts_pairs"] == N
