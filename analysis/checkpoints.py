@@ -74,14 +74,30 @@ def results_tasks(name: str | os.PathLike, root: str | os.PathLike | None = None
     return [t for t in TASKS if t in found]
 
 
+def run_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Every run directory under ``root`` (:func:`is_run_dir`), sorted by name, and those
+    one level down in a folder that is not a run itself: a study's runs live in
+    ``checkpoints/study/<row>-s<seed>/`` (core/study.py). ``checkpoints/pretrained``
+    (the zero-shot encoder's predictions) is one of them."""
+    root = Path(root) if root is not None else checkpoints_root()
+    if not root.is_dir():
+        return []
+    found = []
+    for p in sorted(root.iterdir()):
+        if is_run_dir(p):
+            found.append(p)
+        elif p.is_dir() and not p.name.startswith("."):
+            found += [q for q in sorted(p.iterdir()) if is_run_dir(q)]
+    return found
+
+
 def list_checkpoints(root: str | os.PathLike | None = None) -> list[str]:
     """``"pretrained"`` first, then the names of the run directories under ``root``
-    (:func:`is_run_dir`: finished, saved at least once, or results-only), sorted."""
+    (:func:`run_dirs`: finished, saved at least once, or results-only; a study's runs as
+    ``study/<row>-s<seed>``), sorted."""
     root = Path(root) if root is not None else checkpoints_root()
-    names = []
-    if root.is_dir():   # checkpoints/pretrained holds the zero-shot predictions: that is PRETRAINED
-        names = sorted(p.name for p in root.iterdir() if p.name != PRETRAINED and is_run_dir(p))
-    return [PRETRAINED] + names
+    names = [p.relative_to(root).as_posix() for p in run_dirs(root)]
+    return [PRETRAINED] + [n for n in names if n != PRETRAINED]
 
 
 def resolve_checkpoint(name: str | os.PathLike, root: str | os.PathLike | None = None) -> str:

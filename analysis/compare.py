@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.checkpoints import has_results, is_run_dir
+from analysis.checkpoints import has_results, run_dirs
 from analysis.predictions import load_predictions
 from core.metrics import precision_recall_f1, task_metrics
 from core.tasks import METRIC_NAMES, PRIMARY, TASKS, mean_score
@@ -45,10 +45,7 @@ def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
     predictions (:func:`analysis.checkpoints.has_results`; ``python -m core.evaluate
     pretrained`` writes ``pretrained/predictions``). Results-only runs (kept without
     weights) are among them."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return [p for p in sorted(root.iterdir()) if is_run_dir(p) and has_results(p)]
+    return [p for p in run_dirs(root) if has_results(p)]
 
 
 def metrics_from_predictions(directory: str | os.PathLike) -> dict:
@@ -68,8 +65,9 @@ def metrics_from_predictions(directory: str | os.PathLike) -> dict:
     return metrics
 
 
-def checkpoint_record(directory: str | os.PathLike) -> dict:
-    """One checkpoint's row: dev metrics, mean score, recipe, training time and size."""
+def checkpoint_record(directory: str | os.PathLike, name: str | None = None) -> dict:
+    """One checkpoint's row: dev metrics, mean score, recipe, training time and size.
+    ``name``: how the pickers call it (default: the directory's name)."""
     directory = Path(directory)
     meta = _read_json(directory / "config.json")
     summary = _read_json(directory / "metrics.json")
@@ -84,7 +82,7 @@ def checkpoint_record(directory: str | os.PathLike) -> dict:
         score = mean_score(dev, [t for t in TASKS if PRIMARY[t] in dev])
     train_cfg = config.get("train") or {}
     return {
-        "name": directory.name,
+        "name": name or directory.name,
         "path": str(directory),
         **{k: dev.get(k) for k in METRIC_COLUMNS if k != "mean_score"},
         "mean_score": score,
@@ -108,7 +106,7 @@ def checkpoint_record(directory: str | os.PathLike) -> dict:
 def checkpoint_table(root: str | os.PathLike) -> pd.DataFrame:
     """Every comparable checkpoint under ``root``: those serving more tasks first (a mean
     over two tasks is not comparable with a mean over three), then best mean dev score."""
-    records = [checkpoint_record(d) for d in checkpoint_dirs(root)]
+    records = [checkpoint_record(d, d.relative_to(root).as_posix()) for d in checkpoint_dirs(root)]
     columns = ["name", *METRIC_COLUMNS, "tasks", "recipe", "description", "frozen_encoder", "epochs",
                "best_epoch", "steps", "train_time_s", "device", "finished", "dev_examples",
                "metrics_source", "path", "config", "history"]

@@ -95,3 +95,19 @@ def test_pages_on_a_results_only_run(study, repo, monkeypatch):
     assert len(embeddings.get("plotly_chart")) == 1
     assert [m.label for m in embeddings.metric][:2] == ["alignment ↓", "uniformity ↓"]
     assert any("Weights not available locally" in c.value for c in embeddings.caption)
+
+
+def test_a_studys_runs_are_listed_one_level_down(study, tmp_path):
+    """core/study.py keeps its runs in checkpoints/study/<row>-s<seed>/ beside its
+    results.jsonl: the pickers and the Compare table name them study/<row>-s<seed>, and
+    that name resolves."""
+    source = study[0] / "study"   # one results-only run
+    root = tmp_path / "checkpoints"
+    shutil.copytree(source, root / "study" / "000-mt-s0")
+    shutil.copytree(source, root / "study" / "000-mt-s1")
+    (root / "study" / "results.jsonl").write_text("")
+    shutil.copytree(source, root / "plain")
+    assert checkpoints.list_checkpoints(root) == ["pretrained", "plain", "study/000-mt-s0", "study/000-mt-s1"]
+    assert sorted(compare.checkpoint_table(root)["name"]) == ["plain", "study/000-mt-s0", "study/000-mt-s1"]
+    assert checkpoints.resolve_checkpoint("study/000-mt-s1", root) == str(root / "study" / "000-mt-s1")
+    assert not checkpoints.has_weights("study/000-mt-s1", root)
