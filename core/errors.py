@@ -53,14 +53,13 @@ def run_command(body: Callable[[], int], interrupted: str = "interrupted") -> in
 def run_cli(compute: Callable[[], Any], as_json: bool = True, show: Callable[[Any], None] | None = None) -> int:
     """The end of a command-line tool: ``compute()``, then its result printed as JSON
     (``as_json``) or by ``show(result)``; exit status 0. A :class:`MinbertError` is
-    printed as ``error: <message>`` on stderr, without a traceback: exit status 2."""
-    try:
+    printed as ``error: <message>`` on stderr, without a traceback: exit status 2
+    (:func:`run_command` decides that)."""
+    def body() -> int:
         result = compute()
-    except MinbertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if as_json or show is None:
-        print(json.dumps(result, indent=2))
-    else:
-        show(result)
-    return 0
+        if as_json or show is None:
+            print(json.dumps(result, indent=2))
+        else:
+            show(result)
+        return 0
+    return run_command(body)
