@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from core.cache import read_array, texts_fingerprint, write_array
-from core.data import canonical_task, load_task
+from core.data import canonical_task, load_task, texts_by_id
 from core.evaluate import cosine_scores  # noqa: F401  (its earlier home was here)
 from core.errors import MinbertError, run_cli
 
@@ -490,9 +490,10 @@ def sample_document(model, tasks=("sst", "qqp", "sts"), n: int = 500, seed: int 
                     methods=("umap", "pca"), dims=(2,), data_dir="data",
                     cache_dir: str | os.PathLike | None = None) -> dict:
     """What the Embeddings page shows for a checkpoint, as plain JSON, so that it can show
-    it without the weights: for each task the seeded dev sample (ids, first sentences,
-    labels, predictions), its projections (``"<method>-<k>d"``, projection seed ``seed``)
-    and its metrics, and the page's four numbers (:func:`geometry_report`)."""
+    it without the weights: for each task the seeded dev sample (ids, labels, predictions;
+    the sentences stay in data/ and are looked up by id), its projections
+    (``"<method>-<k>d"``, projection seed ``seed``) and its metrics, and the page's four
+    numbers (:func:`geometry_report`)."""
     from analysis.checkpoints import checkpoint_hash
     doc = {"format": SAMPLE_FORMAT, "version": 1, "checkpoint_hash": checkpoint_hash(model), "split": "dev",
            "n": n, "seed": seed,
@@ -501,7 +502,7 @@ def sample_document(model, tasks=("sst", "qqp", "sts"), n: int = 500, seed: int 
     for task in tasks:
         sample = embed_sample(model, canonical_task(task), n=n, seed=seed, data_dir=data_dir, cache_dir=cache_dir)
         doc["samples"][sample.task] = {
-            "ids": sample.ids, "texts_a": sample.texts_a,
+            "ids": sample.ids,   # the sentences are found again by id (core.data.texts_by_id)
             "labels": None if sample.labels is None else sample.labels.tolist(),
             # rounded as float64 (a float32's repr carries ~16 digits): a scatter plot needs 3
             # decimals and a prediction 4, and the file stays small enough to keep per run
@@ -560,8 +561,17 @@ def stored_view(path: str | os.PathLike, task: str, method: str, dims: int) -> t
         raise MinbertError(f"{path} has no {method.upper()} {dims}-D projection of {task} "
                            f"(it has: {', '.join(part.get('projections', {})) or 'none'})")
     as_array = lambda v: None if v is None else np.asarray(v)
-    sample = StoredSample(task, [str(i) for i in part["ids"]], list(part["texts_a"]), as_array(part.get("labels")),
-                          as_array(part.get("predictions")))
+    ids = [str(i) for i in part["ids"]]
+    if "texts_a" in part:          # files written before samples were stored by id
+        texts_a = list(part["texts_a"])
+    else:
+        known = texts_by_id(task, doc.get("split", "dev"))
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise MinbertError(f"{path} names {len(unknown)} {task} id(s) that are not in the data files "
+                               f"(first: {unknown[0]}): it was written for other data")
+        texts_a = [known[i][0] for i in ids]
+    sample = StoredSample(task, ids, texts_a, as_array(part.get("labels")), as_array(part.get("predictions")))
     report = {k: (float("nan") if v is None else v) for k, v in doc.get("report", {}).items()}
     return sample, np.asarray(part["projections"][key], dtype=np.float32), report
 
@@ -642,7 +652,7 @@ def main(argv=None) -> int:
         def write() -> dict:
             doc = sample_document(load_model(args.checkpoint_dir), args.tasks, args.sample_n, args.seed,
                                   args.methods, args.dims, data_dir=args.data_dir)
-            atomic_write_json(args.out, doc)
+            atomic_write_json(args.out, doc, indent=None, separators=(",", ":"))
             return {"out": str(args.out), "tasks": list(doc["samples"]), "n": doc["n"],
                     "projections": list(next(iter(doc["samples"].values()))["projections"])}
         return run_cli(write)

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data import TASK_LABELS, canonical_task
+from core.data import TASK_LABELS, canonical_task, texts_by_id
 from core.errors import DataError, MinbertError
+from core.tasks import TASK_SPECS
 
 REQUIRED = {
     "sst": ["id", "sentence", "label", "pred", "confidence"],
@@ -94,7 +95,25 @@ def load_predictions(checkpoint: str | os.PathLike, task: str, split: str = "dev
         raise DataError(f"{path} is not a readable predictions CSV ({e})") from None
     if df.empty:
         raise DataError(f"{path} has no rows")
-    return check_frame(df, task)
+    return check_frame(with_texts(df, task, split, str(path)), task)
+
+
+def with_texts(df: pd.DataFrame, task: str, split: str = "dev", where: str = "predictions") -> pd.DataFrame:
+    """``df`` with its sentence columns; a frame stored by id only (``core.evaluate.
+    slim_predictions``: the study's runs) gets them from the repository's data files."""
+    columns = list(TASK_SPECS[task].columns[0])
+    if all(c in df.columns for c in columns) or "id" not in df.columns:
+        return df
+    texts = texts_by_id(task, split)
+    ids = df["id"].astype(str)
+    unknown = [i for i in ids if i not in texts]
+    if unknown:
+        raise DataError(f"{where} names {len(unknown)} id(s) that are not in the {task} {split} data "
+                        f"(first: {unknown[0]}): it was written for other data")
+    out = df.copy()
+    for k, column in enumerate(columns):
+        out.insert(1 + k, column, [texts[i][k] for i in ids])
+    return out
 
 
 # ---------------------------------------------------------------------- tables

@@ -31,6 +31,7 @@ This module has no Streamlit imports; it is shared by training, evaluation and t
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import sys
@@ -185,6 +186,28 @@ def task_file(task: str, split: str, data_dir: str | Path = "data") -> Path:
             f"distributed). Use one of: {available}."
         )
     return Path(data_dir) / name
+
+
+# The repository's data folder: where stored predictions and embedding samples that keep
+# only example ids (the study's runs) find their sentences again, from any working directory.
+REPO_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+
+def texts_by_id(task: str, split: str = "dev", data_dir: str | Path = REPO_DATA_DIR) -> dict[str, tuple[str, str | None]]:
+    """``{id: (text_a, text_b)}`` of one split (``text_b`` None for SST), read once per
+    file version. Files that store predictions by id only are joined back with it."""
+    path = task_file(task, split, data_dir)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        raise DataError(f"{path} is missing: the {canonical_task(task)} {split} sentences are looked up there "
+                        f"by id") from None
+    return _texts_by_id(canonical_task(task), split, str(Path(data_dir).resolve()), stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _texts_by_id(task: str, split: str, data_dir: str, stamp: int) -> dict[str, tuple[str, str | None]]:
+    return {ex.id: (ex.text_a, ex.text_b) for ex in load_task(task, split, data_dir).examples}
 
 
 # ---------------------------------------------------------------------------- parsing

@@ -246,6 +246,31 @@ def write_predictions(frames: dict[str, pd.DataFrame], directory: Path, split: s
     return paths
 
 
+# Stored by id only: the study keeps ~90 runs' dev predictions in the repository, and the
+# sentences are the same in every one of them (they are in data/, found again by id).
+SLIM_DECIMALS = 4
+
+
+def slim_predictions(directory: Path, decimals: int = SLIM_DECIMALS) -> list[Path]:
+    """Rewrite every ``{task}-{split}.csv`` in ``directory`` without its sentence columns
+    and with floats rounded to ``decimals`` (readers join the sentences back from the data
+    files by id: ``analysis.predictions.load_predictions``). Already slim files are kept."""
+    from core.atomic import atomic_write_text
+    from core.tasks import TASK_SPECS
+    paths = []
+    for path in sorted(Path(directory).glob("*-*.csv")):
+        task = path.name.split("-", 1)[0]
+        if task not in TASK_SPECS:
+            continue
+        df = pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values=[""])
+        df = df.drop(columns=[c for c in TASK_SPECS[task].columns[0] if c in df.columns])
+        floats = df.select_dtypes("float").columns
+        df[floats] = df[floats].round(decimals)
+        atomic_write_text(path, df.to_csv(index=False))
+        paths.append(path)
+    return paths
+
+
 def write_submission(model, data_dir, directory: Path, batch_size: int = 128) -> list[Path]:
     """CS224N submission format: ``id \\t Predicted_...`` header, ``id , value`` rows."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,9 @@ the metric of that comparison, and the report's claim. Each (row, seed) is one
    analysis; a missing or failing command is recorded and skipped);
 2. one JSON line is appended to ``<out>/results.jsonl``: row, seed, commit, wall
    seconds, the command, the dev metrics;
-3. everything but the small files (``metrics.json``, ``config.json``,
+3. the dev predictions are rewritten by example id only, floats to 4 decimals
+   (``core.evaluate.slim_predictions``: the sentences are in data/, and readers join them
+   back), and everything but the small files (``metrics.json``, ``config.json``,
    ``train_log.jsonl``, ``predictions/``, ``embeddings.json``) is deleted - the weights
    too, unless ``--keep-weights``.
 
@@ -268,6 +270,9 @@ def run_one(plan: Plan, row: Row, seed: int, keep_weights: bool = False,
     if skipped:
         record["embeddings_skipped"] = skipped
     append_result(plan.out / "results.jsonl", record)
+    if (directory / "predictions").is_dir():
+        from core.evaluate import slim_predictions   # torch: only when a run finishes
+        slim_predictions(directory / "predictions")
     if not keep_weights:
         prune(directory)
     return record
