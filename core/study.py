@@ -311,10 +311,10 @@ def run_study(plan: Plan, only: Sequence[str] | None = None, seeds: Sequence[int
 
 # ------------------------------------------------------------------ the table
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for one value)."""
+    """Mean and sample standard deviation (n - 1; NaN for one value: it is unknown)."""
     n = len(values)
     mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
     return mean, sd
 
 
@@ -361,7 +361,9 @@ def summarize(plan: Plan, results: list[dict]) -> list[dict]:
 
 
 def _fmt(ms: tuple[float, float] | None) -> str:
-    return "-" if ms is None else f"{ms[0]:.3f} ± {ms[1]:.3f}"
+    if ms is None:
+        return "-"
+    return f"{ms[0]:.3f}" if math.isnan(ms[1]) else f"{ms[0]:.3f} ± {ms[1]:.3f}"
 
 
 def _minutes(ms: tuple[float, float] | None) -> str:
@@ -374,8 +376,8 @@ def replicated(row: Row, cmp: dict | None) -> str:
     if cmp is None:
         return "not run yet"
     verdict = cmp["verdict"]
-    why = f"Δ {row.metric} {cmp['delta']:+.3f}, 2 sd = {2 * cmp['sd']:.3f}"
-    if row.expect is None:
+    why = f"Δ {row.metric} {cmp['delta']:+.3f}" + ("" if math.isnan(cmp["sd"]) else f", 2 sd = {2 * cmp['sd']:.3f}")
+    if row.expect is None or verdict.startswith("no verdict"):
         return f"{verdict} ({why})"
     agree = (row.expect == "same" and verdict == "no difference") or row.expect == verdict
     return f"{'yes' if agree else 'no'}: {verdict} ({why})"

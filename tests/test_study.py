@@ -120,6 +120,11 @@ def test_table_mean_sd_and_verdicts_by_hand(tmp_path):
     assert "0.900 ± 0.100" in faster and "3.0 min" in faster
     assert "yes: better (Δ mean_score +0.300, 2 sd = 0.200)" in faster
     assert "--seed $SEED" in faster and "faster-s$SEED" in faster
+    # one seed: its mean alone (its sd is unknown, not 0), and no verdict
+    one = format_table(plan, results[:3] + [{"row": "faster", "seed": 0, "mean_score": 0.8, "wall_s": 60.0, "dev": {}}])
+    faster = next(line for line in one.splitlines() if line.startswith("| faster |"))
+    assert "| 1 |" in faster and "| 0.800 |" in faster and "±" not in faster
+    assert "no verdict (fewer than 2 seeds) (Δ mean_score +0.200)" in faster
 
 
 def test_the_studys_plan_loads_and_every_row_is_a_valid_recipe():
