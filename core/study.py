@@ -2,6 +2,7 @@
 
     python -m core.study configs/study.yaml                 # run (or continue) the study
     python -m core.study configs/study.yaml --table         # the README table of results
+    python -m core.study configs/study.yaml --deltas        # each row vs its baseline, task by task
     python -m core.study configs/study.yaml --list          # rows, seeds, what is done
             [--only ROW ...] [--seeds 0 1] [--keep-weights] [--dry-run]
 
@@ -12,8 +13,8 @@ the metric of that comparison, and the report's claim. Each (row, seed) is one
 ``python -m core.train`` subprocess into ``<out>/<row>-s<seed>/``; when it finishes:
 
 1. ``python -m analysis.geometry sample CKPT --out CKPT/embeddings.json`` writes the
-   run's embedding sample, where that command exists (by subprocess: core never imports
-   analysis; a missing or failing command is recorded and skipped);
+   run's embedding sample, unless the plan says ``embeddings: false`` (by subprocess:
+   core never imports analysis; a missing or failing command is recorded and skipped);
 2. one JSON line is appended to ``<out>/results.jsonl``: row, seed, commit, wall
    seconds, the command, the dev metrics;
 3. the dev predictions are rewritten by example id only, floats to 4 decimals
@@ -77,6 +78,7 @@ class Plan:
     common: list[str]
     rows: list[Row]
     budget: str = ""
+    embeddings: bool = True            # write each run's embedding sample (the Embeddings page's view)
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -106,9 +108,12 @@ def load_plan(path: str | Path) -> Plan:
     raw = read_yaml_mapping(path, "study plan", "a mapping with a non-empty list 'rows'")
     if not isinstance(raw.get("rows"), list) or not raw["rows"]:
         raise ConfigError(f"{path}: a study plan is a mapping with a non-empty list 'rows'")
-    unknown = set(raw) - {"out", "seeds", "common", "rows", "budget"}
+    allowed = ("out", "seeds", "common", "rows", "budget", "embeddings")
+    unknown = set(raw) - set(allowed)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: out, seeds, common, rows, budget")
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
+    if not isinstance(raw.get("embeddings", True), bool):
+        raise ConfigError(f"{path}: embeddings is true or false, got {raw['embeddings']!r}")
     seeds = raw.get("seeds", [0, 1, 2])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
@@ -129,7 +134,8 @@ def load_plan(path: str | Path) -> Plan:
         overrides = [o for j, item in enumerate(r.get("set") or []) for o in _override(item, f"{where}.set[{j}]")]
         rows.append(Row(r["name"], r["recipe"], overrides, r.get("baseline"), r.get("metric", "mean_score"),
                         str(r.get("claim", "")), r.get("expect"), str(r.get("report", ""))))
-    plan = Plan(path, REPO / raw.get("out", "checkpoints/study"), seeds, common, rows, str(raw.get("budget", "")))
+    plan = Plan(path, REPO / raw.get("out", "checkpoints/study"), seeds, common, rows, str(raw.get("budget", "")),
+                raw.get("embeddings", True))
     for row in rows:
         if row.baseline is not None and row.baseline not in names:
             raise ConfigError(f"{path}: row {row.name!r} compares with {row.baseline!r}, which is not a row")
@@ -260,7 +266,7 @@ def run_one(plan: Plan, row: Row, seed: int, keep_weights: bool = False,
         if code != 0 or _finished(directory) is None:
             raise MinbertError(f"{directory.name}: training exited with {code}; see {log_path}")
     metrics = _finished(directory)
-    skipped = embedding_sample(directory, runner)
+    skipped = embedding_sample(directory, runner) if plan.embeddings else "the plan says embeddings: false"
     record = {"row": row.name, "seed": seed, "commit": git_commit(), "recipe": row.recipe,
               "overrides": plan.common + row.overrides, "command": shell_command(cmd),
               "wall_s": metrics.get("wall_time_s"), "runner_s": round(time.time() - t0, 1),
@@ -350,6 +356,10 @@ def summarize(plan: Plan, results: list[dict]) -> list[dict]:
             values = [v for v in (metric_of(r, key) for r in runs) if v is not None]
             if values:
                 item["metrics"][key] = mean_sd(values)
+        # the table's "mean": over the tasks the runs were scored on (a last single-task
+        # stage's mean_score covers that task only)
+        means = [v for v in map(_task_mean, runs) if v is not None]
+        item["task_mean"] = mean_sd(means) if means else item["metrics"].get("mean_score")
         walls = [r["wall_s"] for r in runs if r.get("wall_s") is not None]
         item["wall"] = mean_sd(walls) if walls else None
         base_runs = by_row.get(row.baseline, []) if row.baseline else []
@@ -395,7 +405,7 @@ def format_table(plan: Plan, results: list[dict]) -> str:
         vs = "-" if row.baseline is None else row.baseline
         cmd = shell_command(train_command(plan, row, 0)).replace("-s0", "-s$SEED").replace("--seed 0", "--seed $SEED")
         cells = [row.name, str(item["n"])] + [_fmt(m.get(k)) for k, _ in METRICS] + [
-            _fmt(m.get("mean_score")), _minutes(item["wall"]), vs, row.claim or "-",
+            _fmt(item["task_mean"]), _minutes(item["wall"]), vs, row.claim or "-",
             replicated(row, item["compare"]), f"`{cmd}`"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "mean ± sd over seeds (sample sd); 'no difference' when |Δ| < 2 × pooled sd of the two rows.",
@@ -404,12 +414,64 @@ def format_table(plan: Plan, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _task_mean(record: dict) -> float | None:
+    """The mean of the run's final dev figures on the tasks it has (its ``mean_score`` can
+    be over fewer: a last single-task stage scores that task only)."""
+    values = [v for v in (metric_of(record, m) for m, _ in METRICS) if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def format_deltas(plan: Plan, results: list[dict]) -> str:
+    """Every row with a baseline: the difference on each task's metric and on their mean
+    (:func:`_task_mean`; only between rows scored on the same tasks), with 2 pooled sd
+    and the verdict (:func:`compare`) - what a row changes, task by task."""
+    by_row: dict[str, list[dict]] = {}
+    for r in results:
+        by_row.setdefault(r["row"], []).append(r)
+    keys = [(m, name) for m, name in METRICS] + [("mean_score", "mean")]
+    lines = ["| row | vs | seeds | " + " | ".join(f"Δ {name}" for _, name in keys) + " |",
+             "|" + "---|" * (3 + len(keys))]
+    for row in plan.rows:
+        if row.baseline is None or row.name not in by_row or row.baseline not in by_row:
+            continue
+        cells = [row.name, row.baseline, f"{len(by_row[row.name])} vs {len(by_row[row.baseline])}"]
+        scored = [{m for m, _ in METRICS if metric_of(r, m) is not None} for r in by_row[row.name] + by_row[row.baseline]]
+        for key, _ in keys:
+            if key == "mean_score" and any(tasks != scored[0] for tasks in scored):
+                cells.append("- (other tasks)")     # a mean over other tasks is no comparison
+                continue
+            value = _task_mean if key == "mean_score" else (lambda r, k=key: metric_of(r, k))
+            own = [v for v in map(value, by_row[row.name]) if v is not None]
+            base = [v for v in map(value, by_row[row.baseline]) if v is not None]
+            if not own or not base:
+                cells.append("-")
+                continue
+            cmp = compare(own, base)
+            sd = "" if math.isnan(cmp["sd"]) else f" (2 sd {2 * cmp['sd']:.3f})"
+            cells.append(f"{cmp['delta']:+.3f}{sd}: {cmp['verdict']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Δ = row mean − baseline mean; 'no difference' when |Δ| < 2 × pooled sd of the two rows."]
+    return "\n".join(lines)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
 # ------------------------------------------------------------------ CLI
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("plan", help="study plan YAML, e.g. configs/study.yaml")
     p.add_argument("--table", action="store_true", help="print the results table (README) and exit")
+    p.add_argument("--deltas", action="store_true",
+                   help="print each row's difference to its baseline on every task, and exit")
     p.add_argument("--list", action="store_true", help="list rows and which seeds are done, and exit")
     p.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
     p.add_argument("--seeds", nargs="+", type=int, help="run only these seeds")
@@ -429,11 +491,15 @@ def _study(args) -> int:
     results = read_results(plan.out / "results.jsonl")
     if args.table:
         if args.json:
-            rows = [{"row": i["row"].name, "n": i["n"], "metrics": i["metrics"], "wall": i["wall"],
+            rows = [{"row": i["row"].name, "n": i["n"], "metrics": i["metrics"], "task_mean": i["task_mean"],
+                     "wall": i["wall"],
                      "compare": i["compare"]} for i in summarize(plan, results)]
-            print(json.dumps(rows, indent=2))
+            print(json.dumps(_json_safe(rows), indent=2))
         else:
             print(format_table(plan, results))
+        return 0
+    if args.deltas:
+        print(format_deltas(plan, results))
         return 0
     if args.list:
         done: dict[str, list[int]] = {}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from core.errors import MinbertError
-from core.study import compare, format_table, load_plan, mean_sd, read_results, run_study
+from core.errors import ConfigError, MinbertError
+from core.study import compare, format_deltas, format_table, load_plan, mean_sd, read_results, run_study
 
 PLAN = """
 out: {out}
@@ -80,6 +80,18 @@ def test_runs_every_row_and_seed_once_then_skips_them(tmp_path):
     assert again.calls == []
 
 
+def test_a_plan_without_embeddings_runs_no_sample(tmp_path):
+    path = write_plan(tmp_path)
+    path.write_text(path.read_text() + "embeddings: false\n")
+    fake = FakeTrainer()
+    records = run_study(load_plan(path), only=["base"], seeds=[0], runner=fake, log=lambda *a: None)
+    assert [c for c in fake.calls if "analysis.geometry" in c] == []
+    assert records[0]["embeddings"] is False and "embeddings: false" in records[0]["embeddings_skipped"]
+    path.write_text(path.read_text().replace("embeddings: false", "embeddings: sometimes"))
+    with pytest.raises(ConfigError, match="embeddings is true or false"):
+        load_plan(path)
+
+
 def test_killed_runs_resume_or_restart_and_failures_do_not_stop_the_rest(tmp_path):
     plan = load_plan(write_plan(tmp_path))
     (plan.out / "base-s0" / "resume").mkdir(parents=True)
@@ -125,6 +137,13 @@ def test_table_mean_sd_and_verdicts_by_hand(tmp_path):
     faster = next(line for line in one.splitlines() if line.startswith("| faster |"))
     assert "| 1 |" in faster and "| 0.800 |" in faster and "±" not in faster
     assert "no verdict (fewer than 2 seeds) (Δ mean_score +0.200)" in faster
+    # task by task: faster has no SST figure, so only its mean is compared (0.9 - 0.6 = +0.3)
+    deltas = format_deltas(plan, results)
+    faster = next(line for line in deltas.splitlines() if line.startswith("| faster |"))
+    assert "| base | 3 vs 3 | - | - | - | - (other tasks) |" in faster    # base has SST figures, faster none
+    same = [dict(r, dev={"sst_acc": r["mean_score"]}) if r["row"] == "faster" else r for r in results]
+    faster = next(line for line in format_deltas(plan, same).splitlines() if line.startswith("| faster |"))
+    assert "| +0.300 (2 sd 0.200): better | - | - | +0.300 (2 sd 0.200): better |" in faster
 
 
 def test_the_studys_plan_loads_and_every_row_is_a_valid_recipe():
