@@ -167,11 +167,17 @@ def append_result(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def git_commit() -> str:
+def git_commit(results: Path | None = None) -> str:
+    """The short commit of the code, ``-dirty`` when a tracked file differs from it. The
+    study's own results directory (``results``, committed as the study goes on) does not
+    count: a run's appended results are not a change to the code that trained it."""
+    pathspec = ["--", "."]
+    if results is not None and Path(results).resolve().is_relative_to(REPO):
+        pathspec.append(f":(exclude){Path(results).resolve().relative_to(REPO).as_posix()}")
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", *pathspec],
                                capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -267,7 +273,7 @@ def run_one(plan: Plan, row: Row, seed: int, keep_weights: bool = False,
             raise MinbertError(f"{directory.name}: training exited with {code}; see {log_path}")
     metrics = _finished(directory)
     skipped = embedding_sample(directory, runner) if plan.embeddings else "the plan says embeddings: false"
-    record = {"row": row.name, "seed": seed, "commit": git_commit(), "recipe": row.recipe,
+    record = {"row": row.name, "seed": seed, "commit": git_commit(plan.out), "recipe": row.recipe,
               "overrides": plan.common + row.overrides, "command": shell_command(cmd),
               "wall_s": metrics.get("wall_time_s"), "runner_s": round(time.time() - t0, 1),
               "dev": metrics.get("dev", {}), "mean_score": metrics.get("mean_score"),

@@ -153,3 +153,28 @@ def test_the_studys_plan_loads_and_every_row_is_a_valid_recipe():
     for prefix in ("000-", "001-", "002-", "003-", "004-"):
         assert any(n.startswith(prefix) for n in names), prefix
     assert {f"004-e{i}" for i in range(1, 7)} <= set(names)
+
+
+def test_commit_is_dirty_for_code_changes_but_not_for_the_studys_own_results(tmp_path, monkeypatch):
+    """A study worktree appends to its tracked results.jsonl after every run: that must not
+    mark the runs after the first as trained by uncommitted code; a changed code file must."""
+    import subprocess
+    import core.study as study
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.jsonl").write_text("{}\n")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    monkeypatch.setattr(study, "REPO", tmp_path.resolve())
+    clean = study.git_commit(tmp_path / "out")
+    assert len(clean) >= 7 and not clean.endswith("-dirty")
+    (tmp_path / "out" / "results.jsonl").write_text("{}\n{}\n")
+    assert study.git_commit(tmp_path / "out") == clean       # the results directory does not count
+    assert study.git_commit() == clean + "-dirty"            # without it named, any change does
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert study.git_commit(tmp_path / "out") == clean + "-dirty"
