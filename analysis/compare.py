@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.checkpoints import has_results, run_dirs
+from analysis.checkpoints import has_results, has_weights, run_dirs
 from analysis.predictions import load_predictions
 from core.metrics import precision_recall_f1, task_metrics
 from core.tasks import METRIC_NAMES, PRIMARY, TASKS, mean_score
@@ -96,6 +96,7 @@ def checkpoint_record(directory: str | os.PathLike, name: str | None = None) -> 
         "train_time_s": summary.get("wall_time_s"),
         "device": summary.get("device"),
         "finished": summary.get("finished"),
+        "weights": has_weights(directory),      # False: a results-only run (no saliency / attention / Predict)
         "dev_examples": {t: dev.get(f"{t}_n") for t in TASKS if dev.get(f"{t}_n")},
         "metrics_source": source,
         "config": config,
@@ -108,7 +109,7 @@ def checkpoint_table(root: str | os.PathLike) -> pd.DataFrame:
     over two tasks is not comparable with a mean over three), then best mean dev score."""
     records = [checkpoint_record(d, d.relative_to(root).as_posix()) for d in checkpoint_dirs(root)]
     columns = ["name", *METRIC_COLUMNS, "tasks", "recipe", "description", "frozen_encoder", "epochs",
-               "best_epoch", "steps", "train_time_s", "device", "finished", "dev_examples",
+               "best_epoch", "steps", "train_time_s", "device", "finished", "weights", "dev_examples",
                "metrics_source", "path", "config", "history"]
     df = pd.DataFrame(records, columns=columns)
     if len(df):

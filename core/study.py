@@ -3,6 +3,7 @@
     python -m core.study configs/study.yaml                 # run (or continue) the study
     python -m core.study configs/study.yaml --table         # the README table of results
     python -m core.study configs/study.yaml --deltas        # each row vs its baseline, task by task
+    python -m core.study configs/study.yaml --geometry      # embedding geometry by training objective
     python -m core.study configs/study.yaml --list          # rows, seeds, what is done
             [--only ROW ...] [--seeds 0 1] [--keep-weights] [--dry-run]
 
@@ -54,6 +55,9 @@ REPO = Path(__file__).resolve().parents[1]
 KEPT = ("metrics.json", "config.json", "train_log.jsonl", "predictions", "embeddings.json")
 METRICS = (("sst_acc", "SST acc"), ("qqp_acc", "Quora acc*"), ("sts_pearson", "STS r"))
 EXPECTS = ("better", "worse", "same")
+# the numbers each run's embedding sample keeps (analysis.geometry: Wang & Isola 2020 and two of ours)
+GEOMETRY = (("alignment", "alignment ↓"), ("uniformity", "uniformity ↓"), ("knn_purity", "kNN purity ↑"),
+            ("sts_spearman", "STS Spearman ↑"))
 
 
 # ------------------------------------------------------------------ the plan
@@ -71,6 +75,15 @@ class Row:
 
 
 @dataclass
+class GeometryEntry:
+    """One training objective in the plan's geometry comparison (the Embeddings page):
+    a label, the row whose runs show it, and the row it is measured against."""
+    label: str
+    row: str
+    against: str | None = None
+
+
+@dataclass
 class Plan:
     path: Path
     out: Path
@@ -79,6 +92,7 @@ class Plan:
     rows: list[Row]
     budget: str = ""
     embeddings: bool = True            # write each run's embedding sample (the Embeddings page's view)
+    geometry: list[GeometryEntry] = field(default_factory=list)   # the objectives compared side by side
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -108,7 +122,7 @@ def load_plan(path: str | Path) -> Plan:
     raw = read_yaml_mapping(path, "study plan", "a mapping with a non-empty list 'rows'")
     if not isinstance(raw.get("rows"), list) or not raw["rows"]:
         raise ConfigError(f"{path}: a study plan is a mapping with a non-empty list 'rows'")
-    allowed = ("out", "seeds", "common", "rows", "budget", "embeddings")
+    allowed = ("out", "seeds", "common", "rows", "budget", "embeddings", "geometry")
     unknown = set(raw) - set(allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
@@ -135,7 +149,7 @@ def load_plan(path: str | Path) -> Plan:
         rows.append(Row(r["name"], r["recipe"], overrides, r.get("baseline"), r.get("metric", "mean_score"),
                         str(r.get("claim", "")), r.get("expect"), str(r.get("report", ""))))
     plan = Plan(path, REPO / raw.get("out", "checkpoints/study"), seeds, common, rows, str(raw.get("budget", "")),
-                raw.get("embeddings", True))
+                raw.get("embeddings", True), _geometry_entries(path, raw.get("geometry") or [], names))
     for row in rows:
         if row.baseline is not None and row.baseline not in names:
             raise ConfigError(f"{path}: row {row.name!r} compares with {row.baseline!r}, which is not a row")
@@ -149,6 +163,22 @@ def load_plan(path: str | Path) -> Plan:
         except MinbertError as e:
             row.unavailable = str(e)
     return plan
+
+
+def _geometry_entries(path: Path, raw: Any, names: set[str]) -> list[GeometryEntry]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: geometry is a list of {{label, row, against}} mappings, got {raw!r}")
+    entries = []
+    for i, g in enumerate(raw):
+        if not isinstance(g, dict) or set(g) - {"label", "row", "against"} or not isinstance(g.get("label"), str) \
+                or not isinstance(g.get("row"), str):
+            raise ConfigError(f"{path}: geometry[{i}] is a mapping {{label, row, against}}, e.g. "
+                              f"{{label: triplet (001), row: 001-triplet, against: 001-baseline}}; got {g!r}")
+        for key in ("row", "against"):
+            if g.get(key) is not None and g[key] not in names:
+                raise ConfigError(f"{path}: geometry[{i}] ({g['label']}): {key} {g[key]!r} is not a row")
+        entries.append(GeometryEntry(g["label"], g["row"], g.get("against")))
+    return entries
 
 
 # ------------------------------------------------------------------ results
@@ -460,6 +490,82 @@ def format_deltas(plan: Plan, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def geometry_of(plan: Plan, row: str, results: list[dict]) -> list[tuple[int, dict]]:
+    """(seed, geometry numbers) of every finished run of ``row`` that kept an embedding
+    sample (``embeddings.json``'s ``report``, written by ``analysis.geometry sample``)."""
+    out = []
+    for r in sorted((r for r in results if r["row"] == row), key=lambda r: r["seed"]):
+        path = run_dir(plan, plan.row(row), r["seed"]) / "embeddings.json"
+        try:
+            report = json.loads(path.read_text()).get("report")
+        except (OSError, ValueError):
+            continue
+        if isinstance(report, dict):
+            out.append((r["seed"], report))
+    return out
+
+
+def geometry_summary(plan: Plan, results: list[dict]) -> list[dict]:
+    """The plan's geometry comparison: per entry, the seeds of its row, mean and sd of each
+    geometry number over them, and the difference to its ``against`` row (:func:`compare`;
+    a direction, "higher" / "lower", since what is better depends on the number)."""
+    out = []
+    for entry in plan.geometry:
+        own = geometry_of(plan, entry.row, results)
+        base = geometry_of(plan, entry.against, results) if entry.against else []
+        item: dict[str, Any] = {"label": entry.label, "row": entry.row, "against": entry.against,
+                                "seeds": [s for s, _ in own], "metrics": {}, "compare": {}}
+        for key, _ in GEOMETRY:
+            values = [float(g[key]) for _, g in own if g.get(key) is not None and not math.isnan(float(g[key]))]
+            if values:
+                item["metrics"][key] = mean_sd(values)
+            base_values = [float(g[key]) for _, g in base if g.get(key) is not None and not math.isnan(float(g[key]))]
+            if values and base_values:
+                cmp = compare(values, base_values)
+                cmp["verdict"] = {"better": "higher", "worse": "lower"}.get(cmp["verdict"], cmp["verdict"])
+                item["compare"][key] = cmp
+        out.append(item)
+    return out
+
+
+def _mean_sd_cell(value: tuple[float, float] | None) -> str:
+    if value is None:
+        return "-"
+    mean, sd = value
+    return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def geometry_rows(plan: Plan, results: list[dict]) -> list[dict[str, str]]:
+    """:func:`geometry_summary` as display cells, one dict per entry (column -> text):
+    the README table and the Embeddings page show the same."""
+    rows = []
+    for item in geometry_summary(plan, results):
+        cells = {"objective": item["label"], "row": item["row"], "seeds": str(len(item["seeds"]))}
+        cells.update({name: _mean_sd_cell(item["metrics"].get(key)) for key, name in GEOMETRY})
+        cells["vs"] = item["against"] or "-"
+        for key, name in GEOMETRY:
+            cmp = item["compare"].get(key)
+            sd = "" if cmp is None or math.isnan(cmp["sd"]) else f" (2 sd {2 * cmp['sd']:.3f})"
+            cells[f"Δ {name.split()[0]}"] = "-" if cmp is None else f"{cmp['delta']:+.3f}{sd}: {cmp['verdict']}"
+        rows.append(cells)
+    return rows
+
+
+GEOMETRY_NOTE = ("Mean ± sd over seeds of each run's embedding sample (a seeded dev sample per task, the run's own "
+                 "pooling); alignment and uniformity after Wang & Isola (2020), lower = tighter / more uniform. "
+                 "Δ = row − the row it is measured against; 'no difference' when |Δ| < 2 × pooled sd.")
+
+
+def format_geometry(plan: Plan, results: list[dict]) -> str:
+    """The geometry comparison as a markdown table (README)."""
+    rows = geometry_rows(plan, results)
+    if not rows:
+        return "(the plan has no geometry comparison)"
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r.values()) + " |" for r in rows]
+    return "\n".join(lines + ["", GEOMETRY_NOTE])
+
+
 def _json_safe(value):
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -478,12 +584,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", action="store_true", help="print the results table (README) and exit")
     p.add_argument("--deltas", action="store_true",
                    help="print each row's difference to its baseline on every task, and exit")
+    p.add_argument("--geometry", action="store_true",
+                   help="print the plan's geometry comparison (embedding numbers by objective), and exit")
     p.add_argument("--list", action="store_true", help="list rows and which seeds are done, and exit")
     p.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
     p.add_argument("--seeds", nargs="+", type=int, help="run only these seeds")
     p.add_argument("--keep-weights", action="store_true", help="keep each run's model.safetensors")
     p.add_argument("--dry-run", action="store_true", help="print the commands that would run")
-    p.add_argument("--json", action="store_true", help="--table as JSON")
+    p.add_argument("--json", action="store_true", help="--table or --geometry as JSON")
     return p
 
 
@@ -506,6 +614,12 @@ def _study(args) -> int:
         return 0
     if args.deltas:
         print(format_deltas(plan, results))
+        return 0
+    if args.geometry:
+        if args.json:
+            print(json.dumps(_json_safe(geometry_summary(plan, results)), indent=2))
+        else:
+            print(format_geometry(plan, results))
         return 0
     if args.list:
         done: dict[str, list[int]] = {}

@@ -21,3 +21,14 @@ def test_models_serving_more_tasks_come_first_then_the_best_mean(tmp_path):
     _write(tmp_path, "full-a", {"sst_acc": 0.48, "qqp_acc": 0.85, "sts_pearson": 0.875}, ["sst", "qqp", "sts"])
     _write(tmp_path, "full-b", {"sst_acc": 0.45, "qqp_acc": 0.81, "sts_pearson": 0.872}, ["sst", "qqp", "sts"])
     assert list(checkpoint_table(tmp_path)["name"]) == ["full-a", "full-b", "zero-shot"]
+
+
+def test_the_table_says_which_runs_have_their_weights_here(tmp_path):
+    """The Compare page's "weights here" column: a run with model.safetensors, and a
+    results-only run (metrics and predictions kept, weights dropped: the study's runs)."""
+    _write(tmp_path, "trained", {"sst_acc": 0.48}, ["sst"])
+    (tmp_path / "trained" / "model.safetensors").write_bytes(b"")
+    _write(tmp_path, "results-only", {"sst_acc": 0.45}, ["sst"])
+    table = checkpoint_table(tmp_path).set_index("name")
+    assert bool(table.loc["trained", "weights"])
+    assert not table.loc["results-only", "weights"]

@@ -66,6 +66,7 @@ def test_listed_compared_and_refused_where_the_model_is_needed(study):
     table = compare.checkpoint_table(root).set_index("name")
     dev = json.loads((root / "study" / "metrics.json").read_text())["dev"]
     assert table.loc["study", "sst_acc"] == dev["sst_acc"] and table.loc["study", "sts_pearson"] == dev["sts_pearson"]
+    assert not table.loc["study", "weights"]            # the Compare page's "weights here" column
 
 
 def test_pages_on_a_results_only_run(study, repo, monkeypatch):
@@ -111,3 +112,32 @@ def test_a_studys_runs_are_listed_one_level_down(study, tmp_path):
     assert sorted(compare.checkpoint_table(root)["name"]) == ["plain", "study/000-mt-s0", "study/000-mt-s1"]
     assert checkpoints.resolve_checkpoint("study/000-mt-s1", root) == str(root / "study" / "000-mt-s1")
     assert not checkpoints.has_weights("study/000-mt-s1", root)
+
+
+def test_embeddings_page_puts_the_studys_objectives_side_by_side(repo, monkeypatch):
+    """On the repository as cloned: the page lists the study plan's four training
+    objectives (issue 11: plain, triplet (001), SimCSE (003), MNRL (004)) with their
+    geometry numbers over seeds, and one click shows the finished ones side by side from
+    their kept embedding samples (no weights needed)."""
+    from core.study import load_plan, read_results
+    monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
+    monkeypatch.chdir(repo)
+    plan = load_plan(repo / "configs" / "study.yaml")
+    results = read_results(plan.out / "results.jsonl")
+    finished = [g for g in plan.geometry if any(r["row"] == g.row for r in results)]
+    if not finished:
+        pytest.skip("no run of the study's geometry rows is in this checkout")
+    at = AppTest.from_file(str(repo / "app" / "views" / "6_Embeddings.py"), default_timeout=180)
+    at.session_state["em_ckpts"] = []          # nothing computed with a model before the click
+    at.run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert [label.split()[0] for label in table["objective"]] == ["plain", "triplet", "supervised", "MNRL"]
+    seeds = {g.row: str(sum(r["row"] == g.row for r in results)) for g in plan.geometry}
+    assert dict(zip(table["row"], table["seeds"])) == seeds
+    at.button(key="em_objectives").click().run()
+    assert not at.exception and not at.error
+    picked = at.multiselect(key="em_ckpts").value
+    assert [p.split("/")[1].rsplit("-s", 1)[0] for p in picked] == [g.row for g in finished]
+    assert len(at.get("plotly_chart")) == len(finished)
+    assert sum("Weights not available locally" in c.value for c in at.caption) == len(finished)

@@ -153,6 +153,10 @@ def test_the_studys_plan_loads_and_every_row_is_a_valid_recipe():
     for prefix in ("000-", "001-", "002-", "003-", "004-"):
         assert any(n.startswith(prefix) for n in names), prefix
     assert {f"004-e{i}" for i in range(1, 7)} <= set(names)
+    # issue 11: the Embeddings page compares plain, triplet (001), SimCSE (003) and MNRL (004)
+    labels = " ".join(g.label for g in plan.geometry)
+    assert all(word in labels for word in ("plain", "triplet", "SimCSE", "MNRL"))
+    assert [g.row[:4] for g in plan.geometry[1:]] == ["001-", "003-", "004-"]
 
 
 def test_commit_is_dirty_for_code_changes_but_not_for_the_studys_own_results(tmp_path, monkeypatch):
@@ -178,3 +182,36 @@ def test_commit_is_dirty_for_code_changes_but_not_for_the_studys_own_results(tmp
     assert study.git_commit() == clean + "-dirty"            # without it named, any change does
     (tmp_path / "code.py").write_text("x = 2\n")
     assert study.git_commit(tmp_path / "out") == clean + "-dirty"
+
+
+def test_geometry_by_objective_mean_sd_and_direction_by_hand(tmp_path):
+    """The plan's geometry comparison reads each run's embeddings.json report: mean and
+    sample sd over seeds, and the difference to the 'against' row as a direction."""
+    from core.study import format_geometry, geometry_summary
+    path = write_plan(tmp_path)
+    path.write_text(path.read_text() + "geometry:\n  - {label: plain, row: base}\n"
+                    "  - {label: faster lr, row: faster, against: base}\n")
+    plan = load_plan(path)
+    # uniformity: base [-3.0, -3.2, -3.4] -> mean -3.2, sd 0.2; faster [-2.0, -2.2, -2.4] -> -2.2, 0.2
+    # delta +1.0, pooled sd 0.2: |1.0| >= 0.4 -> higher. alignment: identical -> no difference
+    for row, uniformity in (("base", [-3.0, -3.2, -3.4]), ("faster", [-2.0, -2.2, -2.4])):
+        for seed, u in enumerate(uniformity):
+            d = tmp_path / "study" / f"{row}-s{seed}"
+            d.mkdir(parents=True)
+            (d / "embeddings.json").write_text(json.dumps({"report": {
+                "alignment": 0.5 + 0.1 * seed, "uniformity": u, "knn_purity": None, "sts_spearman": float("nan")}}))
+    results = [{"row": r, "seed": s} for r in ("base", "faster") for s in range(3)]
+    results.append({"row": "faster", "seed": 9})           # finished without a sample: left out
+    plain, faster = geometry_summary(plan, results)
+    assert plain["seeds"] == [0, 1, 2] and plain["compare"] == {}
+    assert plain["metrics"]["uniformity"] == pytest.approx((-3.2, 0.2))
+    assert set(plain["metrics"]) == {"alignment", "uniformity"}        # None / NaN numbers are skipped
+    assert faster["compare"]["uniformity"]["delta"] == pytest.approx(1.0)
+    assert faster["compare"]["uniformity"]["verdict"] == "higher"
+    assert faster["compare"]["alignment"]["verdict"] == "no difference"
+    line = next(x for x in format_geometry(plan, results).splitlines() if x.startswith("| faster lr |"))
+    assert "| faster | 3 | 0.600 ± 0.100 | -2.200 ± 0.200 | - | - | base |" in line
+    assert "+1.000 (2 sd 0.400): higher" in line
+    path.write_text(path.read_text() + "  - {label: bad, row: nowhere}\n")
+    with pytest.raises(ConfigError, match="geometry.*'nowhere' is not a row"):
+        load_plan(path)

@@ -52,12 +52,18 @@ if table.empty:
 # ---------------------------------------------------------------- all of them
 st.subheader("All checkpoints (dev sets)")
 shown = table[["name", *METRIC_COLUMNS, "train_time_s", "steps", "best_epoch", "recipe", "frozen_encoder",
-               "device", "finished", "tasks"]].copy()
+               "device", "finished", "weights", "tasks"]].copy()
 shown["train_time"] = shown.pop("train_time_s").map(lambda s: fmt_duration(s) if pd.notna(s) else "–")
 fmt = {c: st.column_config.NumberColumn(c, format="%.3f") for c in METRIC_COLUMNS}
+fmt["weights"] = st.column_config.CheckboxColumn(
+    "weights here", help="Its model.safetensors is in this checkout. Runs without (the study's results-only runs) "
+                         "show their metrics, predictions and embedding sample; Predict, attention and saliency "
+                         "need the weights.")
 st.dataframe(shown, hide_index=True, width="stretch", column_config=fmt)
 st.caption(QUORA_CAPTION + " Mean score = mean of SST accuracy, Quora accuracy and STS Pearson over the "
-           "tasks a checkpoint was trained on. Dev sets may be subsets for quick runs (data.eval_limit).")
+           "tasks a checkpoint was trained on. Dev sets may be subsets for quick runs (data.eval_limit). "
+           f"{int((~table['weights'].astype(bool)).sum())} of {len(table)} have no weights here (results-only): "
+           "Predict, attention and saliency need the weights.")
 
 long = metrics_long(table)
 if not long.empty:

@@ -1,9 +1,12 @@
 """Embeddings: the geometry of a checkpoint's sentence embeddings on a dev sample.
 
-UMAP (or PCA) pictures colored by label, score or error, side by side for two
+UMAP (or PCA) pictures colored by label, score or error, side by side for up to four
 checkpoints, with alignment / uniformity (Wang & Isola, 2020), kNN label purity and
 the STS Spearman of cosine similarity beside them. Embeddings and projections are cached
 on disk per checkpoint content hash, sample, method and seed (analysis/geometry.py).
+The reproduction study's training objectives (plain, triplet, SimCSE, MNRL: the plan's
+``geometry`` entries) can be put side by side in one click, with their geometry numbers
+over seeds (core/study.py).
 """
 from __future__ import annotations
 
@@ -13,19 +16,68 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from analysis.checkpoints import EMBEDDINGS_FILE
+from analysis.checkpoints import EMBEDDINGS_FILE, checkpoints_root
 from analysis.geometry import embed_sample, geometry_report, sample_projection, stored_view
 from analysis.plots import category_colors, projection_figure
 from app.analysis_common import DATA_DIR, TASK_TITLES, has_weights, load_model, pick_checkpoints, run_safely
-from app.common import page_setup, resolve_checkpoint
+from app.common import ROOT, page_setup, resolve_checkpoint
 from core.data import TASK_LABELS
+from core.study import GEOMETRY_NOTE, geometry_rows, load_plan, read_results
+
+STUDY_PLAN = ROOT / "configs" / "study.yaml"
 
 page_setup("Embeddings", ":material/scatter_plot:")
 st.title(":material/scatter_plot: Embeddings")
 st.caption("Sentence embeddings (the checkpoint's own pooling) of a seeded dev sample, projected to 2-D or 3-D. "
            "Pick checkpoints trained with different objectives to compare their geometry.")
 
-names = pick_checkpoints("em_ckpts", label="Checkpoints (two are shown side by side)")
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def study_plan(plan_text: str):
+    """The study plan, checked (cached by its content)."""
+    return load_plan(STUDY_PLAN)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def study_objectives(plan_text: str, results_text: str) -> tuple[list[dict], dict[str, str]]:
+    """The plan's geometry comparison (cached by the plan's and the results' content) and,
+    per objective label, the checkpoint name of its lowest finished seed."""
+    plan = study_plan(plan_text)
+    results = read_results(plan.out / "results.jsonl")
+    try:
+        prefix = plan.out.resolve().relative_to(checkpoints_root().resolve()).as_posix() + "/"
+    except ValueError:      # the checkpoints folder is elsewhere (MINBERT_CHECKPOINTS): no runs to pick
+        return geometry_rows(plan, results), {}
+    runs = {}
+    for entry in plan.geometry:
+        seeds = sorted(r["seed"] for r in results if r["row"] == entry.row)
+        if seeds:
+            runs[entry.label] = f"{prefix}{entry.row}-s{seeds[0]}"
+    return geometry_rows(plan, results), runs
+
+
+def objectives_now():
+    plan_text = STUDY_PLAN.read_text()
+    results = study_plan(plan_text).out / "results.jsonl"
+    return study_objectives(plan_text, results.read_text() if results.is_file() else "")
+
+
+objectives = run_safely(objectives_now, what=str(STUDY_PLAN.relative_to(ROOT))) if STUDY_PLAN.is_file() else None
+if objectives:
+    table, objective_runs = objectives
+    with st.expander("Training objectives compared: plain, triplet (001), SimCSE (003), MNRL (004)", expanded=True):
+        st.caption("From the reproduction study (`configs/study.yaml`, `geometry:`). Each row's numbers are the "
+                   "mean ± sd over its seeds; Δ is against the study row that differs only by that objective. "
+                   + GEOMETRY_NOTE.split("; ", 1)[1])
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.button(f"Show {', '.join(objective_runs) or 'them'} side by side (lowest finished seed)",
+                  key="em_objectives", disabled=not objective_runs,
+                  on_click=lambda: st.session_state.update(em_ckpts=list(objective_runs.values())))
+        missing = [row["objective"] for row in table if row["objective"] not in objective_runs]
+        if missing:
+            st.caption(f"Not run yet: {', '.join(missing)} (`python -m core.study configs/study.yaml`).")
+
+names = pick_checkpoints("em_ckpts", label="Checkpoints (up to four, side by side)", max_selections=4)
 c1, c2, c3, c4, c5 = st.columns(5)
 task = c1.selectbox("Sample from the dev set of", list(TASK_TITLES), format_func=TASK_TITLES.get, key="em_task")
 n = c2.number_input("Sample size", min_value=20, max_value=2000, value=500, step=50, key="em_n")
