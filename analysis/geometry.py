@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from core.cache import read_array, texts_fingerprint, write_array
-from core.data import canonical_task, load_task, texts_by_id
+from core.data import canonical_task, load_task, texts_for_ids
 from core.evaluate import cosine_scores  # noqa: F401  (its earlier home was here)
 from core.errors import MinbertError, run_cli
 
@@ -502,7 +502,7 @@ def sample_document(model, tasks=("sst", "qqp", "sts"), n: int = 500, seed: int 
     for task in tasks:
         sample = embed_sample(model, canonical_task(task), n=n, seed=seed, data_dir=data_dir, cache_dir=cache_dir)
         doc["samples"][sample.task] = {
-            "ids": sample.ids,   # the sentences are found again by id (core.data.texts_by_id)
+            "ids": sample.ids,   # the sentences are found again by id (core.data.texts_for_ids)
             "labels": None if sample.labels is None else sample.labels.tolist(),
             # rounded as float64 (a float32's repr carries ~16 digits): a scatter plot needs 3
             # decimals and a prediction 4, and the file stays small enough to keep per run
@@ -565,12 +565,7 @@ def stored_view(path: str | os.PathLike, task: str, method: str, dims: int) -> t
     if "texts_a" in part:          # files written before samples were stored by id
         texts_a = list(part["texts_a"])
     else:
-        known = texts_by_id(task, doc.get("split", "dev"))
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise MinbertError(f"{path} names {len(unknown)} {task} id(s) that are not in the data files "
-                               f"(first: {unknown[0]}): it was written for other data")
-        texts_a = [known[i][0] for i in ids]
+        texts_a = [a for a, _ in texts_for_ids(task, ids, doc.get("split", "dev"), str(path))]
     sample = StoredSample(task, ids, texts_a, as_array(part.get("labels")), as_array(part.get("predictions")))
     report = {k: (float("nan") if v is None else v) for k, v in doc.get("report", {}).items()}
     return sample, np.asarray(part["projections"][key], dtype=np.float32), report

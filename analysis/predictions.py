@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data import TASK_LABELS, canonical_task, texts_by_id
+from core.data import TASK_LABELS, canonical_task, texts_for_ids
 from core.errors import DataError, MinbertError
 from core.tasks import TASK_SPECS
 
@@ -104,15 +104,10 @@ def with_texts(df: pd.DataFrame, task: str, split: str = "dev", where: str = "pr
     columns = list(TASK_SPECS[task].columns[0])
     if all(c in df.columns for c in columns) or "id" not in df.columns:
         return df
-    texts = texts_by_id(task, split)
-    ids = df["id"].astype(str)
-    unknown = [i for i in ids if i not in texts]
-    if unknown:
-        raise DataError(f"{where} names {len(unknown)} id(s) that are not in the {task} {split} data "
-                        f"(first: {unknown[0]}): it was written for other data")
+    texts = texts_for_ids(task, df["id"], split, where)
     out = df.copy()
     for k, column in enumerate(columns):
-        out.insert(1 + k, column, [texts[i][k] for i in ids])
+        out.insert(1 + k, column, [t[k] for t in texts])
     return out
 
 

@@ -205,6 +205,19 @@ def texts_by_id(task: str, split: str = "dev", data_dir: str | Path = REPO_DATA_
     return _texts_by_id(canonical_task(task), split, str(Path(data_dir).resolve()), stamp)
 
 
+def texts_for_ids(task: str, ids, split: str = "dev", where: str = "a stored file",
+                  data_dir: str | Path = REPO_DATA_DIR) -> list[tuple[str, str | None]]:
+    """The ``(text_a, text_b)`` of each id, in order; a ``DataError`` naming ``where`` when
+    an id is not in the split (the file was written for other data)."""
+    texts = texts_by_id(task, split, data_dir)
+    ids = [str(i) for i in ids]
+    unknown = [i for i in ids if i not in texts]
+    if unknown:
+        raise DataError(f"{where} names {len(unknown)} id(s) that are not in the {canonical_task(task)} {split} "
+                        f"data (first: {unknown[0]}): it was written for other data")
+    return [texts[i] for i in ids]
+
+
 @functools.lru_cache(maxsize=16)
 def _texts_by_id(task: str, split: str, data_dir: str, stamp: int) -> dict[str, tuple[str, str | None]]:
     return {ex.id: (ex.text_a, ex.text_b) for ex in load_task(task, split, data_dir).examples}

@@ -85,5 +85,5 @@ def test_a_sample_without_sentences_gets_them_by_id(repo, tmp_path):
     doc["samples"]["sts"].pop("texts_a")
     doc["samples"]["sts"]["ids"] = ["nope"] + data.ids[1:3]
     path.write_text(json.dumps(doc))
-    with pytest.raises(MinbertError, match="1 sts id\\(s\\) that are not in the data files"):
+    with pytest.raises(MinbertError, match="1 id\\(s\\) that are not in the sts dev data"):
         geometry.stored_view(path, "sts", "pca", 2)
