@@ -66,9 +66,8 @@ objectives = run_safely(objectives_now, what=str(STUDY_PLAN.relative_to(ROOT))) 
 if objectives:
     table, objective_runs = objectives
     with st.expander("Training objectives compared: plain, triplet (001), SimCSE (003), MNRL (004)", expanded=True):
-        st.caption("From the reproduction study (`configs/study.yaml`, `geometry:`). Each row's numbers are the "
-                   "mean ± sd over its seeds; Δ is against the study row that differs only by that objective. "
-                   + GEOMETRY_NOTE.split("; ", 1)[1])
+        st.caption("From the reproduction study (`configs/study.yaml`, `geometry:`); Δ is against the study row "
+                   "that differs only by that objective. " + GEOMETRY_NOTE)
         st.dataframe(table, hide_index=True, width="stretch")
         st.button(f"Show {', '.join(objective_runs) or 'them'} side by side (lowest finished seed)",
                   key="em_objectives", disabled=not objective_runs,
@@ -117,7 +116,8 @@ def colors(sample):
             category_colors(names, ordinal=task == "sst"))
 
 
-cols = st.columns(len(names))
+# two side by side per row (four narrow columns would cut the pictures and their numbers)
+cols = [col for start in range(0, len(names), 2) for col in st.columns(2)][:len(names)]
 for i, (col, name) in enumerate(zip(cols, names)):
     with col, st.spinner(f"Embedding and projecting with {name}…"):
         result = run_safely(view, name, what=name)
