@@ -39,13 +39,14 @@ def study_plan(plan_text: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def study_objectives(plan_text: str, results_text: str) -> tuple[list[dict], dict[str, str]]:
-    """The plan's geometry comparison (cached by the plan's and the results' content) and,
-    per objective label, the checkpoint name of its lowest finished seed."""
+def study_objectives(plan_text: str, results_text: str, root: str) -> tuple[list[dict], dict[str, str]]:
+    """The plan's geometry comparison (cached by the plan's and the results' content and
+    the checkpoints folder the names are relative to) and, per objective label, the
+    checkpoint name of its lowest finished seed."""
     plan = study_plan(plan_text)
     results = read_results(plan.out / "results.jsonl")
     try:
-        prefix = plan.out.resolve().relative_to(checkpoints_root().resolve()).as_posix() + "/"
+        prefix = plan.out.resolve().relative_to(Path(root).resolve()).as_posix() + "/"
     except ValueError:      # the checkpoints folder is elsewhere (MINBERT_CHECKPOINTS): no runs to pick
         return geometry_rows(plan, results), {}
     runs = {}
@@ -59,7 +60,7 @@ def study_objectives(plan_text: str, results_text: str) -> tuple[list[dict], dic
 def objectives_now():
     plan_text = STUDY_PLAN.read_text()
     results = study_plan(plan_text).out / "results.jsonl"
-    return study_objectives(plan_text, results.read_text() if results.is_file() else "")
+    return study_objectives(plan_text, results.read_text() if results.is_file() else "", str(checkpoints_root()))
 
 
 objectives = run_safely(objectives_now, what=str(STUDY_PLAN.relative_to(ROOT))) if STUDY_PLAN.is_file() else None
