@@ -13,6 +13,11 @@ does, and writes full-page PNGs to ``docs/screenshots/``:
                              predictions, per-slice metrics
     embeddings.png           the Embeddings page: a UMAP of a small dev sample and the
                              alignment / uniformity / kNN purity / STS Spearman numbers
+    embeddings_objectives.png  (``--pages objectives``) the Embeddings page after its "Show
+                             ... side by side" button: the reproduction study's training
+                             objectives (plain, triplet, SimCSE, MNRL), from the study's
+                             kept embedding samples; this one serves the repository's own
+                             checkpoints folder, where the study's runs are
 
 The app sees a temporary checkpoints folder that holds only the chosen checkpoint (a
 symlink), so it is every page's default choice, and no job database is written next to
@@ -244,6 +249,19 @@ def shoot_embeddings(pg, url: str, checkpoint: str, out: Path, n: int) -> None:
     save(full_page(pg), out / "embeddings.png")
 
 
+def shoot_embedding_objectives(pg, url: str, out: Path) -> None:
+    """The Embeddings page showing the study's training objectives side by side (its
+    button), on a server whose checkpoints folder holds the study's runs."""
+    pg.goto(f"{url}/Embeddings")
+    pg.locator(".st-key-em_objectives button").wait_for()
+    settle(pg, timeout_s=900)       # the default checkpoint's picture first
+    pg.locator(".st-key-em_objectives button").click()
+    settle(pg, timeout_s=900)
+    pg.locator(".st-key-em_fig_0 .js-plotly-plot").wait_for()
+    no_exception(pg, "Embeddings")
+    save(full_page(pg), out / "embeddings_objectives.png")
+
+
 # ------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -254,17 +272,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots", help="where the PNGs go")
     p.add_argument("--sample-size", type=int, default=200, help="dev sentences on the Embeddings page (20..2000)")
     p.add_argument("--wait", type=float, default=3600, help="seconds to wait for an unfinished checkpoint")
-    p.add_argument("--pages", nargs="+", choices=["attention", "errors", "embeddings"],
+    p.add_argument("--pages", nargs="+", choices=["attention", "errors", "embeddings", "objectives"],
                    default=["attention", "errors", "embeddings"])
     args = p.parse_args(argv)
 
     if not Path(CHROMIUM).is_file():
         sys.exit(f"{CHROMIUM} is missing: run .ci/install-browser.sh (apt-get install -y chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401  (present? the shots below import it)
     except ImportError:
         sys.exit("Playwright for Python is missing: pip install -r requirements.txt")
 
+    if "objectives" in args.pages:   # its own server, on the repository's checkpoints folder
+        _browse(None, lambda pg, url: shoot_embedding_objectives(pg, url, args.out.resolve()))
+        args.pages = [p for p in args.pages if p != "objectives"]
+        if not args.pages:
+            return
     name = args.checkpoint or ("quick" if (REPO / "checkpoints" / "quick").is_dir() else PRETRAINED)
     if name != PRETRAINED:
         ckpt = REPO / "checkpoints" / name
@@ -275,10 +298,28 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out.resolve()
     print(f"checkpoint: {name}", flush=True)
 
+    def shoot(pg, url):
+        pg.get_by_role("link", name="Errors").first.wait_for()
+        if "attention" in args.pages:
+            shoot_attention_saliency(pg, url, name, out)
+        if "errors" in args.pages:
+            shoot_errors(pg, url, name, out)
+        if "embeddings" in args.pages:
+            shoot_embeddings(pg, url, name, out, args.sample_size)
+
+    with tempfile.TemporaryDirectory(prefix="minbert-root-") as tmp:
+        _browse(checkpoint_root(name, Path(tmp)), shoot)
+
+
+def _browse(root: Path | None, shoot) -> None:
+    """Start a server on the checkpoints folder ``root`` (None: the repository's own, as a
+    fresh clone serves it, with the jobs in a temporary folder), open Home once (deep links
+    work after it), then ``shoot(pg, url)``."""
+    from playwright.sync_api import sync_playwright
     with tempfile.TemporaryDirectory(prefix="minbert-shots-") as tmp:
         tmp = Path(tmp)
-        root = checkpoint_root(name, tmp)
-        proc, url = start_server(root, tmp / "streamlit.log")
+        proc, url = (start_server(tmp, tmp / "streamlit.log", checkpoints=None) if root is None
+                     else start_server(root, tmp / "streamlit.log"))
         try:
             with sync_playwright() as pw:
                 context = pw.chromium.launch_persistent_context(
@@ -290,13 +331,7 @@ def main(argv: list[str] | None = None) -> None:
                     # Home first: a fresh server serves deep links only after the entry point ran once.
                     pg.goto(url)
                     pg.get_by_text("minBERT Studio").first.wait_for()
-                    pg.get_by_role("link", name="Errors").first.wait_for()
-                    if "attention" in args.pages:
-                        shoot_attention_saliency(pg, url, name, out)
-                    if "errors" in args.pages:
-                        shoot_errors(pg, url, name, out)
-                    if "embeddings" in args.pages:
-                        shoot_embeddings(pg, url, name, out, args.sample_size)
+                    shoot(pg, url)
                 finally:
                     context.close()
         except Exception:
