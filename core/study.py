@@ -497,9 +497,10 @@ def geometry_of(plan: Plan, row: str, results: list[dict]) -> list[tuple[int, di
     for r in sorted((r for r in results if r["row"] == row), key=lambda r: r["seed"]):
         path = run_dir(plan, plan.row(row), r["seed"]) / "embeddings.json"
         try:
-            report = json.loads(path.read_text()).get("report")
+            doc = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        report = doc.get("report") if isinstance(doc, dict) else None
         if isinstance(report, dict):
             out.append((r["seed"], report))
     return out
@@ -515,11 +516,13 @@ def geometry_summary(plan: Plan, results: list[dict]) -> list[dict]:
         base = geometry_of(plan, entry.against, results) if entry.against else []
         item: dict[str, Any] = {"label": entry.label, "row": entry.row, "against": entry.against,
                                 "seeds": [s for s, _ in own], "metrics": {}, "compare": {}}
+        numbers = lambda runs, key: [float(g[key]) for _, g in runs                     # noqa: E731
+                                     if isinstance(g.get(key), (int, float)) and not math.isnan(g[key])]
         for key, _ in GEOMETRY:
-            values = [float(g[key]) for _, g in own if g.get(key) is not None and not math.isnan(float(g[key]))]
+            values = numbers(own, key)
             if values:
                 item["metrics"][key] = mean_sd(values)
-            base_values = [float(g[key]) for _, g in base if g.get(key) is not None and not math.isnan(float(g[key]))]
+            base_values = numbers(base, key)
             if values and base_values:
                 cmp = compare(values, base_values)
                 cmp["verdict"] = {"better": "higher", "worse": "lower"}.get(cmp["verdict"], cmp["verdict"])
