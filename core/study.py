@@ -412,6 +412,12 @@ def _fmt(ms: tuple[float, float] | None) -> str:
     return f"{ms[0]:.3f}" if math.isnan(ms[1]) else f"{ms[0]:.3f} ± {ms[1]:.3f}"
 
 
+def _delta_cell(cmp: dict) -> str:
+    """A :func:`compare` result as one cell: delta, 2 pooled sd (when known), verdict."""
+    sd = "" if math.isnan(cmp["sd"]) else f" (2 sd {2 * cmp['sd']:.3f})"
+    return f"{cmp['delta']:+.3f}{sd}: {cmp['verdict']}"
+
+
 def _minutes(ms: tuple[float, float] | None) -> str:
     return "-" if ms is None else f"{ms[0] / 60:.1f} min"
 
@@ -482,9 +488,7 @@ def format_deltas(plan: Plan, results: list[dict]) -> str:
             if not own or not base:
                 cells.append("-")
                 continue
-            cmp = compare(own, base)
-            sd = "" if math.isnan(cmp["sd"]) else f" (2 sd {2 * cmp['sd']:.3f})"
-            cells.append(f"{cmp['delta']:+.3f}{sd}: {cmp['verdict']}")
+            cells.append(_delta_cell(compare(own, base)))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Δ = row mean − baseline mean; 'no difference' when |Δ| < 2 × pooled sd of the two rows."]
     return "\n".join(lines)
@@ -531,25 +535,17 @@ def geometry_summary(plan: Plan, results: list[dict]) -> list[dict]:
     return out
 
 
-def _mean_sd_cell(value: tuple[float, float] | None) -> str:
-    if value is None:
-        return "-"
-    mean, sd = value
-    return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
-
-
 def geometry_rows(plan: Plan, results: list[dict]) -> list[dict[str, str]]:
     """:func:`geometry_summary` as display cells, one dict per entry (column -> text):
     the README table and the Embeddings page show the same."""
     rows = []
     for item in geometry_summary(plan, results):
         cells = {"objective": item["label"], "row": item["row"], "seeds": str(len(item["seeds"]))}
-        cells.update({name: _mean_sd_cell(item["metrics"].get(key)) for key, name in GEOMETRY})
+        cells.update({name: _fmt(item["metrics"].get(key)) for key, name in GEOMETRY})
         cells["vs"] = item["against"] or "-"
         for key, name in GEOMETRY:
             cmp = item["compare"].get(key)
-            sd = "" if cmp is None or math.isnan(cmp["sd"]) else f" (2 sd {2 * cmp['sd']:.3f})"
-            cells[f"Δ {name.split()[0]}"] = "-" if cmp is None else f"{cmp['delta']:+.3f}{sd}: {cmp['verdict']}"
+            cells[f"Δ {name.split()[0]}"] = "-" if cmp is None else _delta_cell(cmp)
         rows.append(cells)
     return rows
 
