@@ -5,6 +5,7 @@
     python -m core.study configs/study.yaml --deltas        # each row vs its baseline, task by task
     python -m core.study configs/study.yaml --geometry      # embedding geometry by training objective
     python -m core.study configs/study.yaml --list          # rows, seeds, what is done
+    python -m core.study configs/study.yaml --check RUN_DIR # does this run reproduce its row?
             [--only ROW ...] [--seeds 0 1] [--keep-weights] [--dry-run]
 
 The plan (``configs/study.yaml``) names an output directory, the seeds, overrides every
@@ -565,6 +566,100 @@ def format_geometry(plan: Plan, results: list[dict]) -> str:
     return "\n".join(lines + ["", GEOMETRY_NOTE])
 
 
+# ------------------------------------------------------------------ does a run reproduce its row?
+# what may differ between a run and the study's runs of its row: the seed, and how often
+# the study's runs saved resume state (never read unless a run is resumed)
+CHECK_IGNORES = ("train.seed", "train.resume_every")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(a: dict, b: dict, ignore: Sequence[str] = CHECK_IGNORES) -> list[str]:
+    """The settings (dotted keys) in which two resolved configs differ, ``ignore`` left out."""
+    fa, fb = _flat(a), _flat(b)
+    return [f"{k}: {fa.get(k, '(absent)')!r} vs {fb.get(k, '(absent)')!r}"
+            for k in sorted(set(fa) | set(fb)) if k not in ignore and fa.get(k) != fb.get(k)]
+
+
+def _run_config(directory: Path) -> dict | None:
+    try:
+        saved = json.loads((directory / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return saved.get("config") if isinstance(saved, dict) and isinstance(saved.get("config"), dict) else None
+
+
+def check_run(plan: Plan, results: list[dict], directory: str | Path) -> dict:
+    """Does the finished run in ``directory`` (say ``python -m core.train --config
+    configs/report-004-rr-cosine.yaml --seed 3 --out DIR``) reproduce its study row?
+
+    Its row is the one whose runs have the same resolved config (seed and
+    ``train.resume_every`` aside); a run that matches no row is compared with the closest
+    and the differing settings are listed. Each dev figure is within the row when
+    ``|value - mean| < 2 sd`` of the row's seeds (the study's own rule)."""
+    directory = Path(directory)
+    metrics = _finished(directory)
+    config = _run_config(directory)
+    if metrics is None or config is None:
+        raise MinbertError(f"{directory}: not a finished run (needs config.json and a metrics.json "
+                           f"that says finished)")
+    by_row: dict[str, list[dict]] = {}
+    for r in results:
+        by_row.setdefault(r["row"], []).append(r)
+    closest = None
+    for row in plan.rows:
+        stored = next((c for c in (_run_config(run_dir(plan, row, r["seed"])) for r in by_row.get(row.name, []))
+                       if c is not None), None)
+        if stored is not None:
+            diff = config_differences(stored, config)
+            if closest is None or len(diff) < len(closest[1]):
+                closest = (row, diff)
+    if closest is None:
+        raise MinbertError(f"{plan.out}: no finished run of the plan has its config.json to compare with")
+    row, diff = closest
+    # a run of the study itself is compared with the row's other seeds
+    runs = [r for r in by_row[row.name] if run_dir(plan, row, r["seed"]).resolve() != directory.resolve()]
+    figures = []
+    run = {"dev": metrics.get("dev", {}), "mean_score": metrics.get("mean_score")}
+    for key, name in list(METRICS) + [("task_mean", "mean")]:
+        value = _task_mean(run) if key == "task_mean" else metric_of(run, key)
+        values = [v for v in ((_task_mean(r) if key == "task_mean" else metric_of(r, key)) for r in runs)
+                  if v is not None]
+        if value is None or not values:
+            continue
+        mean, sd = mean_sd(values)
+        within = None if math.isnan(sd) else abs(value - mean) < 2 * sd or value == mean
+        figures.append({"metric": key, "name": name, "value": value, "row_mean": mean, "row_sd": sd,
+                        "seeds": len(values), "within": within})
+    reproduces = not diff and bool(figures) and all(f["within"] for f in figures)
+    return {"run": str(directory), "row": row.name, "config_differences": diff, "figures": figures,
+            "wall_s": metrics.get("wall_time_s"), "reproduces": reproduces}
+
+
+def format_check(check: dict) -> str:
+    lines = [f"{check['run']} vs study row {check['row']}"]
+    if check["config_differences"]:
+        lines += ["config differs from the row's runs (so it is not that row's recipe):"]
+        lines += [f"  {d}" for d in check["config_differences"]]
+    lines += ["", "| metric | this run | row mean ± sd (seeds) | within 2 sd? |", "|---|---|---|---|"]
+    for f in check["figures"]:
+        if f["within"] is None:
+            ok = "unknown (one seed)"
+        else:
+            ok = f"{'yes' if f['within'] else 'no'} (Δ {f['value'] - f['row_mean']:+.3f}, 2 sd {2 * f['row_sd']:.3f})"
+        lines.append(f"| {f['name']} | {f['value']:.3f} | {_fmt((f['row_mean'], f['row_sd']))} ({f['seeds']}) | {ok} |")
+    lines += ["", f"reproduces {check['row']}: {'yes' if check['reproduces'] else 'no'}",
+              "* all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora duplicates."]
+    return "\n".join(lines)
+
+
 def _json_safe(value):
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -586,11 +681,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--geometry", action="store_true",
                    help="print the plan's geometry comparison (embedding numbers by objective), and exit")
     p.add_argument("--list", action="store_true", help="list rows and which seeds are done, and exit")
+    p.add_argument("--check", metavar="RUN_DIR",
+                   help="does this finished run (e.g. a report recipe's own `python -m core.train` at a new "
+                        "seed) reproduce its study row: same config, every dev figure within 2 sd? "
+                        "Exit status 1 when not")
     p.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
     p.add_argument("--seeds", nargs="+", type=int, help="run only these seeds")
     p.add_argument("--keep-weights", action="store_true", help="keep each run's model.safetensors")
     p.add_argument("--dry-run", action="store_true", help="print the commands that would run")
-    p.add_argument("--json", action="store_true", help="--table or --geometry as JSON")
+    p.add_argument("--json", action="store_true", help="--table, --geometry or --check as JSON")
     return p
 
 
@@ -620,6 +719,10 @@ def _study(args) -> int:
         else:
             print(format_geometry(plan, results))
         return 0
+    if args.check:
+        check = check_run(plan, results, args.check)
+        print(json.dumps(_json_safe(check), indent=2) if args.json else format_check(check))
+        return 0 if check["reproduces"] else 1
     if args.list:
         done: dict[str, list[int]] = {}
         for r in results:

@@ -215,3 +215,51 @@ def test_geometry_by_objective_mean_sd_and_direction_by_hand(tmp_path):
     path.write_text(path.read_text() + "  - {label: bad, row: nowhere}\n")
     with pytest.raises(ConfigError, match="geometry.*'nowhere' is not a row"):
         load_plan(path)
+
+
+def _finished_run(directory: Path, config: dict, sst: float) -> None:
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps({"format": "minbert-checkpoint", "config": config}))
+    (directory / "metrics.json").write_text(json.dumps({"finished": True, "dev": {"sst_acc": sst},
+                                                        "mean_score": sst, "wall_time_s": 100.0}))
+
+
+def test_check_finds_a_runs_row_by_config_and_applies_the_2_sd_rule_by_hand(tmp_path, capsys):
+    from core.study import check_run, format_check, main
+    plan_path = write_plan(tmp_path)
+    plan = load_plan(plan_path)
+    results = []
+    for seed, sst in enumerate([0.40, 0.42, 0.44]):           # mean 0.42, sample sd 0.02: 2 sd = 0.04
+        _finished_run(plan.out / f"base-s{seed}", {"train": {"lr": 1e-4, "resume_every": 5, "seed": seed},
+                                                   "model": {"pooling": "mean"}}, sst)
+        _finished_run(plan.out / f"faster-s{seed}", {"train": {"lr": 2e-4, "resume_every": 5, "seed": seed},
+                                                     "model": {"pooling": "mean"}}, 0.6)
+        results += [{"row": "base", "seed": seed, "dev": {"sst_acc": sst}, "mean_score": sst},
+                    {"row": "faster", "seed": seed, "dev": {"sst_acc": 0.6}, "mean_score": 0.6}]
+    (plan.out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    # the recipe's own command at a new seed, without the study's resume_every
+    _finished_run(tmp_path / "new", {"train": {"lr": 1e-4, "seed": 3}, "model": {"pooling": "mean"}}, 0.45)
+    check = check_run(plan, results, tmp_path / "new")
+    assert check["row"] == "base" and check["config_differences"] == []
+    sst = next(f for f in check["figures"] if f["metric"] == "sst_acc")
+    assert sst["row_mean"] == pytest.approx(0.42) and sst["row_sd"] == pytest.approx(0.02) and sst["within"]
+    assert check["reproduces"] and "reproduces base: yes" in format_check(check)
+    assert main([str(plan_path), "--check", str(tmp_path / "new")]) == 0
+    # 0.47 is 0.05 from the mean: outside 2 sd = 0.04
+    _finished_run(tmp_path / "far", {"train": {"lr": 1e-4, "seed": 4}, "model": {"pooling": "mean"}}, 0.47)
+    far = check_run(plan, results, tmp_path / "far")
+    assert far["row"] == "base" and not far["reproduces"]
+    assert "| no (Δ +0.050, 2 sd 0.040) |" in format_check(far)
+    assert main([str(plan_path), "--check", str(tmp_path / "far")]) == 1
+    # a different setting: compared with the closest row, and the difference named
+    _finished_run(tmp_path / "other", {"train": {"lr": 2e-4, "seed": 3}, "model": {"pooling": "cls"}}, 0.6)
+    other = check_run(plan, results, tmp_path / "other")
+    assert other["row"] == "faster" and other["config_differences"] == ["model.pooling: 'mean' vs 'cls'"]
+    assert not other["reproduces"]
+    # one of the study's own runs is compared with the row's other seeds: [0.42, 0.44]
+    own = check_run(plan, results, plan.out / "base-s0")
+    sst = next(f for f in own["figures"] if f["metric"] == "sst_acc")
+    assert sst["seeds"] == 2 and sst["row_mean"] == pytest.approx(0.43)
+    with pytest.raises(MinbertError, match="not a finished run"):
+        check_run(plan, results, tmp_path)
+    capsys.readouterr()
