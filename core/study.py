@@ -53,6 +53,7 @@ from core.errors import ConfigError, MinbertError, run_command
 from core.train_log import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
+STUDY_PLAN = REPO / "configs" / "study.yaml"     # the repository's study (the app shows it)
 KEPT = ("metrics.json", "config.json", "train_log.jsonl", "predictions", "embeddings.json")
 METRICS = (("sst_acc", "SST acc"), ("qqp_acc", "Quora acc*"), ("sts_pearson", "STS r"))
 EXPECTS = ("better", "worse", "same")
@@ -603,7 +604,8 @@ def check_run(plan: Plan, results: list[dict], directory: str | Path) -> dict:
     Its row is the one whose runs have the same resolved config (seed and
     ``train.resume_every`` aside); a run that matches no row is compared with the closest
     and the differing settings are listed. Each dev figure is within the row when
-    ``|value - mean| < 2 sd`` of the row's seeds (the study's own rule)."""
+    ``|value - mean| < 2 sd`` of the row's seeds (the study's own rule). ``reproduces``:
+    True, False, or None when the row has too few (other) seeds to know its sd."""
     directory = Path(directory)
     metrics = _finished(directory)
     config = _run_config(directory)
@@ -638,7 +640,12 @@ def check_run(plan: Plan, results: list[dict], directory: str | Path) -> dict:
         within = None if math.isnan(sd) else abs(value - mean) < 2 * sd or value == mean
         figures.append({"metric": key, "name": name, "value": value, "row_mean": mean, "row_sd": sd,
                         "seeds": len(values), "within": within})
-    reproduces = not diff and bool(figures) and all(f["within"] for f in figures)
+    # None: cannot tell (a figure's row has one seed to compare with, so no sd)
+    withins = [f["within"] for f in figures]
+    if diff or not figures or False in withins:
+        reproduces = False
+    else:
+        reproduces = None if None in withins else True
     return {"run": str(directory), "row": row.name, "config_differences": diff, "figures": figures,
             "wall_s": metrics.get("wall_time_s"), "reproduces": reproduces}
 
@@ -655,7 +662,8 @@ def format_check(check: dict) -> str:
         else:
             ok = f"{'yes' if f['within'] else 'no'} (Δ {f['value'] - f['row_mean']:+.3f}, 2 sd {2 * f['row_sd']:.3f})"
         lines.append(f"| {f['name']} | {f['value']:.3f} | {_fmt((f['row_mean'], f['row_sd']))} ({f['seeds']}) | {ok} |")
-    lines += ["", f"reproduces {check['row']}: {'yes' if check['reproduces'] else 'no'}",
+    answer = {True: "yes", False: "no", None: "cannot tell (too few seeds to know the row's sd)"}[check["reproduces"]]
+    lines += ["", f"reproduces {check['row']}: {answer}",
               "* all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora duplicates."]
     return "\n".join(lines)
 
@@ -722,7 +730,7 @@ def _study(args) -> int:
     if args.check:
         check = check_run(plan, results, args.check)
         print(json.dumps(_json_safe(check), indent=2) if args.json else format_check(check))
-        return 0 if check["reproduces"] else 1
+        return 0 if check["reproduces"] is True else 1
     if args.list:
         done: dict[str, list[int]] = {}
         for r in results:

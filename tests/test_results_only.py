@@ -141,3 +141,28 @@ def test_embeddings_page_puts_the_studys_objectives_side_by_side(repo, monkeypat
     assert [p.split("/")[1].rsplit("-s", 1)[0] for p in picked] == [g.row for g in finished]
     assert len(at.get("plotly_chart")) == len(finished)
     assert sum("Weights not available locally" in c.value for c in at.caption) == len(finished)
+
+
+def test_compare_page_checks_a_checkpoint_against_its_study_row(repo, monkeypatch):
+    """On the repository as cloned: the Compare page's recipe panel says which study row
+    was trained with a checkpoint's settings and whether its dev figures lie within 2 sd
+    of that row's (other) seeds; a checkpoint no row was trained like gets no such panel."""
+    from core.study import load_plan, read_results
+    monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
+    monkeypatch.chdir(repo)
+    plan = load_plan(repo / "configs" / "study.yaml")
+    results = read_results(plan.out / "results.jsonl")
+    seeds = sorted(r["seed"] for r in results if r["row"] == "000-mt")
+    if len(seeds) < 3:
+        pytest.skip("the study's 000-mt row has fewer than 3 seeds in this checkout")
+    at = AppTest.from_file(str(repo / "app" / "views" / "3_Compare.py"), default_timeout=180)
+    at.run()
+    at.selectbox(key="recipe_pick").set_value(f"study/000-mt-s{seeds[0]}").run()
+    assert not at.exception and not at.error
+    said = [m.value for m in at.markdown if "Study row" in m.value]
+    assert len(said) == 1 and "`000-mt`" in said[0]
+    figures = next(d.value for d in at.dataframe if "within 2 sd" in d.value.columns)
+    assert list(figures["metric"]) == ["SST acc", "Quora acc*", "STS r", "mean"]
+    assert set(figures["seeds"]) == {len(seeds) - 1}          # compared with the row's other seeds
+    at.selectbox(key="recipe_pick").set_value("minbert-multitask").run()
+    assert not at.exception and not any("Study row" in m.value for m in at.markdown)

@@ -243,23 +243,26 @@ def test_check_finds_a_runs_row_by_config_and_applies_the_2_sd_rule_by_hand(tmp_
     assert check["row"] == "base" and check["config_differences"] == []
     sst = next(f for f in check["figures"] if f["metric"] == "sst_acc")
     assert sst["row_mean"] == pytest.approx(0.42) and sst["row_sd"] == pytest.approx(0.02) and sst["within"]
-    assert check["reproduces"] and "reproduces base: yes" in format_check(check)
+    assert check["reproduces"] is True and "reproduces base: yes" in format_check(check)
     assert main([str(plan_path), "--check", str(tmp_path / "new")]) == 0
     # 0.47 is 0.05 from the mean: outside 2 sd = 0.04
     _finished_run(tmp_path / "far", {"train": {"lr": 1e-4, "seed": 4}, "model": {"pooling": "mean"}}, 0.47)
     far = check_run(plan, results, tmp_path / "far")
-    assert far["row"] == "base" and not far["reproduces"]
+    assert far["row"] == "base" and far["reproduces"] is False
     assert "| no (Δ +0.050, 2 sd 0.040) |" in format_check(far)
     assert main([str(plan_path), "--check", str(tmp_path / "far")]) == 1
     # a different setting: compared with the closest row, and the difference named
     _finished_run(tmp_path / "other", {"train": {"lr": 2e-4, "seed": 3}, "model": {"pooling": "cls"}}, 0.6)
     other = check_run(plan, results, tmp_path / "other")
     assert other["row"] == "faster" and other["config_differences"] == ["model.pooling: 'mean' vs 'cls'"]
-    assert not other["reproduces"]
+    assert other["reproduces"] is False
     # one of the study's own runs is compared with the row's other seeds: [0.42, 0.44]
     own = check_run(plan, results, plan.out / "base-s0")
     sst = next(f for f in own["figures"] if f["metric"] == "sst_acc")
     assert sst["seeds"] == 2 and sst["row_mean"] == pytest.approx(0.43)
+    # ... and with one other seed its sd is unknown: cannot tell
+    two = [r for r in results if not (r["row"] == "faster" and r["seed"] == 2)]
+    assert check_run(plan, two, plan.out / "faster-s0")["reproduces"] is None
     with pytest.raises(MinbertError, match="not a finished run"):
         check_run(plan, results, tmp_path)
     capsys.readouterr()

@@ -22,9 +22,7 @@ from analysis.plots import category_colors, projection_figure
 from app.analysis_common import DATA_DIR, TASK_TITLES, has_weights, load_model, pick_checkpoints, run_safely
 from app.common import ROOT, page_setup, resolve_checkpoint
 from core.data import TASK_LABELS
-from core.study import GEOMETRY_NOTE, geometry_rows, load_plan, read_results
-
-STUDY_PLAN = ROOT / "configs" / "study.yaml"
+from core.study import GEOMETRY_NOTE, STUDY_PLAN, geometry_rows, load_plan, read_results
 
 page_setup("Embeddings", ":material/scatter_plot:")
 st.title(":material/scatter_plot: Embeddings")
