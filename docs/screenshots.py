@@ -18,6 +18,9 @@ does, and writes full-page PNGs to ``docs/screenshots/``:
                              objectives (plain, triplet, SimCSE, MNRL), from the study's
                              kept embedding samples; this one serves the repository's own
                              checkpoints folder, where the study's runs are
+    compare_reproduction.png  (``--pages reproduction``, the same server) the Compare page's
+                             recipe panel on a study run: its config and whether it
+                             reproduces its study row (``core.study --check``)
 
 The app sees a temporary checkpoints folder that holds only the chosen checkpoint (a
 symlink), so it is every page's default choice, and no job database is written next to
@@ -50,6 +53,8 @@ PRETRAINED = "pretrained"
 # What the saliency / attention shot explains: the page's own examples for these tasks.
 PAIR_TASK = "Paraphrase"      # the pretrained encoder has no sentiment head
 SENTENCE_TASK = "Sentiment"
+# the study run of the Compare page's reproduction shot (a report recipe's own row)
+STUDY_RUN = "study/004-e6-s0"
 
 
 # ------------------------------------------------------------------ checkpoint
@@ -116,6 +121,7 @@ def choose(pg, key: str, option: str) -> None:
     if box.get_by_role("combobox").input_value() == option:
         return
     box.get_by_role("button", name="Open").click()
+    pg.keyboard.type(option)     # filters the list: a long one renders only its first options
     pg.get_by_role("option", name=option, exact=True).click()
 
 
@@ -262,6 +268,29 @@ def shoot_embedding_objectives(pg, url: str, out: Path) -> None:
     save(full_page(pg), out / "embeddings_objectives.png")
 
 
+def shoot_compare_reproduction(pg, url: str, out: Path, run: str = STUDY_RUN) -> None:
+    """The Compare page's recipe panel on one of the study's runs: its config, and whether
+    it reproduces its study row (within 2 sd of the row's other seeds)."""
+    open_page(pg, url, "Compare", "Compare checkpoints")
+    settle(pg, timeout_s=900)
+    panel = pg.locator('[data-testid="stExpander"]').filter(has_text="Recipes (the config")
+    panel.locator("summary").click()
+    choose(pg, "recipe_pick", run)
+    settle(pg)
+    panel.get_by_text("Study row").wait_for()
+    no_exception(pg, "Compare")
+    from PIL import Image
+    pg.set_viewport_size({"width": WIDTH, "height": page_height(pg) + 40})   # no inner scrolling
+    time.sleep(1.5)
+    pg.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
+    top = panel.bounding_box()
+    end = panel.get_by_text("Within = |value").bounding_box()    # the check's caption, above the config
+    img = Image.open(io.BytesIO(pg.screenshot())).convert("RGB")
+    save(img.crop((int(top["x"]), int(top["y"]), int(top["x"] + top["width"]), int(end["y"] + end["height"] + 16))),
+         out / "compare_reproduction.png")
+    pg.set_viewport_size({"width": WIDTH, "height": 1000})
+
+
 # ------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -272,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots", help="where the PNGs go")
     p.add_argument("--sample-size", type=int, default=200, help="dev sentences on the Embeddings page (20..2000)")
     p.add_argument("--wait", type=float, default=3600, help="seconds to wait for an unfinished checkpoint")
-    p.add_argument("--pages", nargs="+", choices=["attention", "errors", "embeddings", "objectives"],
+    p.add_argument("--pages", nargs="+", choices=["attention", "errors", "embeddings", "objectives", "reproduction"],
                    default=["attention", "errors", "embeddings"])
     args = p.parse_args(argv)
 
@@ -283,9 +312,13 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         sys.exit("Playwright for Python is missing: pip install -r requirements.txt")
 
-    if "objectives" in args.pages:   # its own server, on the repository's checkpoints folder
-        _browse(None, lambda pg, url: shoot_embedding_objectives(pg, url, args.out.resolve()))
-        args.pages = [p for p in args.pages if p != "objectives"]
+    study_shots = {"objectives": shoot_embedding_objectives, "reproduction": shoot_compare_reproduction}
+    if set(study_shots) & set(args.pages):   # one server on the repository's checkpoints folder
+        def shoot_study(pg, url):
+            for page in (p for p in args.pages if p in study_shots):
+                study_shots[page](pg, url, args.out.resolve())
+        _browse(None, shoot_study)
+        args.pages = [p for p in args.pages if p not in study_shots]
         if not args.pages:
             return
     name = args.checkpoint or ("quick" if (REPO / "checkpoints" / "quick").is_dir() else PRETRAINED)

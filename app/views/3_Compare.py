@@ -109,7 +109,6 @@ with st.expander("Recipes (the config each checkpoint was trained with)"):
     record = table.set_index("name").loc[pick]
     if record["description"]:
         st.caption(record["description"])
-    st.code(json.dumps(record["config"], indent=2), language="json")
     if STUDY_PLAN.is_file():
         results_file = load_plan(STUDY_PLAN).out / "results.jsonl"
         check = study_check(str(record["path"]), STUDY_PLAN.read_text(),
@@ -121,13 +120,15 @@ with st.expander("Recipes (the config each checkpoint was trained with)"):
                         f"this checkpoint {verdict}.")
             st.dataframe(pd.DataFrame([{"metric": f["name"], "this checkpoint": f["value"],
                                         "row mean": f["row_mean"], "row sd": f["row_sd"], "seeds": f["seeds"],
-                                        "within 2 sd": f["within"]} for f in check["figures"]]),
+                                        "within 2 sd": {True: "yes", False: "no", None: "unknown"}[f["within"]]}
+                                       for f in check["figures"]]),
                          hide_index=True, width="stretch",
                          column_config={c: st.column_config.NumberColumn(c, format="%.3f")
                                         for c in ("this checkpoint", "row mean", "row sd")})
             st.caption(f"Within = |value − row mean| < 2 sd of the row's seeds (a study run is compared with its "
                        f"row's other seeds), the reproduction study's rule. `python -m core.study "
                        f"{STUDY_PLAN.relative_to(ROOT)} --check {shown_path(record['path'])}` prints the same. " + QUORA_CAPTION)
+    st.code(json.dumps(record["config"], indent=2), language="json")
     hist = history_long(record.to_dict())
     if not hist.empty and hist["epoch"].nunique() > 1:
         st.plotly_chart(px.line(hist, x="epoch", y="value", color="metric", markers=True, height=300,
