@@ -25,6 +25,7 @@ from core.data import TASK_NAMES
 from core.errors import MinbertError
 from core.jobs import Job, JobManager, fmt_duration  # noqa: F401  (one duration format, core's)
 from core.model import checkpoint_tasks as _served_by_checkpoint
+from core.study import STUDY_PLAN, load_plan
 from core.tasks import TASK_TITLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,24 @@ QUORA_CAPTION = ":material/info: all-MiniLM-L6-v2 was contrastively pre-trained 
 __all__ = ["PRETRAINED", "ROOT", "SHIPPED", "STARTER_RECIPE", "TASK_NAMES", "TASK_TITLES",
            "QUORA_CAPTION", "MinbertError", "page_setup", "checkpoints_root", "jobs_root", "job_manager",
            "load_model", "checkpoint_key", "serving_fast", "serving_int8", "serving_mode", "serving_toggle", "preload_default_model", "model_choices", "default_models", "checkpoint_tasks", "has_weights", "weights_missing", "results_only_checkpoints", "offered_tasks", "served_tasks", "trained_checkpoints",
-           "fmt_duration", "latest_job", "resolve_checkpoint"]
+           "fmt_duration", "latest_job", "resolve_checkpoint", "STUDY_PLAN", "study_plan", "study_texts"]
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def study_plan(plan_text: str):
+    """The repository's study plan (configs/study.yaml), checked; cached by its content
+    (checking builds every row's recipe: seconds)."""
+    return load_plan(STUDY_PLAN)
+
+
+def study_texts() -> tuple[str, str] | None:
+    """The study plan's text and its results.jsonl's text (empty before any run): the
+    cache keys of whatever a page derives from the study. None without a plan."""
+    if not STUDY_PLAN.is_file():
+        return None
+    plan_text = STUDY_PLAN.read_text()
+    results = study_plan(plan_text).out / "results.jsonl"
+    return plan_text, results.read_text() if results.is_file() else ""
 
 
 def page_setup(title: str, icon: str = ":material/psychology:") -> None:

@@ -14,10 +14,12 @@ from analysis.compare import (METRIC_COLUMNS, checkpoint_dirs, checkpoint_table,
                               metrics_long, qqp_precision_recall)
 from analysis.mistakes import confusion
 from analysis.predictions import DISAGREE, agreement, disagreements, load_predictions, name_sentiment
-from app.common import QUORA_CAPTION, ROOT, checkpoints_root, fmt_duration, page_setup
+from app.analysis_common import run_safely
+from app.common import (QUORA_CAPTION, ROOT, STUDY_PLAN, checkpoints_root, fmt_duration, page_setup, study_plan,
+                        study_texts)
 from core.data import TASK_LABELS
 from core.errors import MinbertError
-from core.study import STUDY_PLAN, check_run, load_plan, read_results
+from core.study import check_run, read_results
 
 page_setup("Compare", ":material/compare_arrows:")
 st.title(":material/compare_arrows: Compare checkpoints")
@@ -52,7 +54,7 @@ def study_check(path: str, plan_text: str, results_text: str, signature: tuple) 
     """core.study's reproduction check of one checkpoint against the study row trained with
     the same settings (None when no row was: only the seed may differ). Cached by the
     plan's and the results' content and the checkpoints' signature."""
-    plan = load_plan(STUDY_PLAN)
+    plan = study_plan(plan_text)
     try:
         check = check_run(plan, read_results(plan.out / "results.jsonl"), path)
     except MinbertError:
@@ -109,25 +111,23 @@ with st.expander("Recipes (the config each checkpoint was trained with)"):
     record = table.set_index("name").loc[pick]
     if record["description"]:
         st.caption(record["description"])
-    if STUDY_PLAN.is_file():
-        results_file = load_plan(STUDY_PLAN).out / "results.jsonl"
-        check = study_check(str(record["path"]), STUDY_PLAN.read_text(),
-                            results_file.read_text() if results_file.is_file() else "", signature)
-        if check:
-            verdict = {True: "reproduces it", False: "does **not** reproduce it",
-                       None: "cannot be judged yet (the row has too few other seeds to know its sd)"}[check["reproduces"]]
-            st.markdown(f"**Study row `{check['row']}`** was trained with these settings (seed aside): "
-                        f"this checkpoint {verdict}.")
-            st.dataframe(pd.DataFrame([{"metric": f["name"], "this checkpoint": f["value"],
-                                        "row mean": f["row_mean"], "row sd": f["row_sd"], "seeds": f["seeds"],
-                                        "within 2 sd": {True: "yes", False: "no", None: "unknown"}[f["within"]]}
-                                       for f in check["figures"]]),
-                         hide_index=True, width="stretch",
-                         column_config={c: st.column_config.NumberColumn(c, format="%.3f")
-                                        for c in ("this checkpoint", "row mean", "row sd")})
-            st.caption(f"Within = |value − row mean| < 2 sd of the row's seeds (a study run is compared with its "
-                       f"row's other seeds), the reproduction study's rule. `python -m core.study "
-                       f"{STUDY_PLAN.relative_to(ROOT)} --check {shown_path(record['path'])}` prints the same. " + QUORA_CAPTION)
+    texts = run_safely(study_texts, what=str(STUDY_PLAN.relative_to(ROOT)))
+    check = texts and study_check(str(record["path"]), *texts, signature)
+    if check:
+        verdict = {True: "reproduces it", False: "does **not** reproduce it",
+                   None: "cannot be judged yet (the row has too few other seeds to know its sd)"}[check["reproduces"]]
+        st.markdown(f"**Study row `{check['row']}`** was trained with these settings (seed aside): "
+                    f"this checkpoint {verdict}.")
+        st.dataframe(pd.DataFrame([{"metric": f["name"], "this checkpoint": f["value"],
+                                    "row mean": f["row_mean"], "row sd": f["row_sd"], "seeds": f["seeds"],
+                                    "within 2 sd": {True: "yes", False: "no", None: "unknown"}[f["within"]]}
+                                   for f in check["figures"]]),
+                     hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(c, format="%.3f")
+                                    for c in ("this checkpoint", "row mean", "row sd")})
+        st.caption(f"Within = |value − row mean| < 2 sd of the row's seeds (a study run is compared with its "
+                   f"row's other seeds), the reproduction study's rule. `python -m core.study "
+                   f"{STUDY_PLAN.relative_to(ROOT)} --check {shown_path(record['path'])}` prints the same. " + QUORA_CAPTION)
     st.code(json.dumps(record["config"], indent=2), language="json")
     hist = history_long(record.to_dict())
     if not hist.empty and hist["epoch"].nunique() > 1:

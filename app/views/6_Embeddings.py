@@ -20,20 +20,14 @@ from analysis.checkpoints import EMBEDDINGS_FILE, checkpoints_root
 from analysis.geometry import embed_sample, geometry_report, sample_projection, stored_view
 from analysis.plots import category_colors, projection_figure
 from app.analysis_common import DATA_DIR, TASK_TITLES, has_weights, load_model, pick_checkpoints, run_safely
-from app.common import ROOT, page_setup, resolve_checkpoint
+from app.common import ROOT, STUDY_PLAN, page_setup, resolve_checkpoint, study_plan, study_texts
 from core.data import TASK_LABELS
-from core.study import GEOMETRY_NOTE, STUDY_PLAN, geometry_rows, load_plan, read_results
+from core.study import GEOMETRY_NOTE, geometry_rows, read_results
 
 page_setup("Embeddings", ":material/scatter_plot:")
 st.title(":material/scatter_plot: Embeddings")
 st.caption("Sentence embeddings (the checkpoint's own pooling) of a seeded dev sample, projected to 2-D or 3-D. "
            "Pick checkpoints trained with different objectives to compare their geometry.")
-
-
-@st.cache_resource(show_spinner=False, max_entries=2)
-def study_plan(plan_text: str):
-    """The study plan, checked (cached by its content)."""
-    return load_plan(STUDY_PLAN)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -56,12 +50,11 @@ def study_objectives(plan_text: str, results_text: str, root: str) -> tuple[list
 
 
 def objectives_now():
-    plan_text = STUDY_PLAN.read_text()
-    results = study_plan(plan_text).out / "results.jsonl"
-    return study_objectives(plan_text, results.read_text() if results.is_file() else "", str(checkpoints_root()))
+    texts = study_texts()
+    return None if texts is None else study_objectives(*texts, str(checkpoints_root()))
 
 
-objectives = run_safely(objectives_now, what=str(STUDY_PLAN.relative_to(ROOT))) if STUDY_PLAN.is_file() else None
+objectives = run_safely(objectives_now, what=str(STUDY_PLAN.relative_to(ROOT)))
 if objectives:
     table, objective_runs = objectives
     with st.expander("Training objectives compared: plain, triplet (001), SimCSE (003), MNRL (004)", expanded=True):
