@@ -27,8 +27,6 @@ from analysis.predictions import load_predictions
 from core.metrics import precision_recall_f1, task_metrics
 from core.tasks import METRIC_NAMES, PRIMARY, TASKS, mean_score
 
-QUORA_NOTE = ("all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora "
-              "duplicates, so its Quora figures overstate what it would do on unseen paraphrase data")
 METRIC_COLUMNS = ["mean_score", *METRIC_NAMES]
 
 

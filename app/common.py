@@ -26,11 +26,11 @@ from core.errors import MinbertError
 from core.jobs import Job, JobManager, fmt_duration  # noqa: F401  (one duration format, core's)
 from core.model import checkpoint_tasks as _served_by_checkpoint
 from core.study import STUDY_PLAN, load_plan
-from core.tasks import TASK_TITLES
+from core.tasks import QUORA_NOTE, TASK_TITLES
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTER_RECIPE = ROOT / "configs" / "starter.yaml"
-QUORA_CAPTION = ":material/info: all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora duplicates."
+QUORA_CAPTION = f":material/info: {QUORA_NOTE}"
 
 __all__ = ["PRETRAINED", "ROOT", "SHIPPED", "STARTER_RECIPE", "TASK_NAMES", "TASK_TITLES",
            "QUORA_CAPTION", "MinbertError", "page_setup", "checkpoints_root", "jobs_root", "job_manager",

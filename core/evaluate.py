@@ -48,7 +48,7 @@ from core.metrics import pearson, spearman, task_metrics
 from core.model import checkpoint_tasks  # noqa: F401  (its earlier home was here)
 from core.precision import backend_name, resolve_mode
 from core.predict import load_for_serving
-from core.tasks import PRIMARY, mean_score  # noqa: F401  (the task table owns them)
+from core.tasks import PRIMARY, QUORA_NOTE, mean_score  # noqa: F401  (the task table owns them)
 
 log = logging.getLogger(__name__)
 
@@ -345,8 +345,7 @@ def main(argv=None) -> int:
         for key, value in result.items():
             print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
         if "qqp_acc" in result:
-            print("note: all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora "
-                  "duplicates; Quora figures overstate what it would do on unseen paraphrase data.")
+            print(f"note: {QUORA_NOTE}")
     return 0
 
 

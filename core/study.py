@@ -50,6 +50,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from core.errors import ConfigError, MinbertError, run_command
+from core.tasks import QUORA_NOTE
 from core.train_log import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -453,8 +454,7 @@ def format_table(plan: Plan, results: list[dict]) -> str:
             replicated(row, item["compare"]), f"`{cmd}`"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "mean ± sd over seeds (sample sd); 'no difference' when |Δ| < 2 × pooled sd of the two rows.",
-              "* Quora figures are optimistic: all-MiniLM-L6-v2 was contrastively pre-trained on data that "
-              "includes Quora duplicates."]
+              f"* {QUORA_NOTE}"]
     return "\n".join(lines)
 
 
@@ -664,7 +664,7 @@ def format_check(check: dict) -> str:
         lines.append(f"| {f['name']} | {f['value']:.3f} | {_fmt((f['row_mean'], f['row_sd']))} ({f['seeds']}) | {ok} |")
     answer = {True: "yes", False: "no", None: "cannot tell (too few seeds to know the row's sd)"}[check["reproduces"]]
     lines += ["", f"reproduces {check['row']}: {answer}",
-              "* all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora duplicates."]
+              f"* {QUORA_NOTE}"]
     return "\n".join(lines)
 
 
