@@ -605,7 +605,8 @@ def check_run(plan: Plan, results: list[dict], directory: str | Path) -> dict:
     ``train.resume_every`` aside); a run that matches no row is compared with the closest
     and the differing settings are listed. Each dev figure is within the row when
     ``|value - mean| < 2 sd`` of the row's seeds (the study's own rule). ``reproduces``:
-    True, False, or None when the row has too few (other) seeds to know its sd."""
+    True, False, or None when the row has one seed (no sd) or the run is one of the row's
+    own (``seed_of_row``: its figures are in the row's mean and sd)."""
     directory = Path(directory)
     metrics = _finished(directory)
     config = _run_config(directory)
@@ -626,8 +627,10 @@ def check_run(plan: Plan, results: list[dict], directory: str | Path) -> dict:
     if closest is None:
         raise MinbertError(f"{plan.out}: no finished run of the plan has its config.json to compare with")
     row, diff = closest
-    # a run of the study itself is compared with the row's other seeds
-    runs = [r for r in by_row[row.name] if run_dir(plan, row, r["seed"]).resolve() != directory.resolve()]
+    runs = by_row[row.name]
+    # one of the row's own runs: its figures are part of the row's mean and sd, so no verdict
+    # (and leaving it out would judge it against an sd from one or two other seeds)
+    seed = next((r["seed"] for r in runs if run_dir(plan, row, r["seed"]).resolve() == directory.resolve()), None)
     figures = []
     run = {"dev": metrics.get("dev", {}), "mean_score": metrics.get("mean_score")}
     for key, name in list(METRICS) + [("task_mean", "mean")]:
@@ -637,32 +640,36 @@ def check_run(plan: Plan, results: list[dict], directory: str | Path) -> dict:
         if value is None or not values:
             continue
         mean, sd = mean_sd(values)
-        within = None if math.isnan(sd) else abs(value - mean) < 2 * sd or value == mean
+        within = None if math.isnan(sd) or seed is not None else abs(value - mean) < 2 * sd or value == mean
         figures.append({"metric": key, "name": name, "value": value, "row_mean": mean, "row_sd": sd,
                         "seeds": len(values), "within": within})
-    # None: cannot tell (a figure's row has one seed to compare with, so no sd)
+    # None: cannot tell (the row has one seed, so no sd; or the run is one of the row's own)
     withins = [f["within"] for f in figures]
     if diff or not figures or False in withins:
         reproduces = False
     else:
         reproduces = None if None in withins else True
-    return {"run": str(directory), "row": row.name, "config_differences": diff, "figures": figures,
-            "wall_s": metrics.get("wall_time_s"), "reproduces": reproduces}
+    return {"run": str(directory), "row": row.name, "seed_of_row": seed, "config_differences": diff,
+            "figures": figures, "wall_s": metrics.get("wall_time_s"), "reproduces": reproduces}
 
 
 def format_check(check: dict) -> str:
     lines = [f"{check['run']} vs study row {check['row']}"]
+    if check["seed_of_row"] is not None:
+        lines += [f"(seed {check['seed_of_row']} of the row itself: the row's mean and sd include it, no verdict)"]
     if check["config_differences"]:
         lines += ["config differs from the row's runs (so it is not that row's recipe):"]
         lines += [f"  {d}" for d in check["config_differences"]]
     lines += ["", "| metric | this run | row mean ± sd (seeds) | within 2 sd? |", "|---|---|---|---|"]
     for f in check["figures"]:
         if f["within"] is None:
-            ok = "unknown (one seed)"
+            ok = "-" if check["seed_of_row"] is not None else "unknown (one seed)"
         else:
             ok = f"{'yes' if f['within'] else 'no'} (Δ {f['value'] - f['row_mean']:+.3f}, 2 sd {2 * f['row_sd']:.3f})"
         lines.append(f"| {f['name']} | {f['value']:.3f} | {_fmt((f['row_mean'], f['row_sd']))} ({f['seeds']}) | {ok} |")
     answer = {True: "yes", False: "no", None: "cannot tell (too few seeds to know the row's sd)"}[check["reproduces"]]
+    if check["seed_of_row"] is not None:
+        answer = "it is one of the row's own runs"
     lines += ["", f"reproduces {check['row']}: {answer}",
               f"* {QUORA_NOTE}"]
     return "\n".join(lines)

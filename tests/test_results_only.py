@@ -145,8 +145,8 @@ def test_embeddings_page_puts_the_studys_objectives_side_by_side(repo, monkeypat
 
 def test_compare_page_checks_a_checkpoint_against_its_study_row(repo, monkeypatch):
     """On the repository as cloned: the Compare page's recipe panel says which study row
-    was trained with a checkpoint's settings and whether its dev figures lie within 2 sd
-    of that row's (other) seeds; a checkpoint no row was trained like gets no such panel."""
+    was trained with a checkpoint's settings (here one of the row's own runs: the row's
+    figures, no verdict); a checkpoint no row was trained like gets no such panel."""
     from core.study import load_plan, read_results
     monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
     monkeypatch.chdir(repo)
@@ -163,6 +163,31 @@ def test_compare_page_checks_a_checkpoint_against_its_study_row(repo, monkeypatc
     assert len(said) == 1 and "`000-mt`" in said[0]
     figures = next(d.value for d in at.dataframe if "within 2 sd" in d.value.columns)
     assert list(figures["metric"]) == ["SST acc", "Quora acc*", "STS r", "mean"]
-    assert set(figures["seeds"]) == {len(seeds) - 1}          # compared with the row's other seeds
+    assert set(figures["seeds"]) == {len(seeds)} and set(figures["within 2 sd"]) == {"–"}   # its own row: no verdict
+    assert "one of the row's own runs" in said[0]
     at.selectbox(key="recipe_pick").set_value("minbert-multitask").run()
     assert not at.exception and not any("Study row" in m.value for m in at.markdown)
+
+
+def test_compare_page_judges_a_run_of_a_study_rows_settings(repo, tmp_path, monkeypatch):
+    """A checkpoint trained with a study row's settings but not one of its runs (here a
+    copy of one seed's files, as if someone re-ran it) is judged against the row's mean ±
+    sd: a value equal to one of n = 3 seeds lies at most (n - 1) / sqrt(n) = 1.15 sd from
+    their mean, so within 2 sd: it reproduces the row."""
+    from core.study import load_plan, read_results
+    plan = load_plan(repo / "configs" / "study.yaml")
+    seeds = sorted(r["seed"] for r in read_results(plan.out / "results.jsonl") if r["row"] == "004-e6")
+    if len(seeds) != 3:
+        pytest.skip("the study's 004-e6 row does not have 3 seeds in this checkout")
+    root = tmp_path / "checkpoints"
+    shutil.copytree(plan.out / f"004-e6-s{seeds[0]}", root / "rerun")
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
+    monkeypatch.chdir(repo)
+    at = AppTest.from_file(str(repo / "app" / "views" / "3_Compare.py"), default_timeout=180)
+    at.run()
+    at.selectbox(key="recipe_pick").set_value("rerun").run()
+    assert not at.exception and not at.error
+    said = [m.value for m in at.markdown if "Study row" in m.value]
+    assert len(said) == 1 and "`004-e6`" in said[0] and "reproduces it" in said[0]
+    figures = next(d.value for d in at.dataframe if "within 2 sd" in d.value.columns)
+    assert set(figures["within 2 sd"]) == {"yes"} and set(figures["seeds"]) == {3}

@@ -256,13 +256,15 @@ def test_check_finds_a_runs_row_by_config_and_applies_the_2_sd_rule_by_hand(tmp_
     other = check_run(plan, results, tmp_path / "other")
     assert other["row"] == "faster" and other["config_differences"] == ["model.pooling: 'mean' vs 'cls'"]
     assert other["reproduces"] is False
-    # one of the study's own runs is compared with the row's other seeds: [0.42, 0.44]
+    # one of the row's own runs: the row's mean and sd include it, so no verdict
     own = check_run(plan, results, plan.out / "base-s0")
     sst = next(f for f in own["figures"] if f["metric"] == "sst_acc")
-    assert sst["seeds"] == 2 and sst["row_mean"] == pytest.approx(0.43)
-    # ... and with one other seed its sd is unknown: cannot tell
-    two = [r for r in results if not (r["row"] == "faster" and r["seed"] == 2)]
-    assert check_run(plan, two, plan.out / "faster-s0")["reproduces"] is None
+    assert own["seed_of_row"] == 0 and sst["seeds"] == 3 and sst["row_mean"] == pytest.approx(0.42)
+    assert own["reproduces"] is None and sst["within"] is None
+    assert check["seed_of_row"] is None
+    # a row with one seed has no sd: cannot tell
+    one = [r for r in results if not (r["row"] == "base" and r["seed"] > 0)]
+    assert check_run(plan, one, tmp_path / "new")["reproduces"] is None
     with pytest.raises(MinbertError, match="not a finished run"):
         check_run(plan, results, tmp_path)
     capsys.readouterr()

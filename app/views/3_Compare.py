@@ -114,19 +114,23 @@ with st.expander("Recipes (the config each checkpoint was trained with)"):
     texts = run_safely(study_texts, what=str(STUDY_PLAN.relative_to(ROOT)))
     check = texts and study_check(str(record["path"]), *texts, signature)
     if check:
-        verdict = {True: "reproduces it", False: "does **not** reproduce it",
-                   None: "cannot be judged yet (the row has too few other seeds to know its sd)"}[check["reproduces"]]
-        st.markdown(f"**Study row `{check['row']}`** was trained with these settings (seed aside): "
-                    f"this checkpoint {verdict}.")
+        if check["seed_of_row"] is not None:
+            st.markdown(f"**Study row `{check['row']}`**, seed {check['seed_of_row']}: this checkpoint is one of the "
+                        "row's own runs (the row's mean and sd include it).")
+        else:
+            verdict = {True: "reproduces it", False: "does **not** reproduce it",
+                       None: "cannot be judged yet (the row has one seed: no sd)"}[check["reproduces"]]
+            st.markdown(f"**Study row `{check['row']}`** was trained with these settings (seed aside): "
+                        f"this checkpoint {verdict}.")
         st.dataframe(pd.DataFrame([{"metric": f["name"], "this checkpoint": f["value"],
                                     "row mean": f["row_mean"], "row sd": f["row_sd"], "seeds": f["seeds"],
-                                    "within 2 sd": {True: "yes", False: "no", None: "unknown"}[f["within"]]}
+                                    "within 2 sd": {True: "yes", False: "no", None: "–"}[f["within"]]}
                                    for f in check["figures"]]),
                      hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(c, format="%.3f")
                                     for c in ("this checkpoint", "row mean", "row sd")})
-        st.caption(f"Within = |value − row mean| < 2 sd of the row's seeds (a study run is compared with its "
-                   f"row's other seeds), the reproduction study's rule. `python -m core.study "
+        st.caption(f"Within = |value − row mean| < 2 sd of the row's seeds, the reproduction study's rule (no "
+                   f"verdict for one of the row's own runs). `python -m core.study "
                    f"{STUDY_PLAN.relative_to(ROOT)} --check {shown_path(record['path'])}` prints the same. " + QUORA_CAPTION)
     st.code(json.dumps(record["config"], indent=2), language="json")
     hist = history_long(record.to_dict())
