@@ -19,8 +19,9 @@ does, and writes full-page PNGs to ``docs/screenshots/``:
                              kept embedding samples; this one serves the repository's own
                              checkpoints folder, where the study's runs are
     compare_reproduction.png  (``--pages reproduction``, the same server) the Compare page's
-                             recipe panel on a study run: its config and whether it
-                             reproduces its study row (``core.study --check``)
+                             recipe panel on report 004's recipe re-run at a new seed
+                             (checkpoints/reproduce/): does it reproduce its study row
+                             (``core.study --check``)?
 
 The app sees a temporary checkpoints folder that holds only the chosen checkpoint (a
 symlink), so it is every page's default choice, and no job database is written next to
@@ -53,8 +54,8 @@ PRETRAINED = "pretrained"
 # What the saliency / attention shot explains: the page's own examples for these tasks.
 PAIR_TASK = "Paraphrase"      # the pretrained encoder has no sentiment head
 SENTENCE_TASK = "Sentiment"
-# the study run of the Compare page's reproduction shot (a report recipe's own row)
-STUDY_RUN = "study/004-e6-s0"
+# the Compare page's reproduction shot: report 004's own recipe re-run at a new seed (README)
+STUDY_RUN = "reproduce/004-e6-s3"
 
 
 # ------------------------------------------------------------------ checkpoint
@@ -269,8 +270,8 @@ def shoot_embedding_objectives(pg, url: str, out: Path) -> None:
 
 
 def shoot_compare_reproduction(pg, url: str, out: Path, run: str = STUDY_RUN) -> None:
-    """The Compare page's recipe panel on one of the study's runs: its config, and whether
-    it reproduces its study row (within 2 sd of the row's other seeds)."""
+    """The Compare page's recipe panel on ``run``: the study row trained with its settings
+    and whether it reproduces that row (every dev figure within 2 sd of the row's seeds)."""
     open_page(pg, url, "Compare", "Compare checkpoints")
     settle(pg, timeout_s=900)
     panel = pg.locator('[data-testid="stExpander"]').filter(has_text="Recipes (the config")
