@@ -634,9 +634,9 @@ def check_run(plan: Plan, results: list[dict], directory: str | Path) -> dict:
     figures = []
     run = {"dev": metrics.get("dev", {}), "mean_score": metrics.get("mean_score")}
     for key, name in list(METRICS) + [("task_mean", "mean")]:
-        value = _task_mean(run) if key == "task_mean" else metric_of(run, key)
-        values = [v for v in ((_task_mean(r) if key == "task_mean" else metric_of(r, key)) for r in runs)
-                  if v is not None]
+        read = _task_mean if key == "task_mean" else (lambda record, key=key: metric_of(record, key))
+        value = read(run)
+        values = [v for v in map(read, runs) if v is not None]
         if value is None or not values:
             continue
         mean, sd = mean_sd(values)

@@ -28,10 +28,10 @@ from typing import Iterable, Mapping
 from core.errors import DataError
 
 STS_RANGE: tuple[float, float] = (0.0, 5.0)
-# said next to every Quora figure (CLI, tables, app)
+"""Inclusive range of the STS similarity score."""
 QUORA_NOTE = ("all-MiniLM-L6-v2 was contrastively pre-trained on data that includes Quora duplicates, so Quora "
               "figures overstate what it would do on unseen paraphrase data.")
-"""Inclusive range of the STS similarity score."""
+"""Said next to every Quora figure (CLI, tables, app)."""
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ PRETRAINED = "pretrained"
 PAIR_TASK = "Paraphrase"      # the pretrained encoder has no sentiment head
 SENTENCE_TASK = "Sentiment"
 # the Compare page's reproduction shot: report 004's own recipe re-run at a new seed (README)
-STUDY_RUN = "reproduce/004-e6-s3"
+REPRODUCTION_RUN = "reproduce/004-e6-s3"
 
 
 # ------------------------------------------------------------------ checkpoint
@@ -269,7 +269,7 @@ def shoot_embedding_objectives(pg, url: str, out: Path) -> None:
     save(full_page(pg), out / "embeddings_objectives.png")
 
 
-def shoot_compare_reproduction(pg, url: str, out: Path, run: str = STUDY_RUN) -> None:
+def shoot_compare_reproduction(pg, url: str, out: Path, run: str = REPRODUCTION_RUN) -> None:
     """The Compare page's recipe panel on ``run``: the study row trained with its settings
     and whether it reproduces that row (every dev figure within 2 sd of the row's seeds)."""
     open_page(pg, url, "Compare", "Compare checkpoints")
