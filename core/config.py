@@ -18,6 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from core.errors import ConfigError
+from core.limits import check_config, parse_override_value
 from core.tasks import TASK_SPECS, TASKS
 
 TaskName = Literal["sst", "qqp", "sts"]
@@ -479,7 +480,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
-        return _build(cls, raw or {}, "").validate()
+        config = _build(cls, raw or {}, "").validate()
+        check_config(config)   # core/limits.py: the declared range of every number
+        return config
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
@@ -521,10 +524,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            parsed = value
+        parsed = parse_override_value(key.strip(), value)
         node = raw
         for part in parts[:-1]:
             node = node.setdefault(part, {})
