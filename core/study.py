@@ -6,6 +6,7 @@
     python -m core.study configs/study.yaml --geometry      # embedding geometry by training objective
     python -m core.study configs/study.yaml --list          # rows, seeds, what is done
     python -m core.study configs/study.yaml --check RUN_DIR # does this run reproduce its row?
+    python -m core.study configs/study.yaml --retire        # remove superseded runs
             [--only ROW ...] [--seeds 0 1] [--keep-weights] [--dry-run]
 
 The plan (``configs/study.yaml``) names an output directory, the seeds, overrides every
@@ -32,6 +33,16 @@ started again if it saved none. ``--table`` prints, per row, mean +- sd over see
 (sample sd, n - 1) and the difference to the baseline row on the row's metric, reported
 as "no difference" when ``|delta| < 2 * sd`` with ``sd`` the pooled sd of the two rows,
 ``sqrt((sd_row^2 + sd_base^2) / 2)``.
+
+Report files (issue 22): the plan's ``include`` patterns name one file per report
+(``configs/study/00X.yaml``) with the report's number, its declared CPU ``budget``
+(overrides applied to each of its rows on top of the faithful recipe, and why) and rows
+that quote where the report states the row's result (``source``), that result
+(``report_result``), the claim, and for a compared row its direction (``expect``). Each
+such row gets a verdict (:func:`claim_verdict`): replicated / not replicated / opposite /
+cannot tell. A run counts only while its saved config equals its row's resolved config
+(:func:`is_current`): change a recipe, a budget or a row's overrides and its old runs are
+superseded, re-run by the next study command (``--retire`` removes them at once).
 """
 from __future__ import annotations
 
@@ -49,6 +60,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from core.config import read_yaml_mapping
 from core.errors import ConfigError, MinbertError, run_command
 from core.tasks import QUORA_NOTE
 from core.train_log import read_jsonl
@@ -75,6 +87,12 @@ class Row:
     expect: str | None = None          # what the report found vs the baseline: better / worse / same
     report: str = ""
     unavailable: str | None = None     # why this code cannot run the row yet (skipped)
+    source: str = ""                   # where the report states this row's result (section / table)
+    report_result: str = ""            # the report's own number(s) for this row, from its text
+    budget: list[str] = field(default_factory=list)   # the report's declared CPU-budget overrides
+    budget_why: str = ""
+    legacy: bool = False               # an inline row of the plan from before issue 22 (claim unchecked)
+    config: dict | None = None         # the resolved config every run of the row trains with
 
 
 @dataclass
@@ -117,15 +135,21 @@ def _override(item: Any, where: str) -> list[str]:
     raise ConfigError(f"{where}: an override is a 'key=value' string or a mapping, got {item!r}")
 
 
+ROW_KEYS = {"name", "recipe", "set", "baseline", "metric", "claim", "expect", "report", "source", "report_result"}
+METRIC_KEYS = ("mean_score", "sst_acc", "qqp_acc", "sts_pearson")
+
+
 def load_plan(path: str | Path) -> Plan:
     """Read and check a study plan; every row's recipe and overrides are validated with
-    ``Config.from_yaml`` before anything runs."""
-    from core.config import Config, read_yaml_mapping
+    ``Config.from_yaml`` before anything runs.
+
+    Rows come from the plan's ``include`` files (``configs/study/00X.yaml``: one report
+    each, with its declared CPU ``budget`` and rows that must state the report's source,
+    result and claim) and from its inline ``rows`` (older rows, kept until a report file
+    replaces every inline row of the same report)."""
     path = Path(path)
-    raw = read_yaml_mapping(path, "study plan", "a mapping with a non-empty list 'rows'")
-    if not isinstance(raw.get("rows"), list) or not raw["rows"]:
-        raise ConfigError(f"{path}: a study plan is a mapping with a non-empty list 'rows'")
-    allowed = ("out", "seeds", "common", "rows", "budget", "embeddings", "geometry")
+    raw = read_yaml_mapping(path, "study plan", "a mapping with a list 'rows' or 'include'")
+    allowed = ("out", "seeds", "common", "rows", "budget", "embeddings", "geometry", "include")
     unknown = set(raw) - set(allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
@@ -135,37 +159,105 @@ def load_plan(path: str | Path) -> Plan:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
     common = [o for i, item in enumerate(raw.get("common") or []) for o in _override(item, f"common[{i}]")]
-    rows, names = [], set()
-    for i, r in enumerate(raw["rows"]):
-        where = f"{path}: rows[{i}]"
-        if not isinstance(r, dict) or not isinstance(r.get("name"), str) or not isinstance(r.get("recipe"), str):
-            raise ConfigError(f"{where} needs a name and a recipe, e.g. {{name: 004-e6, recipe: configs/...yaml}}")
-        extra = set(r) - {"name", "recipe", "set", "baseline", "metric", "claim", "expect", "report"}
-        if extra:
-            raise ConfigError(f"{where} ({r['name']}): unknown key(s) {sorted(extra)}")
-        if r["name"] in names or "/" in r["name"]:
-            raise ConfigError(f"{where}: row name {r['name']!r} is used twice or contains '/'")
-        names.add(r["name"])
-        if r.get("expect") is not None and r["expect"] not in EXPECTS:
-            raise ConfigError(f"{where} ({r['name']}): expect must be one of {EXPECTS}, got {r['expect']!r}")
-        overrides = [o for j, item in enumerate(r.get("set") or []) for o in _override(item, f"{where}.set[{j}]")]
-        rows.append(Row(r["name"], r["recipe"], overrides, r.get("baseline"), r.get("metric", "mean_score"),
-                        str(r.get("claim", "")), r.get("expect"), str(r.get("report", ""))))
+    included = [row for f in _include_files(path, raw.get("include") or []) for row in _report_file_rows(f)]
+    replaced = {row.report for row in included}
+    inline = raw.get("rows") or []
+    if not isinstance(inline, list):
+        raise ConfigError(f"{path}: rows is a list of rows, got {inline!r}")
+    rows = included + [row for i, r in enumerate(inline)
+                       for row in [_row(r, f"{path}: rows[{i}]", legacy=True)] if row.report not in replaced]
+    if not rows:
+        raise ConfigError(f"{path}: a study plan needs rows (inline 'rows' or 'include' files that have some)")
+    names = [r.name for r in rows]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{path}: row name(s) used twice: {', '.join(twice)}")
     plan = Plan(path, REPO / raw.get("out", "checkpoints/study"), seeds, common, rows, str(raw.get("budget", "")),
-                raw.get("embeddings", True), _geometry_entries(path, raw.get("geometry") or [], names))
+                raw.get("embeddings", True), _geometry_entries(path, raw.get("geometry") or [], set(names)))
     for row in rows:
-        if row.baseline is not None and row.baseline not in names:
-            raise ConfigError(f"{path}: row {row.name!r} compares with {row.baseline!r}, which is not a row")
-        try:
-            config = Config.from_yaml(REPO / row.recipe, plan.common + row.overrides)
-        except MinbertError as e:
-            raise ConfigError(f"{path}: row {row.name!r}: {e}") from None
-        try:
-            from core.train import check_model_support
-            check_model_support(config)
-        except MinbertError as e:
-            row.unavailable = str(e)
+        _resolve(plan, row, set(names))
     return plan
+
+
+def _include_files(path: Path, patterns: Any) -> list[Path]:
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise ConfigError(f"{path}: include is a list of file patterns, e.g. [configs/study/*.yaml]")
+    return [f for p in patterns for f in sorted(REPO.glob(p))]
+
+
+def _report_file_rows(path: Path) -> list[Row]:
+    """The rows of one report's study file, each with the file's report and budget."""
+    raw = read_yaml_mapping(path, "report study file", "a mapping with report, budget and rows")
+    unknown = set(raw) - {"report", "budget", "rows"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: report, budget, rows")
+    report = raw.get("report")
+    if not isinstance(report, str) or not report:
+        raise ConfigError(f'{path}: report is the report\'s number as a string, e.g. report: "001"')
+    budget = raw.get("budget") or {}
+    if not isinstance(budget, dict) or set(budget) - {"set", "why"} or (budget and not budget.get("why")):
+        raise ConfigError(f"{path}: budget is a mapping {{set: [key=value ...], why: '...'}} (why is required)")
+    overrides = [o for j, item in enumerate(budget.get("set") or []) for o in _override(item, f"{path}: budget.set[{j}]")]
+    if not isinstance(raw.get("rows"), list) or not raw["rows"]:
+        raise ConfigError(f"{path}: rows is a non-empty list")
+    rows = []
+    for i, r in enumerate(raw["rows"]):
+        row = _row(r, f"{path}: rows[{i}]", legacy=False, report=report)
+        row.budget, row.budget_why = overrides, str(budget.get("why", ""))
+        row.overrides = overrides + row.overrides
+        rows.append(row)
+    return rows
+
+
+def _row(r: Any, where: str, legacy: bool, report: str | None = None) -> Row:
+    if not isinstance(r, dict) or not isinstance(r.get("name"), str) or not isinstance(r.get("recipe"), str):
+        raise ConfigError(f"{where} needs a name and a recipe, e.g. {{name: 004-e6, recipe: configs/...yaml}}")
+    extra = set(r) - ROW_KEYS
+    if extra:
+        raise ConfigError(f"{where} ({r['name']}): unknown key(s) {sorted(extra)}")
+    if "/" in r["name"] or not r["name"].strip():
+        raise ConfigError(f"{where}: row name {r['name']!r} is empty or contains '/'")
+    if r.get("expect") is not None and r["expect"] not in EXPECTS:
+        raise ConfigError(f"{where} ({r['name']}): expect must be one of {EXPECTS}, got {r['expect']!r}")
+    metric = r.get("metric", "mean_score")
+    if metric not in METRIC_KEYS:
+        raise ConfigError(f"{where} ({r['name']}): metric must be one of {METRIC_KEYS}, got {metric!r}")
+    overrides = [o for j, item in enumerate(r.get("set") or []) for o in _override(item, f"{where}.set[{j}]")]
+    row = Row(r["name"], r["recipe"], overrides, r.get("baseline"), metric, str(r.get("claim", "")), r.get("expect"),
+              str(report if report is not None else r.get("report", "")), source=str(r.get("source", "")),
+              report_result=str(r.get("report_result", "")), legacy=legacy)
+    if not legacy:
+        _check_claim(row, where)
+    return row
+
+
+def _check_claim(row: Row, where: str) -> None:
+    """A report row says where the report states its result, what that result is, and what
+    the report claims; a compared row also says which way (``expect``) and on what."""
+    need = ["source", "claim"] + (["report_result", "expect"] if row.baseline else [])
+    missing = [k for k in need if not getattr(row, k)]
+    if missing:
+        raise ConfigError(f"{where} ({row.name}): a report row needs {', '.join(missing)} "
+                          f"(quoted by place from the report's text)")
+    for key in ("source", "claim", "report_result"):
+        if "not stated" in getattr(row, key).lower():
+            raise ConfigError(f"{where} ({row.name}): {key} says 'not stated'; state what the report's text says")
+
+
+def _resolve(plan: Plan, row: Row, names: set[str]) -> None:
+    from core.config import Config
+    if row.baseline is not None and row.baseline not in names:
+        raise ConfigError(f"{plan.path}: row {row.name!r} compares with {row.baseline!r}, which is not a row")
+    try:
+        config = Config.from_yaml(REPO / row.recipe, plan.common + row.overrides)
+    except MinbertError as e:
+        raise ConfigError(f"{plan.path}: row {row.name!r}: {e}") from None
+    row.config = config.to_dict()
+    try:
+        from core.train import check_model_support
+        check_model_support(config)
+    except MinbertError as e:
+        row.unavailable = str(e)
 
 
 def _geometry_entries(path: Path, raw: Any, names: set[str]) -> list[GeometryEntry]:
@@ -215,6 +307,59 @@ def git_commit(results: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + ("-dirty" if dirty else "")
+
+
+# ------------------------------------------------------------------ current vs superseded results
+def is_current(plan: Plan, record: dict) -> bool:
+    """Whether a finished (row, seed) was trained with its row's config as the plan
+    resolves it today (seed and ``train.resume_every`` aside). A run whose config.json
+    is missing cannot be checked and counts as current; a row whose recipe, budget or
+    overrides changed since makes its old runs superseded: they are re-run, not reused."""
+    try:
+        row = plan.row(record["row"])
+    except ConfigError:
+        return False
+    stored = _run_config(run_dir(plan, row, record["seed"]))
+    return stored is None or row.config is None or not config_differences(_normalized(stored), row.config)
+
+
+def _normalized(stored: dict) -> dict:
+    """A run's saved config as today's code resolves it: options added since (with the
+    default that reproduces the old behaviour) are filled in, so they supersede nothing."""
+    from core.config import Config
+    try:
+        return Config.from_dict(stored).to_dict()
+    except MinbertError:
+        return stored
+
+
+def current_results(plan: Plan, results: list[dict]) -> list[dict]:
+    """The records of ``results`` that belong to a row of the plan and are current."""
+    return [r for r in results if is_current(plan, r)]
+
+
+def superseded(plan: Plan, results: list[dict]) -> list[dict]:
+    """Records of rows the plan no longer has, or of runs trained with a config that differs
+    from their row's current one."""
+    return [r for r in results if not is_current(plan, r)]
+
+
+def retire(plan: Plan, records: Sequence[dict], log=print) -> int:
+    """Remove superseded runs: their directories (small files; they stay in git history)
+    and their lines of results.jsonl (rewritten atomically). Returns how many."""
+    from core.atomic import atomic_write_text
+    path = plan.out / "results.jsonl"
+    drop = {(r["row"], r["seed"]) for r in records}
+    if not drop:
+        return 0
+    keep = [r for r in read_results(path) if (r["row"], r["seed"]) not in drop]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    for name, seed in sorted(drop):
+        directory = plan.out / f"{name}-s{seed}"
+        if directory.is_dir():
+            shutil.rmtree(directory)
+        log(f"[study] retired {directory.name} (superseded: its row is gone or its config changed)")
+    return len(drop)
 
 
 # ------------------------------------------------------------------ running
@@ -327,9 +472,13 @@ def run_study(plan: Plan, only: Sequence[str] | None = None, seeds: Sequence[int
               keep_weights: bool = False, dry_run: bool = False,
               runner: Callable[[list[str], Path], int] = _subprocess, log=print) -> list[dict]:
     """Every (row, seed) not yet in results.jsonl, row by row; returns the new records."""
-    done = {(r["row"], r["seed"]) for r in read_results(plan.out / "results.jsonl")}
+    results = read_results(plan.out / "results.jsonl")
+    done = {(r["row"], r["seed"]) for r in current_results(plan, results)}
     rows = [plan.row(n) for n in only] if only else plan.rows
     todo = [(row, s) for row in rows for s in (seeds or plan.seeds) if (row.name, s) not in done]
+    stale = [r for r in superseded(plan, results) if (r["row"], r["seed"]) in {(row.name, s) for row, s in todo}]
+    if stale and not dry_run:   # a row's config changed: its old runs are re-run, not reused
+        retire(plan, stale, log)
     log(f"[study] {len(todo)} run(s) to do, {len(done)} done ({plan.out / 'results.jsonl'})")
     new, failed = [], []
     for i, (row, seed) in enumerate(todo):
@@ -425,36 +574,84 @@ def _minutes(ms: tuple[float, float] | None) -> str:
     return "-" if ms is None else f"{ms[0] / 60:.1f} min"
 
 
+VERDICTS = ("replicated", "not replicated", "opposite", "cannot tell")
+
+
+def claim_verdict(row: Row, cmp: dict | None) -> str:
+    """The report's claim against our seeds, by the study's 2-pooled-sd rule
+    (:func:`compare`): ``replicated`` (our difference is significant and in the report's
+    direction, or "same" and no difference), ``opposite`` (significant, the other way),
+    ``not replicated`` (a claimed difference we do not find, or a claimed sameness we do
+    not see), ``cannot tell`` (not run yet, or fewer than 2 seeds a side)."""
+    if row.baseline is None or row.expect is None:
+        return ""
+    if cmp is None or cmp["verdict"].startswith("no verdict"):
+        return "cannot tell"
+    ours = cmp["verdict"]
+    if row.expect == "same":
+        return "replicated" if ours == "no difference" else "not replicated"
+    if ours == "no difference":
+        return "not replicated"
+    return "replicated" if ours == row.expect else "opposite"
+
+
+def claim_table(plan: Plan, results: list[dict]) -> list[dict]:
+    """One dict per row: the report's source, result and claim beside our mean ± sd over
+    seeds and the verdict (:func:`claim_verdict`): what ``--table``, README and the app
+    show. Only current runs count (:func:`current_results`)."""
+    out = []
+    for item in summarize(plan, current_results(plan, results)):
+        row, cmp = item["row"], item["compare"]
+        mean, sd = item["metrics"].get(row.metric, (None, None))
+        out.append({"row": row.name, "report": row.report, "source": row.source,
+                    "report_result": row.report_result, "claim": row.claim, "expect": row.expect,
+                    "baseline": row.baseline, "metric": row.metric, "seeds": item["n"], "mean": mean, "sd": sd,
+                    "delta": None if cmp is None else cmp["delta"], "delta_sd": None if cmp is None else cmp["sd"],
+                    "ours": None if cmp is None else cmp["verdict"], "verdict": claim_verdict(row, cmp),
+                    "budget": row.budget, "budget_why": row.budget_why, "legacy": row.legacy})
+    return out
+
+
 def replicated(row: Row, cmp: dict | None) -> str:
+    """The table's verdict cell: the verdict, then our difference and its 2 sd."""
     if row.baseline is None:
         return "(baseline)"
     if cmp is None:
-        return "not run yet"
-    verdict = cmp["verdict"]
+        return "cannot tell: not run yet" if row.expect else "not run yet"
     why = f"Δ {row.metric} {cmp['delta']:+.3f}" + ("" if math.isnan(cmp["sd"]) else f", 2 sd = {2 * cmp['sd']:.3f}")
-    if row.expect is None or verdict.startswith("no verdict"):
-        return f"{verdict} ({why})"
-    agree = (row.expect == "same" and verdict == "no difference") or row.expect == verdict
-    return f"{'yes' if agree else 'no'}: {verdict} ({why})"
+    if row.expect is None:
+        return f"{cmp['verdict']} ({why})"
+    return f"{claim_verdict(row, cmp)}: ours {cmp['verdict']} ({why})"
+
+
+def _claim_cell(row: Row) -> str:
+    if row.legacy:
+        return f"{row.claim or '-'} (pre-#22 row: not checked against the report's text)"
+    direction = f" [expect {row.expect} than {row.baseline}]" if row.expect else ""
+    return f"{row.source}: {row.report_result or '-'}; {row.claim}{direction}"
 
 
 def format_table(plan: Plan, results: list[dict]) -> str:
+    results = current_results(plan, results)
     lines = []
     if plan.budget:
         lines += [f"Budget: {plan.budget}", ""]
     head = ["row", "seeds"] + [name for _, name in METRICS] + ["mean", "wall", "vs baseline",
-                                                               "report's claim", "replicated here?", "command"]
+                                                               "report's result and claim", "verdict", "command"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for item in summarize(plan, results):
         row, m = item["row"], item["metrics"]
         vs = "-" if row.baseline is None else row.baseline
         cmd = shell_command(train_command(plan, row, 0)).replace("-s0", "-s$SEED").replace("--seed 0", "--seed $SEED")
         cells = [row.name, str(item["n"])] + [_fmt(m.get(k)) for k, _ in METRICS] + [
-            _fmt(item["task_mean"]), _minutes(item["wall"]), vs, row.claim or "-",
+            _fmt(item["task_mean"]), _minutes(item["wall"]), vs, _claim_cell(row),
             replicated(row, item["compare"]), f"`{cmd}`"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    lines += ["", "mean ± sd over seeds (sample sd); 'no difference' when |Δ| < 2 × pooled sd of the two rows.",
-              f"* {QUORA_NOTE}"]
+    budgets = {(r.report, r.budget_why, " ".join(r.budget)) for r in plan.rows if r.budget_why}
+    lines += ["", "mean ± sd over seeds (sample sd); ours 'no difference' when |Δ| < 2 × pooled sd of the two rows; "
+              "verdict: replicated / not replicated / opposite / cannot tell (fewer than 2 seeds a side)."]
+    lines += [f"Budget of report {rep}: {why} (overrides: {sets})" for rep, why, sets in sorted(budgets)]
+    lines += [f"* {QUORA_NOTE}"]
     return "\n".join(lines)
 
 
@@ -700,6 +897,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="does this finished run (e.g. a report recipe's own `python -m core.train` at a new "
                         "seed) reproduce its study row: same config, every dev figure within 2 sd? "
                         "Exit status 1 when not")
+    p.add_argument("--retire", action="store_true",
+                   help="remove superseded runs (rows the plan no longer has, or runs whose config differs from "
+                        "their row's current one): their directories and results lines, and exit")
     p.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
     p.add_argument("--seeds", nargs="+", type=int, help="run only these seeds")
     p.add_argument("--keep-weights", action="store_true", help="keep each run's model.safetensors")
@@ -718,9 +918,10 @@ def _study(args) -> int:
     results = read_results(plan.out / "results.jsonl")
     if args.table:
         if args.json:
+            claims = {c["row"]: c for c in claim_table(plan, results)}
             rows = [{"row": i["row"].name, "n": i["n"], "metrics": i["metrics"], "task_mean": i["task_mean"],
-                     "wall": i["wall"],
-                     "compare": i["compare"]} for i in summarize(plan, results)]
+                     "wall": i["wall"], "compare": i["compare"], "claim": claims[i["row"].name]}
+                    for i in summarize(plan, current_results(plan, results))]
             print(json.dumps(_json_safe(rows), indent=2))
         else:
             print(format_table(plan, results))
@@ -738,14 +939,21 @@ def _study(args) -> int:
         check = check_run(plan, results, args.check)
         print(json.dumps(_json_safe(check), indent=2) if args.json else format_check(check))
         return 0 if check["reproduces"] is True else 1
+    if args.retire:
+        print(f"[study] {retire(plan, superseded(plan, results))} superseded run(s) retired")
+        return 0
     if args.list:
         done: dict[str, list[int]] = {}
-        for r in results:
+        for r in current_results(plan, results):
             done.setdefault(r["row"], []).append(r["seed"])
         for row in plan.rows:
             seeds = sorted(done.get(row.name, []))
             print(f"{row.name:24s} {len(seeds)}/{len(plan.seeds)} seeds done {seeds or ''}  "
                   f"{row.recipe} {' '.join(row.overrides)}")
+        old = sorted(f"{r['row']}-s{r['seed']}" for r in superseded(plan, results))
+        if old:
+            print(f"{len(old)} superseded run(s) (row gone or config changed; re-run when their row runs, "
+                  f"or remove them with --retire): {', '.join(old)}")
         return 0
     run_study(plan, args.only, args.seeds, args.keep_weights, args.dry_run)
     return 0

@@ -130,13 +130,13 @@ def test_table_mean_sd_and_verdicts_by_hand(tmp_path):
     assert "| 3 | 0.600 ± 0.100 |" in base_line and "2.0 min" in base_line
     faster = next(line for line in table.splitlines() if line.startswith("| faster |"))
     assert "0.900 ± 0.100" in faster and "3.0 min" in faster
-    assert "yes: better (Δ mean_score +0.300, 2 sd = 0.200)" in faster
+    assert "replicated: ours better (Δ mean_score +0.300, 2 sd = 0.200)" in faster
     assert "--seed $SEED" in faster and "faster-s$SEED" in faster
     # one seed: its mean alone (its sd is unknown, not 0), and no verdict
     one = format_table(plan, results[:3] + [{"row": "faster", "seed": 0, "mean_score": 0.8, "wall_s": 60.0, "dev": {}}])
     faster = next(line for line in one.splitlines() if line.startswith("| faster |"))
     assert "| 1 |" in faster and "| 0.800 |" in faster and "±" not in faster
-    assert "no verdict (fewer than 2 seeds) (Δ mean_score +0.200)" in faster
+    assert "cannot tell: ours no verdict (fewer than 2 seeds) (Δ mean_score +0.200)" in faster
     # task by task: faster has no SST figure, so only its mean is compared (0.9 - 0.6 = +0.3)
     deltas = format_deltas(plan, results)
     faster = next(line for line in deltas.splitlines() if line.startswith("| faster |"))
@@ -268,3 +268,91 @@ def test_check_finds_a_runs_row_by_config_and_applies_the_2_sd_rule_by_hand(tmp_
     with pytest.raises(MinbertError, match="not a finished run"):
         check_run(plan, results, tmp_path)
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------ issue 22: report files, claims, superseded runs
+REPORT_FILE = """\
+report: "009"
+budget: {{set: [train.steps_per_epoch=7], why: "the report trains 100 epochs; we run 7 steps"}}
+rows:
+  - {{name: 009-base, recipe: {recipe}, source: "Table 1", report_result: "acc 0.50", claim: "the baseline"}}
+  - {{name: 009-new, recipe: {recipe}, set: [train.lr=1.0e-4], baseline: 009-base, metric: mean_score,
+      expect: {expect}, source: "Table 1; §5", report_result: "acc 0.60 vs 0.50", claim: "new beats base"}}
+"""
+
+
+def test_report_files_bring_budget_and_claims_and_replace_inline_rows(tmp_path, monkeypatch):
+    import core.study as study
+    monkeypatch.setattr(study, "REPO", tmp_path)          # include patterns are relative to the repository
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "009.yaml").write_text(REPORT_FILE.format(recipe=REPO / "configs" / "quick.yaml",
+                                                                   expect="better"))
+    path = write_plan(tmp_path)
+    path.write_text(path.read_text().replace("- {name: base,", '- {report: "009", name: base,')
+                    .replace("baseline: base,", "baseline: 009-base,") + "include: [rows/*.yaml]\n")
+    plan = load_plan(path)
+    assert [r.name for r in plan.rows] == ["009-base", "009-new", "faster"]   # inline 009 row replaced
+    new = plan.row("009-new")
+    assert new.overrides == ["train.steps_per_epoch=7", "train.lr=1.0e-4"]     # budget first, then the row's own
+    assert new.config["train"]["steps_per_epoch"] == 7 and new.config["train"]["lr"] == pytest.approx(1e-4)
+    assert plan.row("faster").legacy and not new.legacy
+    # a report row must say where and what the report states, and may not say "not stated"
+    bad = REPORT_FILE.format(recipe=REPO / "configs" / "quick.yaml", expect="better")
+    for broken, message in ((bad.replace('report_result: "acc 0.60 vs 0.50", ', ""), "needs report_result"),
+                            (bad.replace('claim: "new beats base"', 'claim: "not stated in the text"'), "not stated"),
+                            (bad.replace("expect: better, ", ""), "needs expect"),
+                            (bad.replace("why: ", "reason: "), "why is required")):
+        (tmp_path / "rows" / "009.yaml").write_text(broken)
+        with pytest.raises(ConfigError, match=message):
+            load_plan(path)
+
+
+def test_claim_verdicts_by_the_2_sd_rule_by_hand():
+    from core.study import Row, claim_verdict
+    better = compare([0.8, 0.9, 1.0], [0.5, 0.6, 0.7])     # delta +0.3 >= 2 x 0.1
+    worse = compare([0.5, 0.6, 0.7], [0.8, 0.9, 1.0])      # delta -0.3
+    same = compare([0.61, 0.6, 0.59], [0.6, 0.59, 0.61])   # delta 0 -> no difference
+    row = lambda expect: Row("r", "x.yaml", baseline="b", expect=expect)   # noqa: E731
+    assert [claim_verdict(row("better"), c) for c in (better, worse, same)] == \
+        ["replicated", "opposite", "not replicated"]
+    assert [claim_verdict(row("worse"), c) for c in (better, worse, same)] == \
+        ["opposite", "replicated", "not replicated"]
+    assert [claim_verdict(row("same"), c) for c in (better, worse, same)] == \
+        ["not replicated", "not replicated", "replicated"]
+    assert claim_verdict(row("better"), compare([0.9], [0.5, 0.6])) == "cannot tell"
+    assert claim_verdict(row("better"), None) == "cannot tell"
+
+
+def test_a_row_whose_config_changed_is_rerun_not_reused_and_gone_rows_retire(tmp_path):
+    from core.study import current_results, retire, superseded
+    plan = load_plan(write_plan(tmp_path))
+
+    class RealConfig(FakeTrainer):     # writes the resolved config, as core.train does
+        def __call__(self, cmd, log_path):
+            code = super().__call__(cmd, log_path)
+            if "core.train" in cmd and code == 0:
+                out = Path(cmd[cmd.index("--out") + 1])
+                row = plan.row(out.name.rsplit("-s", 1)[0])
+                (out / "config.json").write_text(json.dumps({"config": row.config}))
+            return code
+
+    run_study(plan, runner=RealConfig(), log=lambda *a: None)
+    results = read_results(plan.out / "results.jsonl")
+    assert len(current_results(plan, results)) == 4 and superseded(plan, results) == []
+    # the row 'faster' now trains with another lr: its two runs are superseded and re-run
+    path = write_plan(tmp_path)
+    path.write_text(path.read_text().replace("train.lr=1.0e-4", "train.lr=2.0e-4"))
+    plan = load_plan(path)
+    assert {(r["row"], r["seed"]) for r in superseded(plan, results)} == {("faster", 0), ("faster", 1)}
+    fake = RealConfig()
+    records = run_study(plan, runner=fake, log=lambda *a: None)
+    assert [(r["row"], r["seed"]) for r in records] == [("faster", 0), ("faster", 1)]
+    results = read_results(plan.out / "results.jsonl")
+    assert len(results) == 4 and superseded(plan, results) == []        # the old lines are gone
+    # a row the plan no longer has: retired with its directory
+    path.write_text(path.read_text().replace("  - {name: faster", "  - {name: quicker"))
+    plan = load_plan(path)
+    gone = superseded(plan, results)
+    assert {r["row"] for r in gone} == {"faster"}
+    assert retire(plan, gone, log=lambda *a: None) == 2
+    assert not (plan.out / "faster-s0").exists() and len(read_results(plan.out / "results.jsonl")) == 2
