@@ -212,3 +212,27 @@ def dev_curve_figure(events: Sequence[dict], title: str = "") -> go.Figure:
     fig.update_layout(title=title, xaxis_title="training wall time (minutes)", yaxis_title="dev metric",
                       height=420, width=820, margin=dict(t=50, b=50, l=60, r=20), template="plotly_white")
     return fig
+
+
+def difference_figure(table, names: Sequence[str] = ("A", "B"), title: str = "") -> go.Figure:
+    """A forest plot of paired differences: one row per (task, metric, slice value) of a
+    :func:`analysis.significance.compare_task` table, A - B as a dot with its interval;
+    the dashed line at 0 is "no difference". Rows whose interval excludes 0 are dark."""
+    labels = [f"{r.task} {r.metric}" + ("" if r.slice == "all" else f" · {r.slice} {r.value}")
+              for r in table.itertuples()]
+    differs = [not (r.low <= 0 <= r.high) for r in table.itertuples()]
+    fig = go.Figure(go.Scatter(
+        x=table["diff"], y=labels, mode="markers",
+        marker=dict(size=9, color=["#1f3b73" if d else "#9aa5b1" for d in differs]),
+        error_x=dict(type="data", symmetric=False, array=table["high"] - table["diff"],
+                     arrayminus=table["diff"] - table["low"], color="#555555"),
+        customdata=np.stack([table["low"], table["high"], table["n"]], axis=1),
+        hovertemplate="%{y}<br>A − B %{x:+.3f} [%{customdata[0]:+.3f}, %{customdata[1]:+.3f}]"
+                      "<br>n=%{customdata[2]}<extra></extra>"))
+    fig.add_shape(type="line", xref="x", yref="y domain", x0=0, x1=0, y0=0, y1=1,
+                  line=dict(color="crimson", dash="dash", width=1))
+    fig.update_yaxes(autorange="reversed", title="")
+    fig.update_xaxes(title=f"{names[0]} − {names[1]} (95 % paired-bootstrap interval)")
+    fig.update_layout(title=title, height=max(260, 26 * len(labels) + 110), showlegend=False,
+                      margin=dict(l=10, r=10, t=50, b=40))
+    return fig
