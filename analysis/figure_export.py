@@ -183,7 +183,10 @@ def _draw_bar(ax, tr: dict, ctx: _Context, i: int, mfig) -> None:
     keys = (_axis_key(tr.get("xaxis"), "x"), _axis_key(tr.get("yaxis"), "y"))
     group = ctx.bar_groups.get(keys, [i])
     grouped = (ctx.layout.get("barmode") or "group") == "group" and len(group) > 1
-    width = 0.8 / len(group) if grouped else 0.8
+    along = y if tr.get("orientation") == "h" else x
+    steps = np.diff(np.unique(along[np.isfinite(along)]))
+    unit = float(steps.min()) if steps.size else 1.0       # plotly's bar slot: the closest spacing
+    width = 0.8 * unit / len(group) if grouped else 0.8 * unit
     offset = (group.index(i) - (len(group) - 1) / 2) * width if grouped else 0.0
     marker = tr.get("marker") or {}
     c = marker.get("color")

@@ -236,3 +236,31 @@ def difference_figure(table, names: Sequence[str] = ("A", "B"), title: str = "")
     fig.update_layout(title=title, height=max(260, 26 * len(labels) + 110), showlegend=False,
                       margin=dict(l=10, r=10, t=50, b=40))
     return fig
+
+
+def reliability_figure(reports: dict, title: str = "") -> go.Figure:
+    """Reliability diagram of one or more checkpoints (``{name: calibration_report}``,
+    analysis/calibration.py): observed frequency against mean confidence per bin (the
+    dashed diagonal is perfect calibration), and each bin's number of examples below."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.06)
+    for i, (name, report) in enumerate(reports.items()):
+        bins = report["bins"]
+        full = bins[bins["n"] > 0]
+        color = QUALITATIVE_COLORS[i % len(QUALITATIVE_COLORS)]
+        fig.add_trace(go.Scatter(x=full["confidence"], y=full["accuracy"], mode="lines+markers", name=name,
+                                 line=dict(color=color), customdata=full[["n", "lo", "hi"]].to_numpy(),
+                                 hovertemplate="bin (%{customdata[1]:.1f}, %{customdata[2]:.1f}]<br>confidence "
+                                               "%{x:.3f}<br>observed %{y:.3f}<br>n=%{customdata[0]}<extra>"
+                                               + name + "</extra>"), row=1, col=1)
+        fig.add_trace(go.Bar(x=(bins["lo"] + bins["hi"]) / 2, y=bins["n"], name=f"{name} (n per bin)",
+                             marker=dict(color=color), opacity=0.7, showlegend=False,
+                             hovertemplate="%{y} examples<extra>" + name + "</extra>"), row=2, col=1)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="gray"),
+                             name="perfect calibration", hoverinfo="skip"), row=1, col=1)
+    fig.update_xaxes(range=[0, 1], row=1, col=1)
+    fig.update_xaxes(range=[0, 1], title="confidence (mean per bin)", row=2, col=1)
+    fig.update_yaxes(range=[0, 1.02], title="observed frequency", row=1, col=1)
+    fig.update_yaxes(title="examples", row=2, col=1)
+    fig.update_layout(title=title, height=520, barmode="group", margin=dict(l=10, r=10, t=50, b=40),
+                      legend=dict(orientation="h", y=-0.18))
+    return fig
