@@ -5,6 +5,12 @@
     staging_dir(target)              a fresh temporary directory beside ``target``
     publish_dir(staging, target)     fsync everything in ``staging``, then swap it in
 
+    save_errors(target, what)        context manager: every OS error of a save (also inside
+                                     safetensors' and torch's writers) -> CheckpointError
+                                     naming the cause (disk full, permission, read-only)
+    check_free_space(target, bytes)  CheckpointError before writing when the file system
+                                     holding ``target`` has too little room
+
 A reader sees either the old file / directory or the new one, never a mix. Directory
 swaps use Linux ``renameat2(RENAME_EXCHANGE)`` when the kernel and libc offer it: old
 and new trade places in one atomic step, so ``target`` exists at every instant. Where
@@ -20,10 +26,14 @@ import ctypes
 import ctypes.util
 import errno
 import json
+import math
 import os
+import re
 import secrets
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -126,20 +136,174 @@ def atomic_write_json(path: str | os.PathLike, obj, **dumps_kwargs) -> Path:
     return atomic_write_text(path, json.dumps(obj, **dumps_kwargs))
 
 
-def read_json_object(path: str | os.PathLike, error: type[Exception], what: str = "file") -> dict:
+JSON_MAX_BYTES = 16 * 2**20     # a config / metadata file: a few kB; far more is not one
+JSON_MAX_DEPTH = 32             # nesting of a config: 4 levels; deeper is pathological
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:30]} does not fit a 64-bit float")
+    return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def json_depth(obj) -> int:
+    """Nesting depth of a parsed JSON value (a scalar: 0), without recursion."""
+    depth, stack = 0, [(obj, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            depth = max(depth, d)
+            stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return depth
+
+
+def read_json_object(path: str | os.PathLike, error: type[Exception], what: str = "file",
+                     max_bytes: int = JSON_MAX_BYTES, max_depth: int = JSON_MAX_DEPTH) -> dict:
     """The JSON object in ``path`` (the reading side of :func:`atomic_write_json`). A file
-    that is missing, not JSON, or not an object raises ``error`` naming the file and
-    ``what`` its folder should be (e.g. "a checkpoint")."""
+    that is missing, larger than ``max_bytes``, not JSON, nested deeper than ``max_depth``,
+    holding a number Python cannot take (NaN, Infinity, 1e999, an integer of more than
+    4,300 digits) or not an object raises ``error`` naming the file and ``what`` its folder
+    should be (e.g. "a checkpoint")."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{path.parent} is not {what}: {path.name} is missing")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise error(f"{path} is {size:,} bytes; a file of this kind is at most {max_bytes:,}: it is not {what}'s")
     try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise error(f"{path} is corrupt (not valid JSON: {e})") from None
+        obj = json.loads(path.read_bytes().decode("utf-8"), parse_float=_finite_float,
+                         parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as e:   # JSONDecodeError, UnicodeDecodeError, huge numbers
+        raise error(f"{path} is corrupt (not valid JSON: {str(e)[:200]})") from None
+    except OSError as e:
+        raise error(f"{path} cannot be read: {e.strerror or e}") from None
     if not isinstance(obj, dict):
         raise error(f"{path} must hold a JSON object, got {type(obj).__name__}")
+    if json_depth(obj) > max_depth:
+        raise error(f"{path} is nested more than {max_depth} levels deep: it is not {what}'s")
     return obj
+
+
+# ------------------------------------------------------------------ save errors
+_CAUSES = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+           errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+           errno.EROFS: "read-only file system", errno.EFBIG: "file too large for the file system",
+           errno.EIO: "input/output error (a failing disk or a lost network file system)"}
+_FIX = {errno.ENOSPC: "free some space or save elsewhere", errno.EDQUOT: "free some space or save elsewhere",
+        errno.EACCES: "make the folder writable for this user or save elsewhere",
+        errno.EPERM: "make the folder writable for this user or save elsewhere",
+        errno.EROFS: "save to a writable file system"}
+# what torch's zip writer (caffe2 inline_container.cc) says when a write fails: no errno
+_TORCH_WRITE_FAILURE = ("inline_container.cc", "PytorchStreamWriter", "iostream error", "file write failed")
+_STRERROR = {os.strerror(n).lower(): n for n in errno.errorcode}
+
+
+def _existing(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system holding ``path``
+    (its nearest existing ancestor); None where the system cannot tell."""
+    try:
+        st = os.statvfs(_existing(Path(path)))
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _diagnose(target: Path) -> int:
+    """The likely errno of a failed write that reported none (torch's writer)."""
+    where = _existing(target)
+    try:
+        st = os.statvfs(where)
+        if st.f_flag & getattr(os, "ST_RDONLY", 1):
+            return errno.EROFS
+        if st.f_bavail * st.f_frsize < 2**20 or st.f_favail == 0:
+            return errno.ENOSPC
+    except (OSError, AttributeError):
+        pass
+    if not os.access(where if where.is_dir() else where.parent, os.W_OK):
+        return errno.EACCES
+    return errno.EIO
+
+
+def os_errno_of(exc: BaseException, target: str | os.PathLike) -> int | None:
+    """The OS error behind ``exc``: an ``OSError`` (or one in its cause chain), a
+    ``SafetensorError`` ("... (os error 28)"), torch's ``RuntimeError`` from its zip writer
+    ("... strerror: No space left on device", or none given: the file system is
+    inspected); None when ``exc`` is not a write failure."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    found = re.search(r"os error (\d+)", text)
+    if found:
+        return int(found.group(1))
+    found = re.search(r"strerror: ([^\n]+)", text)
+    if found and found.group(1).strip().lower() in _STRERROR:
+        return _STRERROR[found.group(1).strip().lower()]
+    if type(exc).__name__ == "SafetensorError" or any(m in text for m in _TORCH_WRITE_FAILURE):
+        err = _diagnose(Path(target))
+        # a short write ("unexpected pos 576 vs 534"): the device filled up while writing;
+        # the writer's cleanup has freed the room again by the time we look
+        return errno.ENOSPC if err == errno.EIO and "unexpected pos" in text else err
+    return None
+
+
+def save_error_message(err: int, target: str | os.PathLike, what: str = "the checkpoint") -> str:
+    cause = _CAUSES.get(err) or os.strerror(err).lower()
+    free = free_bytes(target)
+    room = f" ({free / 2**20:,.1f} MB free there)" if free is not None and err in (errno.ENOSPC, errno.EDQUOT) else ""
+    fix = _FIX.get(err, "check the disk and try again")
+    return (f"cannot save {what} to {target}: {cause}{room}; anything saved there before is unchanged. "
+            f"{fix[0].upper()}{fix[1:]}")
+
+
+@contextmanager
+def save_errors(target: str | os.PathLike, what: str = "the checkpoint", error: type[Exception] | None = None
+                ) -> Iterator[None]:
+    """Turn every OS error raised inside the block (directly, or wrapped by safetensors'
+    or torch's writers) into ``error`` (default :class:`core.errors.CheckpointError`) with
+    :func:`save_error_message`; other exceptions pass unchanged. The writers inside stage
+    and swap (:func:`staging_dir` / :func:`publish_dir`), so what ``target`` held before
+    is intact when this raises."""
+    if error is None:
+        from core.errors import CheckpointError as error
+    try:
+        yield
+    except error:
+        raise
+    except Exception as e:   # noqa: BLE001 - filtered by os_errno_of, re-raised otherwise
+        err = os_errno_of(e, target)
+        if err is None:
+            raise
+        raise error(save_error_message(err, target, what)) from None
+
+
+def check_free_space(target: str | os.PathLike, needed_bytes: int, what: str = "the checkpoint",
+                     error: type[Exception] | None = None) -> None:
+    """Raise ``error`` (default CheckpointError) before anything is written when the file
+    system holding ``target`` has less than ``needed_bytes`` (+ 5% and 1 MB of room for
+    metadata) available; nothing when the system cannot tell."""
+    if error is None:
+        from core.errors import CheckpointError as error
+    free = free_bytes(target)
+    need = int(needed_bytes * 1.05) + 2**20
+    if free is not None and free < need:
+        raise error(f"cannot save {what} to {target}: no space left on device (it needs about "
+                    f"{need / 2**20:,.0f} MB, {free / 2**20:,.1f} MB are free there); anything saved there "
+                    f"before is unchanged. Free some space or save elsewhere")
 
 
 def previous_path(target: Path) -> Path:

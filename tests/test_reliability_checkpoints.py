@@ -244,3 +244,141 @@ def test_old_resume_state_error_is_minbert(tmp_path):
     cfg = Config.from_dict({"model": {"encoder": "minilm"}})
     with pytest.raises(MinbertError, match="nothing to resume"):
         Trainer(cfg, tmp_path / "none", resume=True)
+
+
+# ------------------------------------------------------- saving (issue 24, item 3)
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 7 MB tmpfs: room for one tiny checkpoint (~4.7 MB), not for a second one
+    beside it (a publication stages the new copy next to the old). Needs root."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=7M", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (the monkeypatched tests below cover the mapping)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _same_files(a: Path, before: dict[str, bytes]) -> bool:
+    return {p.name: p.read_bytes() for p in a.iterdir() if p.is_file()} == before
+
+
+def test_disk_full_during_save_names_the_cause_and_keeps_the_old_checkpoint(model, small_fs):
+    ck = small_fs / "ck"
+    model.save(ck)
+    before = {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match=r"no space left on device \([0-9.,]+ MB free there\); "
+                                              r"anything saved there before is unchanged"):
+        with atomic.save_errors(ck):
+            model.save(ck)
+    assert _same_files(ck, before) and sorted(p.name for p in small_fs.iterdir()) == ["ck"]
+    assert _same_weights(MultitaskBert.load(ck), model)
+
+
+def test_disk_full_in_torch_save_is_named_too(small_fs):
+    """torch's zip writer reports a full disk as '[enforce fail at inline_container.cc]
+    unexpected pos', with no errno (the resume state's optimizer.pt goes through it)."""
+    with pytest.raises(CheckpointError, match="cannot save the resume state .*no space left on device"):
+        with atomic.save_errors(small_fs / "resume", "the resume state"):
+            torch.save({"m": torch.zeros(3_000_000)}, small_fs / "optimizer.pt")
+
+
+def test_read_only_file_system_is_named(model, small_fs):
+    ck = small_fs / "ck"
+    model.save(ck)
+    before = {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    try:
+        for write in (lambda: model.save(ck), lambda: torch.save({"x": torch.zeros(3)}, ck / "o.pt"),
+                      lambda: save_file({"x": torch.zeros(3)}, str(ck / "w.safetensors"))):
+            with pytest.raises(CheckpointError, match="read-only file system.*Save to a writable file system"):
+                with atomic.save_errors(ck):
+                    write()
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    assert _same_files(ck, before)
+
+
+def test_free_space_check_refuses_before_writing(small_fs):
+    atomic.check_free_space(small_fs / "ck", 1 * 2**20)                 # 1 MB + room: fits in 7 MB
+    with pytest.raises(CheckpointError, match=r"no space left on device \(it needs about 106 MB, 7.0 MB are free"):
+        atomic.check_free_space(small_fs / "ck", 100 * 2**20)
+    assert list(small_fs.iterdir()) == []
+
+
+@pytest.mark.parametrize("raised, cause", [
+    (OSError(28, "No space left on device"), "no space left on device"),
+    (PermissionError(13, "Permission denied"), "permission denied.*Make the folder writable"),
+    (OSError(1, "Operation not permitted"), "operation not permitted"),
+    (OSError(30, "Read-only file system"), "read-only file system"),
+    (OSError(122, "Disk quota exceeded"), "disk quota exceeded"),
+])
+def test_every_os_error_of_a_save_is_one_checkpoint_error(model, tmp_path, monkeypatch, raised, cause):
+    ck = tmp_path / "ck"
+    model.save(ck)
+    before = {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
+    import safetensors.torch
+
+    def fail(*a, **k):
+        raise raised
+    monkeypatch.setattr(safetensors.torch, "save_file", fail)
+    with pytest.raises(CheckpointError, match=cause):
+        with atomic.save_errors(ck):
+            model.save(ck)
+    assert _same_files(ck, before) and sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_wrapped_writer_errors_are_recognised(tmp_path):
+    from safetensors import SafetensorError
+    cases = [(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"), 28),
+             (RuntimeError("[enforce fail at inline_container.cc:747] . open file failed with strerror: "
+                           "Read-only file system"), 30),
+             (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"), 28),
+             (RuntimeError("CUDA out of memory"), None), (ValueError("not a write"), None)]
+    for exc, err in cases:
+        assert atomic.os_errno_of(exc, tmp_path) == err, exc
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):       # not a write failure: unchanged
+        with atomic.save_errors(tmp_path):
+            raise RuntimeError("CUDA out of memory")
+
+
+def test_cli_prints_one_line_and_exits_2_for_a_checkpoint_error(capsys):
+    from core.errors import run_command
+
+    def body():
+        with atomic.save_errors("/nowhere/ck"):
+            raise OSError(28, "No space left on device")
+    assert run_command(body) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot save the checkpoint to /nowhere/ck: no space left on device")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+# ---------------------------------------------------- hostile JSON (issue 24, item 4)
+@pytest.mark.parametrize("text, message", [
+    ('{"a": ' + "1" * 5000 + "}", "not valid JSON.*4300"),
+    ('{"a": 1e999}', "does not fit a 64-bit float"),
+    ('{"a": NaN}', "NaN is not a number JSON allows"),
+    ('{"a": -Infinity}', "Infinity is not a number JSON allows"),
+    ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON"),
+    ('{"a": ' + "[" * 40 + "]" * 40 + "}", "nested more than 32 levels"),
+    ("[1, 2]", "must hold a JSON object"),
+    ('{"a": "\\ud800"}', None),                                         # lone surrogate: valid JSON text
+])
+def test_read_json_object_refuses_pathological_files(tmp_path, text, message):
+    p = tmp_path / "config.json"
+    p.write_text(text)
+    if message is None:
+        assert atomic.read_json_object(p, CheckpointError) == {"a": "\ud800"}
+        return
+    with pytest.raises(CheckpointError, match=message):
+        atomic.read_json_object(p, CheckpointError, "a checkpoint")
+
+
+def test_read_json_object_refuses_a_huge_file_without_reading_it(tmp_path):
+    p = tmp_path / "config.json"
+    with p.open("wb") as f:
+        f.truncate(atomic.JSON_MAX_BYTES + 1)       # sparse: nothing to read, only its size
+    with pytest.raises(CheckpointError, match="16,777,217 bytes"):
+        atomic.read_json_object(p, CheckpointError, "a checkpoint")
