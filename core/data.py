@@ -19,6 +19,15 @@ Pipeline::
     for idx in bucket_batches(enc.lengths, 32):      # length-homogeneous batches
         batch = enc.batch(idx)                       # padded LongTensors
 
+Quick and limited runs (``data.limit`` / ``data.eval_limit``) read a **seeded,
+label-stratified sample** of a file, not its first rows (:func:`load_subset`): SST by
+class, Quora by label, STS by score bins (0-1, 1-2, 2-3, 3-4, 4-5), each stratum given its
+share of the sample by the largest-remainder rule, so the sample's label distribution is
+the file's within rounding. The sample is kept in file order and is the same for a seed on
+every machine; :attr:`TaskData.subset` records it (n, of, seed), and every metric computed
+on it carries that mark (``core.evaluate``). ``load_task(limit=N)`` still reads exactly the
+first N valid rows (a fixed prefix for tests and benchmarks).
+
 Malformed rows (missing text, missing / unparseable / out-of-range label, wrong number
 of fields) are skipped, recorded in :attr:`TaskData.skipped` with their 1-based line
 number and a reason, and counted in a logged warning. Problems that leave nothing to
@@ -100,6 +109,7 @@ class TaskData:
     path: Path
     examples: list[Example] = field(default_factory=list)
     skipped: list[SkippedRow] = field(default_factory=list)
+    subset: "Subset | None" = None   # set when these are a sample of the file (load_subset)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -146,7 +156,7 @@ class TaskData:
         if not self.is_pair:
             return self
         swapped = [Example(f"{ex.id}#swap", ex.text_b or "", ex.text_a, ex.label) for ex in self.examples]
-        return TaskData(self.task, self.split, self.path, self.examples + swapped, list(self.skipped))
+        return TaskData(self.task, self.split, self.path, self.examples + swapped, list(self.skipped), self.subset)
 
     def summary(self) -> str:
         """One line such as ``"sst/train: 8544 rows loaded, 0 skipped"``.
@@ -393,6 +403,92 @@ def load_tasks(
     return out
 
 
+# --------------------------------------------------------------------------- subsets
+
+# The seed of every data.limit / data.eval_limit sample unless a caller passes another: a
+# fixed one, so that runs of different training seeds train and are scored on the same rows.
+SUBSET_SEED = 0
+# STS strata: similarity scores cut at 1, 2, 3 and 4 (the top bin includes 5).
+STS_BIN_EDGES: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """How a :class:`TaskData` was sampled from its file: ``n`` of the file's ``of`` valid
+    rows, drawn with ``seed``, stratified by ``strata`` ("label"; "score bins" for STS;
+    "none", a plain random sample, for unlabelled test files)."""
+
+    n: int
+    of: int
+    seed: int
+    strata: str
+    sampling: str = "stratified"
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "of": self.of, "seed": self.seed, "sampling": self.sampling, "strata": self.strata}
+
+
+def strata_of(data: TaskData) -> tuple[np.ndarray, str]:
+    """Stratum id of every row of ``data`` and the strata's name: the class for SST and
+    Quora ("label"), the score bin of :data:`STS_BIN_EDGES` for STS ("score bins"), one
+    stratum for an unlabelled test file ("none")."""
+    labels = data.labels
+    if labels is None:
+        return np.zeros(len(data), dtype=np.int64), "none"
+    if data.task == "sts":
+        return np.searchsorted(np.asarray(STS_BIN_EDGES), labels, side="right"), "score bins"
+    return labels.astype(np.int64), "label"
+
+
+def stratified_indices(strata: np.ndarray, n: int, seed: int = SUBSET_SEED) -> np.ndarray:
+    """Indices (ascending) of a seeded sample of ``n`` rows whose strata counts are the
+    rows' proportions within rounding: stratum ``c`` of ``N_c`` rows gets
+    ``floor(n N_c / N)`` rows, and the ``n - sum floor`` left over go one each to the
+    strata with the largest remainders (ties: the larger stratum, then the smaller id;
+    Hamilton's largest-remainder rule). Within a stratum the rows are the first in one
+    seeded permutation of all rows, so a larger ``n`` keeps every row a smaller one took
+    in each stratum that does not shrink."""
+    strata = np.asarray(strata).reshape(-1)
+    total = len(strata)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise DataError(f"a sample size must be a positive whole number, got {n!r}.")
+    if n >= total:
+        return np.arange(total)
+    ids, counts = np.unique(strata, return_counts=True)
+    quota = n * counts / total
+    take = np.floor(quota).astype(np.int64)
+    order = sorted(range(len(ids)), key=lambda i: (-(quota[i] - take[i]), -counts[i], i))
+    for i in order[: n - int(take.sum())]:
+        take[i] += 1
+    perm = np.random.default_rng(seed).permutation(total)
+    chosen = [perm[strata[perm] == sid][:k] for sid, k in zip(ids, take)]
+    return np.sort(np.concatenate(chosen))
+
+
+def subset_task(data: TaskData, n: int | None, seed: int = SUBSET_SEED) -> TaskData:
+    """A seeded, stratified sample of ``n`` of ``data``'s rows (file order kept), marked
+    in :attr:`TaskData.subset`; ``data`` itself when ``n`` is None or covers every row."""
+    if n is None:
+        return data
+    strata, kind = strata_of(data)
+    idx = stratified_indices(strata, n, seed)
+    if len(idx) == len(data):
+        return data
+    examples = [data.examples[i] for i in idx]
+    mark = Subset(len(idx), len(data), int(seed), kind, "stratified" if kind != "none" else "random")
+    return TaskData(data.task, data.split, data.path, examples, list(data.skipped), mark)
+
+
+def load_subset(task: str, split: str = "train", data_dir: str | Path = "data", limit: int | None = None,
+                seed: int = SUBSET_SEED, path: str | Path | None = None) -> TaskData:
+    """``split`` of ``task`` (:func:`load_task`, the whole file read), then, when ``limit``
+    is set, the seeded stratified sample of ``limit`` rows of :func:`subset_task`: what
+    ``data.limit`` (training) and ``data.eval_limit`` (dev) select."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be a positive whole number or None, got {limit!r}.")
+    return subset_task(load_task(task, split, data_dir, path=path), limit, seed)
+
+
 # ----------------------------------------------------------------------- tokenization
 
 
@@ -625,6 +721,13 @@ __all__ = [
     "task_file",
     "load_task",
     "load_tasks",
+    "Subset",
+    "SUBSET_SEED",
+    "STS_BIN_EDGES",
+    "strata_of",
+    "stratified_indices",
+    "subset_task",
+    "load_subset",
     "encode_texts",
     "encode_pairs",
     "pad_batch",

@@ -42,13 +42,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.data import TaskData, load_task
+from core.data import REPO_DATA_DIR, TaskData, load_subset, load_task, texts_by_id
 from core.errors import MinbertError
 from core.metrics import pearson, spearman, task_metrics
 from core.model import checkpoint_tasks  # noqa: F401  (its earlier home was here)
 from core.precision import backend_name, resolve_mode
 from core.predict import load_for_serving
-from core.tasks import PRIMARY, QUORA_NOTE, mean_score  # noqa: F401  (the task table owns them)
+from core.tasks import PRIMARY, QUORA_NOTE, TASK_SPECS, mean_score  # noqa: F401  (the task table owns them)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,64 @@ def embedding_sts_metrics(model, data: TaskData, batch_size: int = 64) -> dict:
     cos = cosine_scores(model.embed(data.texts_a, batch_size=batch_size),
                         model.embed(data.texts_b, batch_size=batch_size))
     return {"embedding_sts_pearson": pearson(data.labels, cos),
-            "embedding_sts_spearman": spearman(data.labels, cos), "sts_n": len(data)}
+            "embedding_sts_spearman": spearman(data.labels, cos), "sts_n": len(data),
+            **with_subset_mark({"sts": data})}
+
+
+# ------------------------------------------------------------- subset marks
+# metrics[SUBSET_KEY] = {task: {"n", "of", "seed", "sampling", "strata"}} for every task
+# scored on a sample of its dev file (core.data.load_subset); absent when all are full.
+SUBSET_KEY = "subset"
+
+
+def with_subset_mark(datasets: dict[str, TaskData]) -> dict:
+    """``{"subset": {task: mark}}`` for the datasets that are samples of their file, ``{}``
+    when none is: merged into a metrics dict, it travels with the figures into the eval
+    event, ``metrics.json`` and every page."""
+    marks = {t: d.subset.to_dict() for t, d in datasets.items() if getattr(d, "subset", None) is not None}
+    return {SUBSET_KEY: marks} if marks else {}
+
+
+def full_dev_size(task: str, data_dir: str | Path = REPO_DATA_DIR) -> int | None:
+    """Valid rows of ``task``'s dev file (None when the file cannot be read)."""
+    try:
+        return len(texts_by_id(task, "dev", data_dir))
+    except MinbertError:
+        return None
+
+
+def dev_subsets(dev: dict, data_dir: str | Path = REPO_DATA_DIR) -> dict[str, dict]:
+    """The tasks of a metrics dict (``metrics.json``'s ``dev``, an ``eval`` event) whose
+    figures come from part of their dev file: ``{task: {"n", "of", "sampling", ...}}``,
+    ``{}`` when every figure is on the full dev set. Runs that predate the mark are read
+    by their counts: ``{task}_n`` below the dev file's size is a subset of its first rows
+    (what ``data.eval_limit`` kept then); ``"of": None`` when the file cannot be read."""
+    marks = dict((dev.get(SUBSET_KEY) or {}) if isinstance(dev.get(SUBSET_KEY), dict) else {})
+    for task in TASK_SPECS:
+        n = dev.get(TASK_SPECS[task].count_key)
+        if task in marks or not isinstance(n, (int, float)):
+            continue
+        of = full_dev_size(task, data_dir)
+        if of is None:
+            marks[task] = {"n": int(n), "of": None, "sampling": "unknown"}
+        elif int(n) < of:
+            marks[task] = {"n": int(n), "of": of, "sampling": "first rows"}
+    return marks
+
+
+def subset_note(marks: dict[str, dict]) -> str:
+    """One line for a page, e.g. ``"dev subset: Sentiment 300 of 1,101, Paraphrase 300 of
+    2,000 (stratified, seed 0)"``; ``""`` for full-dev figures (``marks``: :func:`dev_subsets`)."""
+    if not marks:
+        return ""
+    parts, how = [], []
+    for task, m in marks.items():
+        title = TASK_SPECS[task].title if task in TASK_SPECS else task
+        parts.append(f"{title} {int(m['n']):,}" + (f" of {int(m['of']):,}" if m.get("of") else ""))
+        way = str(m.get("sampling", "unknown")) + (f", seed {m['seed']}" if m.get("seed") is not None else "")
+        if way not in how:
+            how.append(way)
+    return f"dev subset: {', '.join(parts)} ({'; '.join(how)})"
 
 
 def prediction_frame(data: TaskData, output: np.ndarray) -> pd.DataFrame:
@@ -157,7 +214,9 @@ def prediction_frame(data: TaskData, output: np.ndarray) -> pd.DataFrame:
 def evaluate_model(model, tasks=None, data_dir="data", split: str = "dev", limit: int | None = None,
                    batch_size: int = 128, datasets: dict[str, TaskData] | None = None
                    ) -> tuple[dict, dict[str, pd.DataFrame]]:
-    """Dev metrics (contract keys) and per-example prediction frames for ``tasks``."""
+    """Dev metrics (contract keys) and per-example prediction frames for ``tasks``.
+    ``limit``: the first N rows of each file (a fixed prefix, for tests and benchmarks);
+    pass ``datasets`` from :func:`core.data.load_subset` for a marked stratified sample."""
     tasks = list(tasks or model.served_tasks())
     data = {t: datasets[t] if datasets and t in datasets else load_task(t, split, data_dir, limit=limit)
             for t in tasks}
@@ -173,6 +232,7 @@ def metrics_and_frames(datasets: dict[str, TaskData], outputs: dict[str, np.ndar
         frames[task] = prediction_frame(data, outputs[task])
         if data.labels is not None:
             metrics.update(task_metrics(task, data.labels, outputs[task]))
+    metrics.update(with_subset_mark({t: d for t, d in datasets.items() if d.labels is not None}))
     return metrics, frames
 
 
@@ -299,7 +359,9 @@ def main(argv=None) -> int:
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--limit", type=int, default=None, help="first N examples of each dev set")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="a seeded, label-stratified sample of N examples of each dev set "
+                             "(core.data.load_subset); the figures carry a 'subset' mark")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="inference batches hold batch-size x 32 padded tokens")
     parser.add_argument("--device", default="cpu")
@@ -329,8 +391,10 @@ def main(argv=None) -> int:
             paths = write_submission(model, args.data_dir, out_dir, args.batch_size)
             result = {"files": [str(p) for p in paths]}
         else:
+            datasets = None if args.limit is None else {
+                t: load_subset(t, "dev", args.data_dir, args.limit) for t in checkpoint_tasks(args.checkpoint)}
             metrics, frames, info = evaluate_checkpoint(
-                args.checkpoint, data_dir=args.data_dir, limit=args.limit, batch_size=args.batch_size,
+                args.checkpoint, data_dir=args.data_dir, batch_size=args.batch_size, datasets=datasets,
                 precision=precision, device=args.device, cache=not args.no_cache, cache_dir=args.cache_dir)
             write_predictions(frames, out_dir, "dev")
             result = {**metrics, "mean_score": mean_score(metrics), "seconds": round(time.time() - start, 2),

@@ -37,6 +37,9 @@ def test_cli_json_keys_and_predictions(own_checkpoint, capsys):
     result = json.loads(capsys.readouterr().out)
     assert CONTRACT_KEYS <= set(result)
     assert result["sst_n"] == result["qqp_n"] == result["sts_n"] == 20
+    # --limit: a stratified sample of each dev file (1,101 / 2,000 / 863 rows), marked
+    assert {t: (m["n"], m["of"], m["sampling"]) for t, m in result["subset"].items()} == {
+        "sst": (20, 1101, "stratified"), "qqp": (20, 2000, "stratified"), "sts": (20, 863, "stratified")}
     preds = pd.read_csv(own_checkpoint / "predictions" / "sst-dev.csv")
     assert len(preds) == 20 and {"id", "sentence", "label", "pred", "prob_4", "correct"} <= set(preds.columns)
     assert result["sst_acc"] == preds["correct"].mean()
