@@ -145,16 +145,43 @@ def frame_metrics(df: pd.DataFrame, task: str) -> dict[str, float]:
             "mae": float(np.abs(p - y).mean())}
 
 
+def _bin_start(value) -> float:
+    """The lower edge of a bin label ("10-20" -> 10, "30+" -> 30, "0.2-0.4" -> 0.2)."""
+    return float(str(value).split("-")[0].rstrip("+"))
+
+
+def slice_order(values, task: str, by: str) -> list:
+    """Slice values in their natural order: a label slice in class order (very negative
+    ... very positive; not paraphrase, paraphrase), bins from low to high, negation
+    False then True."""
+    values = list(dict.fromkeys(values))
+    if by == "label" and task in TASK_LABELS:
+        return [v for v in TASK_LABELS[task] if v in values]
+    if by in ("length", "overlap", "label"):
+        return sorted(values, key=_bin_start)
+    return sorted(values)
+
+
+# Inside a slice of one gold label, metrics that average over classes say nothing
+# (a macro-F1 over one present class; an F1 that is 0 or a function of accuracy).
+ONE_LABEL_DROPS = {"sst": ("macro_f1",), "qqp": ("f1",), "sts": ()}
+
+
 def slice_metrics(df: pd.DataFrame, task: str, by: str) -> pd.DataFrame:
     """One row per value of slice ``by`` (``length``, ``negation``, ``overlap``,
-    ``label``) with ``n`` and the task's metrics; frames without slice columns get them."""
+    ``label``) with ``n`` and the task's metrics, in :func:`slice_order`; frames without
+    slice columns get them. Label slices of sst / qqp hold one gold label each, so they
+    carry accuracy only (no macro-F1 / F1: :data:`ONE_LABEL_DROPS`)."""
     task = canonical_task(task)
     if by not in SLICES[task]:
         raise MinbertError(f"no slice {by!r} for {task}; choose one of {', '.join(SLICES[task])}")
     column = "label_bin" if by == "label" else by
     if column not in df:
         df = add_slices(df, task)
+    drops = ONE_LABEL_DROPS[task] if by == "label" else ()
     rows = []
-    for value, part in df.groupby(column, sort=True, observed=True):
-        rows.append({by: value, "n": len(part), **frame_metrics(part, task)})
+    for value in slice_order(df[column], task, by):
+        part = df[df[column] == value]
+        metrics = {k: v for k, v in frame_metrics(part, task).items() if k not in drops}
+        rows.append({by: value, "n": len(part), **metrics})
     return pd.DataFrame(rows)

@@ -119,6 +119,17 @@ def name_sentiment(df: pd.DataFrame, columns) -> pd.DataFrame:
     return df.assign(**{c: df[c].astype(int).map(names) for c in columns if c in df.columns})
 
 
+def name_classes(df: pd.DataFrame, task: str, columns) -> pd.DataFrame:
+    """A copy of ``df`` whose class columns (those of ``columns`` it has) hold class
+    names: sst "very negative" ... "very positive", qqp "not paraphrase" / "paraphrase";
+    sts (a score) is returned unchanged."""
+    task = canonical_task(task)
+    if task not in TASK_LABELS:
+        return df.copy()
+    names = dict(enumerate(TASK_LABELS[task]))
+    return df.assign(**{c: df[c].astype(int).map(names) for c in columns if c in df.columns})
+
+
 # --------------------------------------------------------------- disagreements
 def disagreements(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str, names: tuple[str, str] = ("A", "B"),
                   sts_threshold: float = STS_DISAGREE) -> pd.DataFrame:

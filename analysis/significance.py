@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.mistakes import SLICES, add_slices
+from analysis.mistakes import SLICES, add_slices, slice_order
 from analysis.predictions import check_frame, load_predictions
 from core.data import canonical_task
 from core.errors import MinbertError
@@ -207,15 +207,8 @@ def _rows_for(part: pd.DataFrame, task: str, metrics, names, n_resamples: int, s
 
 
 def slice_values(paired: pd.DataFrame, task: str, by: str) -> list:
-    """The values of slice ``by`` in their natural order: label slices in class order
-    (very negative ... very positive), bins low to high, negation False then True."""
-    column = "label_bin" if by == "label" else by
-    if by == "label" and task != "sts":
-        from core.data import TASK_LABELS
-        return [v for v in TASK_LABELS[task] if v in set(paired[column])]
-    values = list(pd.unique(paired[column]))
-    return sorted(values, key=lambda v: (float(str(v).split("-")[0].rstrip("+")) if by in ("length", "overlap",
-                                                                                           "label") else v))
+    """The values of slice ``by`` in their natural order (:func:`analysis.mistakes.slice_order`)."""
+    return slice_order(paired["label_bin" if by == "label" else by], task, by)
 
 
 COLUMNS = ["task", "slice", "value", "metric", "n", "a", "b", "diff", "low", "high", "verdict", "only_a_right",

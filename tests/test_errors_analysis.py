@@ -164,3 +164,28 @@ def test_one_disagreement_rule_for_the_errors_and_compare_pages():
     table = E.disagreements(s1, s2, "sts")
     assert len(table) == 2 and sorted(table["gap"].round(2)) == [1.0, 1.5]
     assert E.agreement(s1, s2, "sts") == {"shared": 4, "disagree": 2, "agree_rate": 0.5}
+
+
+def test_label_slices_in_class_order_with_accuracy_only():
+    """Gold labels of sst_frame: very negative x2, negative, positive x2. Alphabetically
+    "negative" < "positive" < "very negative"; the table must follow the class order, and
+    a slice of one gold label has no macro-F1 (Quora: no F1)."""
+    table = E.slice_metrics(sst_frame(), "sst", "label")
+    assert table["label"].tolist() == ["very negative", "negative", "positive"]
+    assert table["n"].tolist() == [2, 1, 2]
+    assert "macro_f1" not in table.columns and table["accuracy"].tolist() == [0.5, 0.0, 0.5]
+    q = E.slice_metrics(qqp_frame(), "qqp", "label")
+    assert q["label"].tolist() == ["not paraphrase", "paraphrase"] and "f1" not in q.columns
+    assert "macro_f1" in E.slice_metrics(sst_frame(), "sst", "length").columns   # other slices keep it
+    lengths = E.slice_order(["30+", "10-20", "0-10", "20-30"], "sst", "length")
+    assert lengths == ["0-10", "10-20", "20-30", "30+"]
+
+
+def test_name_classes_names_sentiment_and_paraphrase_predictions():
+    from analysis.predictions import name_classes
+    q = pd.DataFrame({"pred_A": [1, 0], "pred_B": [0, 0], "prob_A": [0.9, 0.2]})
+    named = name_classes(q, "qqp", ("pred_A", "pred_B"))
+    assert named["pred_A"].tolist() == ["paraphrase", "not paraphrase"] and named["prob_A"].tolist() == [0.9, 0.2]
+    assert name_classes(pd.DataFrame({"pred_A": [4]}), "sst", ["pred_A"])["pred_A"].tolist() == ["very positive"]
+    s = pd.DataFrame({"pred_A": [2.5]})
+    assert name_classes(s, "sts", ["pred_A"]).equals(s)
