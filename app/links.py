@@ -259,7 +259,10 @@ def page_link(page: str, label: str, params: Mapping[str, str], icon: str | None
     import streamlit as st
     if page not in PAGES:
         raise LinkError(f"unknown page {page!r}; pages with links: {', '.join(PAGES)}")
-    st.page_link(PAGES[page][0], label=label, icon=icon, help=help, query_params=dict(params))
+    try:
+        st.page_link(PAGES[page][0], label=label, icon=icon, help=help, query_params=dict(params))
+    except st.errors.StreamlitAPIException:   # a page run on its own (tests): no navigation, a plain link
+        st.markdown(f"[{label}]({page_url(page, params)})", help=help)
 
 
 def open_page(page: str, params: Mapping[str, str]) -> None:
@@ -275,7 +278,7 @@ def open_page(page: str, params: Mapping[str, str]) -> None:
 
 
 def example_links(task: str, text_a: str, text_b: str | None, models: Sequence[str],
-                  pages: Sequence[str] = ("saliency", "predict"), key: str = "") -> None:
+                  pages: Sequence[str] = ("saliency", "predict")) -> None:
     """Links that open one example on the Attention & saliency and Predict pages with the
     given checkpoints (both side by side when two); a text the link cannot carry (too
     long) is said once instead."""

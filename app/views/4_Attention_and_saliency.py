@@ -3,6 +3,11 @@
 Saliency (Integrated Gradients, gradient x input, occlusion) of a task output, and the
 encoder's attention (one head, all heads of a layer, rollout). The math is in
 analysis/saliency.py and analysis/attention.py; figures in analysis/plots.py.
+
+The page opens the example in its URL (app/links.py: ``?task=&a=&b=&m1=&m2=&view=``,
+what the Errors, Embeddings and Behaviour pages link to) and keeps its URL in step with
+what it shows, so the address can be shared. Every figure downloads as PNG / SVG and
+every table as CSV (app/exports.py).
 """
 from __future__ import annotations
 
@@ -13,9 +18,11 @@ import streamlit as st
 from analysis.attention import attention_maps, attention_rollout
 from analysis.plots import attention_grid, attention_heatmap, saliency_figure
 from analysis.saliency import attribute
-from app.analysis_common import (EXAMPLE_KEY, TASK_TITLES, has_weights, load_model, pick_checkpoints, run_safely,
-                                 weights_missing)
+from app.analysis_common import (EXAMPLE_KEY, TASK_TITLES, checkpoint_choices, has_weights, load_model,
+                                 pick_checkpoints, run_safely, weights_missing)
 from app.common import checkpoint_key, offered_tasks, page_setup
+from app.exports import show_figure, show_table
+from app.links import LinkError, example_links, example_params, linked_example, show_query
 from core.data import TASK_LABELS
 
 page_setup("Attention and saliency", ":material/visibility:")
@@ -28,16 +35,26 @@ DEFAULTS = {"sst": ("A gorgeous, witty, seductive movie.", ""),
             "qqp": ("How do I learn Python quickly?", "What is the fastest way to learn Python?"),
             "sts": ("A man is playing a guitar.", "Someone plays an instrument.")}
 
-# An example handed over from the Errors page pre-fills the inputs once.
+# An example opened by a link (app/links.py) or handed over in the session pre-fills the inputs once.
+VIEWS = {"saliency": "Saliency", "attention": "Attention"}
+preferred: list[str] = []
+linked = linked_example(checkpoint_choices(), views=tuple(VIEWS))
 example = st.session_state.pop(EXAMPLE_KEY, None)
+if linked:
+    example = {"task": linked.task, "text_a": linked.text_a, "text_b": linked.text_b, "models": linked.models,
+               "view": linked.view}
 if example:
     st.session_state["as_task"] = example["task"]
     st.session_state["as_text_a"] = example["text_a"]
     st.session_state["as_text_b"] = example.get("text_b") or ""
-    if example.get("checkpoint"):
-        st.session_state["as_ckpts"] = [example["checkpoint"]]
+    st.session_state["as_prev_task"] = example["task"]
+    if example.get("view"):
+        st.session_state["as_view"] = VIEWS[example["view"]]
+    preferred = list(example.get("models") or ([example["checkpoint"]] if example.get("checkpoint") else []))
+    for name in [n for n in preferred if not has_weights(n)]:
+        st.info(f"**{name}**: {weights_missing(name)}.", icon=":material/cloud_off:")
 
-names = pick_checkpoints("as_ckpts")
+names = pick_checkpoints("as_ckpts", preferred=[n for n in preferred if has_weights(n)] or None, weights_only=True)
 tasks = offered_tasks(names)
 if st.session_state.get("as_task") not in tasks:
     st.session_state.pop("as_task", None)
@@ -62,6 +79,10 @@ for name in [n for n in names if not has_weights(n)]:   # results-only runs: not
 names = [n for n in names if has_weights(n)]
 if not names:
     st.stop()
+try:   # the address bar always links to what this page shows
+    show_query(example_params(task, text_a, text_b or None, names, view.lower(), views=tuple(VIEWS)))
+except LinkError:
+    pass   # a text that cannot be shown (empty, too long) is reported below, by the model call
 
 
 # Keyed by the checkpoint's content (``content``), not only its name: a checkpoint
@@ -101,22 +122,23 @@ if view == "Saliency":
                 results.append(a)
                 shown.append(name)
     if results:
-        st.plotly_chart(saliency_figure(results, shown), width="stretch", key="as_saliency_fig")
+        show_figure(saliency_figure(results, shown), f"saliency-{method}-{task}", key="as_saliency_fig")
         st.caption("Blue raises the explained output, red lowers it; all rows share one color scale. "
                    "For bi-encoder heads both sentences are encoded separately: the second sentence's tokens "
                    "follow the bar `│`.")
         rows = [{"checkpoint": n, "head": a.head_mode, "explains": a.output_name, "f(input)": a.prediction,
                  "f(baseline)": a.baseline_output, "sum of scores": float(a.scores.sum()),
                  "IG delta": a.delta} for n, a in zip(shown, results)]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        show_table(pd.DataFrame(rows), f"saliency-{method}-{task}-summary", key="as_saliency_table")
         if method == "ig":
             st.caption("Completeness: sum of scores = f(input) − f(baseline) + delta; a small |delta| means "
                        "enough integration steps.")
         with st.expander("Scores per token"):
             cols = st.columns(len(results))
             for col, name, a in zip(cols, shown, results):
-                col.markdown(f"**{name}**")
-                col.dataframe(a.table(), hide_index=True, width="stretch")
+                with col:
+                    st.markdown(f"**{name}**")
+                    show_table(a.table(), f"saliency-{method}-{name}-tokens", key=f"as_tokens_{name}")
 else:
     results, shown = [], []
     for name in names:
@@ -140,7 +162,10 @@ else:
                 else:
                     fig = attention_heatmap(tokens, attention_rollout(maps)[layer], zmax=None,
                                             title=f"{name}: rollout through layer {layer}")
-                st.plotly_chart(fig, width="stretch", key=f"as_att_fig_{i}")
+                show_figure(fig, f"attention-{name}-{mode.replace(' ', '-')}-layer{layer}", key=f"as_att_fig_{i}")
         st.caption("Rows attend to columns. A pair is shown as the joint input `[CLS] a [SEP] b [SEP]` (dotted "
                    "line after the first [SEP]); a bi-encoder reads each sentence alone. Rollout (Abnar & "
                    "Zuidema, 2020) multiplies head-averaged attention plus the residual through the layers.")
+
+with st.expander("Open this example in Predict"):
+    example_links(task, text_a, text_b or None, names, pages=("predict",))
