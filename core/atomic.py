@@ -294,10 +294,15 @@ def save_errors(target: str | os.PathLike, what: str = "the checkpoint", error: 
 def check_free_space(target: str | os.PathLike, needed_bytes: int, what: str = "the checkpoint",
                      error: type[Exception] | None = None) -> None:
     """Raise ``error`` (default CheckpointError) before anything is written when the file
-    system holding ``target`` has less than ``needed_bytes`` (+ 5% and 1 MB of room for
-    metadata) available; nothing when the system cannot tell."""
+    system holding ``target`` is read-only or has less than ``needed_bytes`` (+ 5% and 1 MB
+    of room for metadata) available; nothing when the system cannot tell."""
     if error is None:
         from core.errors import CheckpointError as error
+    try:
+        if os.statvfs(_existing(Path(target))).f_flag & getattr(os, "ST_RDONLY", 1):
+            raise error(save_error_message(errno.EROFS, target, what))
+    except (OSError, AttributeError):
+        pass
     free = free_bytes(target)
     need = int(needed_bytes * 1.05) + 2**20
     if free is not None and free < need:

@@ -268,12 +268,20 @@ def test_disk_full_during_save_names_the_cause_and_keeps_the_old_checkpoint(mode
     ck = small_fs / "ck"
     model.save(ck)
     before = {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
-    with pytest.raises(CheckpointError, match=r"no space left on device \([0-9.,]+ MB free there\); "
+    # (once MultitaskBert.save checks free space itself, that check answers first)
+    with pytest.raises(CheckpointError, match=r"no space left on device \(.*MB.* free there\); "
                                               r"anything saved there before is unchanged"):
         with atomic.save_errors(ck):
             model.save(ck)
     assert _same_files(ck, before) and sorted(p.name for p in small_fs.iterdir()) == ["ck"]
     assert _same_weights(MultitaskBert.load(ck), model)
+
+
+def test_disk_full_in_safetensors_is_named(small_fs):
+    """safetensors reports it as 'SafetensorError: ... (os error 28)'."""
+    with pytest.raises(CheckpointError, match=r"no space left on device \([0-9.,]+ MB free there\)"):
+        with atomic.save_errors(small_fs / "w"):
+            save_file({"w": torch.zeros(3_000_000)}, str(small_fs / "w.safetensors"))
 
 
 def test_disk_full_in_torch_save_is_named_too(small_fs):
@@ -382,3 +390,12 @@ def test_read_json_object_refuses_a_huge_file_without_reading_it(tmp_path):
         f.truncate(atomic.JSON_MAX_BYTES + 1)       # sparse: nothing to read, only its size
     with pytest.raises(CheckpointError, match="16,777,217 bytes"):
         atomic.read_json_object(p, CheckpointError, "a checkpoint")
+
+
+def test_free_space_check_names_a_read_only_file_system_first(small_fs):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    try:
+        with pytest.raises(CheckpointError, match="read-only file system"):
+            atomic.check_free_space(small_fs / "ck", 100 * 2**20)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
