@@ -35,7 +35,8 @@ QUORA_CAPTION = f":material/info: {QUORA_NOTE}"
 __all__ = ["PRETRAINED", "ROOT", "SHIPPED", "STARTER_RECIPE", "TASK_NAMES", "TASK_TITLES",
            "QUORA_CAPTION", "MinbertError", "page_setup", "checkpoints_root", "jobs_root", "job_manager",
            "load_model", "checkpoint_key", "serving_fast", "serving_int8", "serving_mode", "serving_toggle", "preload_default_model", "model_choices", "default_models", "checkpoint_tasks", "has_weights", "weights_missing", "results_only_checkpoints", "offered_tasks", "served_tasks", "trained_checkpoints",
-           "fmt_duration", "latest_job", "resolve_checkpoint", "STUDY_PLAN", "study_plan", "study_texts"]
+           "fmt_duration", "latest_job", "resolve_checkpoint", "STUDY_PLAN", "study_plan", "study_texts",
+           "picker_choices", "runs_signature", "run_tables", "pick_run"]
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -200,3 +201,67 @@ def model_choices() -> list[str]:
 def default_models(choices: list[str]) -> list[str]:
     """The shipped checkpoint when present, else the best trained one, else pretrained."""
     return [choices[0]] if choices else [PRETRAINED]
+
+
+def picker_choices(need_weights: bool) -> list[str]:
+    """The checkpoint choices of a picker, in one order for every page: the shipped model,
+    the user's own runs (best mean dev score first), then, unless the page needs the
+    weights (Predict, attention, saliency: a results-only run could only answer "weights
+    not available"), the runs kept without weights (the studies'), then ``pretrained``."""
+    trained = model_choices()
+    if need_weights:
+        return trained
+    return trained[:-1] + results_only_checkpoints() + trained[-1:]
+
+
+# ------------------------------------------------------------ run groups
+def runs_signature(root: Path | None = None) -> tuple:
+    """Changes whenever a run's metrics or dev predictions change (the cache key of every
+    table built from them)."""
+    from analysis.compare import checkpoint_dirs
+    root = checkpoints_root() if root is None else root
+    sig = []
+    for d in checkpoint_dirs(root):
+        for f in [d / "metrics.json", d / "model.safetensors", *sorted((d / "predictions").glob("*-dev.csv"))]:
+            if f.is_file():
+                sig.append((str(f), f.stat().st_mtime_ns))
+    return tuple(sig)
+
+
+@st.cache_data(show_spinner="Reading checkpoints…", max_entries=8)
+def _run_tables(root: str, signature: tuple):
+    from analysis.compare import checkpoint_table
+    from app.content import group_table
+    table = checkpoint_table(root)
+    return table, group_table(table)
+
+
+def run_tables(root: Path | None = None):
+    """``(table, groups, signature)`` of the checkpoints root: ``table`` is
+    ``analysis.compare.checkpoint_table`` (one row per run); ``groups`` the same runs one
+    line per study row (``app.content.group_table``: mean ± sd over seeds, full-dev
+    figures first, dev-subset ones after them, marked); both cached by ``signature``
+    (:func:`runs_signature`)."""
+    root = checkpoints_root() if root is None else root
+    signature = runs_signature(root)
+    table, groups = _run_tables(str(root), signature)
+    return table, groups, signature
+
+
+def pick_run(label: str, groups, key: str, default: str | None = None, container=None) -> str:
+    """One run, picked in two steps where it belongs to a study row: the row (or a lone
+    run), then its seed. ``groups``: a :func:`grouped_runs` frame; ``default``: a run name."""
+    from app.content import run_group
+    where = container or st
+    names = list(groups["name"])
+    runs = dict(zip(groups["name"], groups["runs"]))
+    first = run_group(default)[0] if default else None
+    group = where.selectbox(label, names, index=names.index(first) if first in names else 0, key=key,
+                            format_func=lambda g: g if len(runs[g]) == 1 else f"{g} ({len(runs[g])} seeds)")
+    members = list(runs[group])
+    if len(members) == 1:
+        return members[0]
+    seeds = {m: run_group(m)[1] for m in members}
+    pick = default if default in members else members[0]
+    return where.selectbox(f"{label}: seed", members, index=members.index(pick), key=f"{key}:seed:{group}",
+                           format_func=lambda m: f"seed {seeds[m]}")

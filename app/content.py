@@ -1,15 +1,33 @@
-"""What only the app shows: the Predict page's examples and the frame behind its chart.
+"""What only the app shows, as plain data: the Predict page's examples and readings, the
+run groups of the Compare and Home pages, dev-subset marks, recipes' expected times.
 
 No Streamlit calls here (plain data and pandas), so the pages stay short and this
-content can be read and edited on its own.
+content can be read, tested and edited on its own.
+
+    sentiment_reading(probs)     label, confidence note, low-confidence flag (near-uniform)
+    paraphrase_reading(prob)     the same for a paraphrase probability
+    run_group(name)              "study/000-mt-s1" -> ("study/000-mt", 1); a lone run: (name, None)
+    run_kind(name)               shipped | zero-shot | your run | study | reproduction | <folder>
+    dev_sizes()                  full dev-set sizes per task (data/)
+    dev_subset(record)           {task: n} of the tasks a run was scored on a dev subset of
+    group_table(table)           analysis.compare.checkpoint_table, one line per study row
+    recipe_time(path)            a recipe's expected time as its header states it
+    keep_input_columns(...)      batch predictions joined back to every input column
 """
 from __future__ import annotations
 
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
 
-from core.data import TASK_LABELS
+from core.data import REPO_DATA_DIR, TASK_LABELS, load_task, task_file
+from core.errors import MinbertError
+from core.model import PRETRAINED, SHIPPED
+from core.tasks import METRIC_NAMES, TASKS
 
 SENTIMENT_LABELS = TASK_LABELS["sst"]
 
@@ -41,3 +59,215 @@ def sentiment_frame(results: Mapping[str, Sequence[float]]) -> pd.DataFrame:
     rows = [{"model": name, "label": SENTIMENT_LABELS[k], "probability": float(p)}
             for name, probs in results.items() for k, p in enumerate(probs)]
     return pd.DataFrame(rows, columns=["model", "label", "probability"])
+
+
+# ------------------------------------------------------------ readings
+# A distribution is "near-uniform" when its entropy is at least this share of the
+# largest possible (log k for k classes): 0.9 holds for 5 classes at [.3 .25 .2 .15 .1]
+# and for a paraphrase probability between about 0.32 and 0.68.
+NEAR_UNIFORM = 0.9
+# Below this top-class probability a sentiment is called "low confidence": most of the
+# probability mass lies on the other classes.
+CONFIDENT = 0.5
+
+
+def normalized_entropy(probs: Sequence[float]) -> float:
+    """Entropy of a distribution divided by log(k): 0 for one certain class, 1 for uniform."""
+    k = len(probs)
+    h = -sum(p * math.log(p) for p in probs if p > 0)
+    return h / math.log(k) if k > 1 else 0.0
+
+
+def sentiment_reading(probs: Sequence[float]) -> dict:
+    """What the Predict page says about a 5-class sentiment distribution: ``value`` (the
+    card's big text), ``note`` (under it) and ``low`` (True when it is not a clear call)."""
+    order = sorted(range(len(probs)), key=lambda k: -probs[k])
+    top, second = order[0], order[1]
+    p1, p2 = float(probs[top]), float(probs[second])
+    if normalized_entropy(probs) >= NEAR_UNIFORM:
+        return {"value": "uncertain", "low": True,
+                "note": f"near-uniform: no clear sentiment (top {SENTIMENT_LABELS[top]} {p1:.0%})"}
+    if p1 < CONFIDENT:
+        return {"value": SENTIMENT_LABELS[top], "low": True,
+                "note": f"low confidence: {p1:.0%} ({SENTIMENT_LABELS[second]} {p2:.0%})"}
+    return {"value": SENTIMENT_LABELS[top], "low": False, "note": f"{p1:.0%} confident"}
+
+
+def paraphrase_reading(prob: float) -> dict:
+    """The same for a paraphrase probability: ``undecided`` when it is near 50/50."""
+    if normalized_entropy([prob, 1 - prob]) >= NEAR_UNIFORM:
+        return {"value": f"{prob:.0%}", "low": True, "note": "undecided: near 50/50"}
+    return {"value": f"{prob:.0%}", "low": False,
+            "note": "paraphrase" if prob >= 0.5 else "not a paraphrase"}
+
+
+# ---------------------------------------------------------------- runs
+_SEEDED = re.compile(r"^(?P<group>.+/[^/]+)-s(?P<seed>\d+)$")
+KIND_ORDER = ("shipped", "your run", "study", "study-best", "reproduce", "zero-shot")
+
+
+def run_group(name: str) -> tuple[str, int | None]:
+    """The group a run belongs to: a study's runs (``<folder>/<row>-s<seed>``, how
+    core/study.py names them) group by row; any other run is a group of its own."""
+    m = _SEEDED.match(name)
+    return (m["group"], int(m["seed"])) if m else (name, None)
+
+
+def run_kind(name: str) -> str:
+    """Where a run comes from: the shipped model, the zero-shot encoder, a study folder
+    (``study``, ``study-best``, ``reproduce``: its folder's name), or the user's own."""
+    if name == SHIPPED:
+        return "shipped"
+    if name == PRETRAINED:
+        return "zero-shot"
+    return name.split("/", 1)[0] if "/" in name else "your run"
+
+
+@lru_cache(maxsize=4)
+def _dev_sizes(data_dir: str, stamp: tuple) -> dict[str, int]:
+    sizes = {}
+    for t in TASKS:
+        try:
+            sizes[t] = len(load_task(t, "dev", data_dir))
+        except MinbertError:   # no dev file here: nothing to measure a subset against
+            pass
+    return sizes
+
+
+def dev_sizes(data_dir: str | Path = REPO_DATA_DIR) -> dict[str, int]:
+    """Examples in each full dev set (what a run without ``data.eval_limit`` is scored on)."""
+    files = [Path(task_file(t, "dev", data_dir)) for t in TASKS]
+    stamp = tuple(f.stat().st_mtime_ns if f.is_file() else 0 for f in files)
+    return _dev_sizes(str(data_dir), stamp)
+
+
+def dev_subset(record: Mapping, full: Mapping[str, int] | None = None) -> dict[str, int]:
+    """``{task: n}`` for each task whose dev figures come from a subset of its dev set.
+    An explicit mark in the run's metrics (``dev_subset``: {task: n}) is read when
+    present; otherwise a task counts as a subset when its scored ``<task>_n`` is smaller
+    than the full dev set (:func:`dev_sizes`)."""
+    marked = record.get("dev_subset")
+    if isinstance(marked, Mapping):
+        return {t: int(n) for t, n in marked.items() if t in TASKS and n}
+    full = dev_sizes() if full is None else full
+    counts = record.get("dev_examples") or {}
+    return {t: int(n) for t, n in counts.items() if t in full and n and int(n) < full[t]}
+
+
+def subset_label(subset: Mapping[str, int]) -> str:
+    """``"dev subset: SST n=300, Quora n=300"``; empty for full dev sets."""
+    names = {"sst": "SST", "qqp": "Quora", "sts": "STS"}
+    return ("dev subset: " + ", ".join(f"{names[t]} n={n:,}" for t, n in subset.items())) if subset else ""
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample sd (n - 1, core.study's rule; NaN for one value) of the values given."""
+    vals = [float(v) for v in values if v is not None and not pd.isna(v)]
+    if not vals:
+        return math.nan, math.nan
+    mean = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan
+    return mean, sd
+
+
+def _merged_subset(subsets: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """The tasks any member was scored on a subset of, with the smallest n."""
+    out: dict[str, int] = {}
+    for sub in subsets:
+        for t, n in sub.items():
+            out[t] = min(n, out.get(t, n))
+    return {t: out[t] for t in TASKS if t in out}
+
+
+GROUP_COLUMNS = ["name", "kind", "seeds", "runs", *[c for m in ("mean_score", *METRIC_NAMES) for c in (m, f"{m}_sd")],
+                 "train_time_s", "subset", "dev set", "weights", "tasks", "recipe", "path"]
+
+
+def group_table(table: pd.DataFrame, full: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """One line per group of :func:`run_group` (a study row: mean and sample sd of every
+    metric over its seeds; any other run: its own figures, sd NaN). Full-dev figures rank
+    first (more tasks first, then best mean); groups scored on a dev subset come after
+    them, marked (``subset``, ``dev set``)."""
+    if table.empty:
+        return pd.DataFrame(columns=GROUP_COLUMNS)
+    full = dev_sizes() if full is None else full
+    rows = []
+    for group, members in table.groupby(table["name"].map(lambda n: run_group(n)[0]), sort=False):
+        subset = _merged_subset([dev_subset(r, full) for r in members.to_dict("records")])
+        row = {"name": group, "kind": run_kind(members["name"].iloc[0]), "seeds": len(members),
+               "runs": tuple(sorted(members["name"], key=lambda n: (run_group(n)[1] or 0, n))), "train_time_s": _mean_sd(members["train_time_s"])[0],
+               "subset": subset, "dev set": subset_label(subset) or "full",
+               "weights": bool(members["weights"].astype(bool).any()), "tasks": members["tasks"].iloc[0],
+               "recipe": members["recipe"].iloc[0], "path": members["path"].iloc[0]}
+        for m in ("mean_score", *METRIC_NAMES):
+            row[m], row[f"{m}_sd"] = _mean_sd(members[m]) if m in members else (math.nan, math.nan)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=GROUP_COLUMNS)
+    n_tasks = out["tasks"].map(lambda t: len([x for x in str(t).split(",") if x.strip()]))
+    order = out.assign(_sub=out["subset"].map(bool), _n=-n_tasks, _m=-out["mean_score"].fillna(-math.inf))
+    return (order.sort_values(["_sub", "_n", "_m"], kind="stable")
+            .drop(columns=["_sub", "_n", "_m"]).reset_index(drop=True))
+
+
+def fmt_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
+    """``0.480 ± 0.004``; the mean alone when the sd is unknown (one seed); ``–`` for none."""
+    if mean is None or pd.isna(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if sd is None or pd.isna(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+# -------------------------------------------------------------- recipes
+# The phrases a recipe's header states its expected time with (2 CPU cores), most
+# specific first: a measured time, the header's estimate, then a bound or "about".
+_MEASURED = re.compile(r"measured (\d+) min(?:utes)?(?: (\d+) s)?")
+_ESTIMATED = re.compile(r"[Ee]stimated (\d+(?:\.\d+)?)(?:\s*[-–]\s*(\d+(?:\.\d+)?))? min")
+_BOUND = re.compile(r"(<=|≤|under|about|~)\s*(\d+(?:\.\d+)?) min")
+_FEW = re.compile(r"a few minutes")
+FEW_MINUTES = 3.0   # "a few minutes" (the starter's header), for ordering only
+
+
+def recipe_header(path: str | Path) -> str:
+    """The comment block a recipe starts with (its size and time live there)."""
+    lines = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").rstrip())
+    return " ".join(lines)
+
+
+def recipe_time(path: str | Path) -> tuple[float | None, str]:
+    """``(minutes, how the header says it)``: the recipe's expected time on the project's
+    2-core machine as its header states it (a measured time first, then an estimate,
+    then a bound: "<= 60 min", "under 15 minutes", "a few minutes"); ``(None, "")``
+    when the header states none. The one owner of "expected time of a recipe"."""
+    try:
+        text = recipe_header(path)
+    except OSError:
+        return None, ""
+    if m := _MEASURED.search(text):
+        return int(m[1]) + int(m[2] or 0) / 60, f"measured {m[1]} min" + (f" {m[2]} s" if m[2] else "")
+    if m := _ESTIMATED.search(text):
+        return float(m[2] or m[1]), f"estimated {m[1]}" + (f"–{m[2]}" if m[2] else "") + " min"
+    if m := _BOUND.search(text):
+        word = {"<=": "≤", "~": "about"}.get(m[1], m[1])
+        return float(m[2]), f"{word} {m[2]} min"
+    if _FEW.search(text):
+        return FEW_MINUTES, "a few minutes"
+    return None, ""
+
+
+def recipes_by_time(paths: Sequence[Path]) -> list[Path]:
+    """Recipes quickest first (:func:`recipe_time`); those with no stated time last, by name."""
+    return sorted(paths, key=lambda p: (recipe_time(p)[0] is None, recipe_time(p)[0] or 0.0, p.name))
+
+
+# ------------------------------------------------------------------ batch
+def keep_input_columns(df: pd.DataFrame, predictions: pd.DataFrame, read: Sequence[str]) -> pd.DataFrame:
+    """Every column of the uploaded table as it was uploaded, then the prediction columns
+    (``predictions`` minus the ``read`` text columns it repeats), row for row, so that
+    the result joins back to the input. A prediction column whose name the input already
+    uses gets `` (prediction)`` appended."""
+    pred = predictions.drop(columns=[c for c in read if c in predictions.columns]).reset_index(drop=True)
+    pred = pred.rename(columns={c: f"{c} (prediction)" for c in pred.columns if c in df.columns})
+    return pd.concat([df.reset_index(drop=True), pred], axis=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 
 import numpy as np
 import pytest
@@ -143,6 +144,12 @@ def test_embeddings_page_puts_the_studys_objectives_side_by_side(repo, monkeypat
     assert sum("Weights not available locally" in c.value for c in at.caption) == len(finished)
 
 
+def _compare_page(repo) -> AppTest:
+    at = AppTest.from_file(str(repo / "app" / "views" / "3_Compare.py"), default_timeout=180)
+    at.session_state["recipe_panel"] = True     # the recipe panel runs when it is open
+    return at
+
+
 def test_compare_page_checks_a_checkpoint_against_its_study_row(repo, monkeypatch):
     """On the repository as cloned: the Compare page's recipe panel says which study row
     was trained with a checkpoint's settings (here one of the row's own runs: the row's
@@ -155,9 +162,10 @@ def test_compare_page_checks_a_checkpoint_against_its_study_row(repo, monkeypatc
     seeds = sorted(r["seed"] for r in results if r["row"] == "000-mt")
     if len(seeds) < 3:
         pytest.skip("the study's 000-mt row has fewer than 3 seeds in this checkout")
-    at = AppTest.from_file(str(repo / "app" / "views" / "3_Compare.py"), default_timeout=180)
+    at = _compare_page(repo)
     at.run()
-    at.selectbox(key="recipe_pick").set_value(f"study/000-mt-s{seeds[0]}").run()
+    at.selectbox(key="recipe_pick").set_value("study/000-mt").run()    # the row, then its seed
+    at.selectbox(key="recipe_pick:seed:study/000-mt").set_value(f"study/000-mt-s{seeds[0]}").run()
     assert not at.exception and not at.error
     said = [m.value for m in at.markdown if "Study row" in m.value]
     assert len(said) == 1 and "`000-mt`" in said[0]
@@ -167,6 +175,33 @@ def test_compare_page_checks_a_checkpoint_against_its_study_row(repo, monkeypatc
     assert "one of the row's own runs" in said[0]
     at.selectbox(key="recipe_pick").set_value("minbert-multitask").run()
     assert not at.exception and not any("Study row" in m.value for m in at.markdown)
+
+
+def test_compare_page_shows_a_study_rows_claim_beside_our_result(repo, monkeypatch):
+    """A study run's recipe panel: the report's claim, our mean ± sd over the row's seeds
+    (recomputed here from results.jsonl: sample sd), and core.study's verdict."""
+    from core.study import claim_table, load_plan, read_results
+    monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
+    monkeypatch.chdir(repo)
+    plan = load_plan(repo / "configs" / "study.yaml")
+    results = read_results(plan.out / "results.jsonl")
+    claims = {c["row"]: c for c in claim_table(plan, results)}
+    row = next((c for c in claims.values() if c["verdict"] and c["seeds"] >= 2), None)
+    if row is None:
+        pytest.skip("no study row with a verdict and two seeds in this checkout")
+    runs = [r for r in results if r["row"] == row["row"]]
+    values = [r["mean_score"] if row["metric"] == "mean_score" else r["dev"][row["metric"]] for r in runs]
+    if len(values) != row["seeds"]:
+        pytest.skip("some of the row's runs were superseded: the check below counts them all")
+    at = _compare_page(repo)
+    at.run()
+    at.selectbox(key="recipe_pick").set_value(f"study/{row['row']}").run()
+    assert not at.exception and not at.error
+    shown = [t.value for t in at.get("markdown")] + [m.value for m in at.caption]
+    assert any(str(row["claim"]) in v for v in shown), shown
+    mean_sd = f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+    assert any(mean_sd in v for v in shown), (mean_sd, shown)
+    assert any(v == row["verdict"] for v in shown), (row["verdict"], shown)
 
 
 def test_compare_page_judges_a_run_of_a_study_rows_settings(repo, tmp_path, monkeypatch):
@@ -183,7 +218,7 @@ def test_compare_page_judges_a_run_of_a_study_rows_settings(repo, tmp_path, monk
     shutil.copytree(plan.out / f"004-e6-s{seeds[0]}", root / "rerun")
     monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
     monkeypatch.chdir(repo)
-    at = AppTest.from_file(str(repo / "app" / "views" / "3_Compare.py"), default_timeout=180)
+    at = _compare_page(repo)
     at.run()
     at.selectbox(key="recipe_pick").set_value("rerun").run()
     assert not at.exception and not at.error

@@ -11,16 +11,23 @@ import streamlit as st
 
 from app.common import (PRETRAINED, QUORA_CAPTION, STARTER_RECIPE, TASK_TITLES, MinbertError, checkpoint_key,
                         checkpoint_tasks, default_models, fmt_duration, job_manager, latest_job, load_model,
-                        model_choices, page_setup, serving_fast, serving_toggle, trained_checkpoints)
-from app.content import EXAMPLES, SENTIMENT_LABELS, sentiment_frame
+                        page_setup, picker_choices, serving_fast, serving_toggle, trained_checkpoints)
+from app.content import (EXAMPLES, SENTIMENT_LABELS, keep_input_columns, paraphrase_reading, sentiment_frame,
+                         sentiment_reading)
+from app.exports import CSV_HELP, csv_bytes
+from app.links import PAGES, example_params, linked_example, model_params, page_link, show_query
 from core.inputs import MAX_BATCH_ROWS, MAX_TEXT_CHARS, guess_columns, read_csv_upload
 from core.predict import predict_frame, predict_one
+
+APP_DIR = Path(__file__).resolve().parents[1]
+SHORT, LONG = "Sentence or pair", "Long text"
 
 page_setup("Predict", ":material/online_prediction:")
 serving_toggle()
 st.title(":material/online_prediction: Predict")
-st.caption("Sentiment of a sentence (5 classes), paraphrase probability and similarity (0–5) of a pair. "
-           f"Texts up to {MAX_TEXT_CHARS:,} characters.")
+st.caption("Sentiment of a sentence or a review (5 classes), paraphrase probability and similarity (0–5) of a "
+           f"pair. Texts up to {MAX_TEXT_CHARS:,} characters, read whole: a text longer than the model's input "
+           "length is read in windows.")
 
 
 # ------------------------------------------------------------ starter model
@@ -68,11 +75,18 @@ def starter_panel(trained: list[str]) -> None:
                 st.rerun()
 
 
-choices = model_choices()
+choices = picker_choices(need_weights=True)   # results-only runs could only say "weights not available"
 trained = trained_checkpoints()
 starter_panel(trained)
 
-models = st.multiselect("Checkpoints", choices, default=default_models(choices), max_selections=4,
+linked = linked_example(choices)   # a link (app/links.py) that opens an example here, once per link
+if linked:
+    st.session_state["input_mode"] = SHORT
+    st.session_state["text_a"], st.session_state["text_b"] = linked.text_a, linked.text_b or ""
+    if linked.models:
+        st.session_state["models"] = list(linked.models)
+models = st.multiselect("Checkpoints", choices, default=None if "models" in st.session_state else
+                        default_models(choices), max_selections=4, key="models",
                         help="Pick one or several to see them side by side. 'pretrained' is the zero-shot encoder.")
 if not models:
     st.info("Pick at least one checkpoint above.")
@@ -91,6 +105,7 @@ def _use_example() -> None:
     if not choice:
         return
     a, b = (choice, "") if isinstance(choice, str) else choice
+    st.session_state["input_mode"] = SHORT
     st.session_state["text_a"], st.session_state["text_b"] = a, b
 
 
@@ -118,56 +133,103 @@ def read_note(r: dict) -> str:
     return note + "."
 
 
-def show_sentiment(names: list[str], a: str) -> None:
-    st.markdown("##### :material/sentiment_satisfied: Sentiment of the sentence")
+def calibration_link(name: str, task: str) -> None:
+    """A link to how well this checkpoint's confidences match its accuracy on dev
+    (the Calibration page, when this checkout has it)."""
+    if not (APP_DIR / PAGES["calibration"][0]).is_file():
+        return
+    try:
+        page_link("calibration", "How far to trust this confidence", model_params([name], task=task),
+                  icon=":material/tune:", help=f"{name}'s calibration on the {TASK_TITLES[task].lower()} dev set")
+    except MinbertError:
+        pass
+
+
+QUIET = dict(delta_color="off", delta_arrow="off", border=True)
+
+
+def sentiment_cards(results: dict[str, dict], chart: bool) -> None:
+    cols = st.columns(max(len(results), 2))
+    for col, (name, r) in zip(cols, results.items()):
+        reading = sentiment_reading(r["probs"])
+        with col:
+            st.metric(name, reading["value"], reading["note"], **QUIET)
+            st.caption(read_note(r))
+            calibration_link(name, "sst")
+    frame = sentiment_frame({n: r["probs"] for n, r in results.items()})
+    fig = px.bar(frame, x="label", y="probability", color="model", barmode="group",
+                 category_orders={"label": SENTIMENT_LABELS}, range_y=[0, 1], height=260 if chart else 220,
+                 title="Sentiment distribution")
+    fig.update_layout(margin=dict(t=40, b=10), legend_title_text="", legend=dict(orientation="h", y=-0.3))
+    if chart:
+        st.plotly_chart(fig, width="stretch")
+    else:
+        with st.expander("Sentiment distribution"):
+            st.plotly_chart(fig, width="stretch")
+
+
+def show_sentiment(names: list[str], a: str, of_pair: bool = False) -> None:
+    st.markdown("##### :material/sentiment_satisfied: Sentiment of the " + ("first sentence" if of_pair else "text"))
     skipped = [n for n in names if "sst" not in checkpoint_tasks(n)]
     if skipped:
         st.caption(f"No sentiment head: {', '.join(skipped)}"
                    + (" (the zero-shot model scores pairs only)." if PRETRAINED in skipped else "."))
     results = _predict_all("sst", names, a, None)
-    if not results:
-        return
-    quiet = dict(delta_color="off", delta_arrow="off", border=True)
-    cols = st.columns(max(len(results), 2))
-    for col, (name, r) in zip(cols, results.items()):
-        col.metric(name, r["label"], f"{max(r['probs']):.0%} confident", **quiet)
-        col.caption(read_note(r))
-    frame = sentiment_frame({n: r["probs"] for n, r in results.items()})
-    fig = px.bar(frame, x="label", y="probability", color="model", barmode="group",
-                 category_orders={"label": SENTIMENT_LABELS}, range_y=[0, 1], height=280,
-                 title="Sentiment distribution")
-    fig.update_layout(margin=dict(t=40, b=10), legend_title_text="")
-    st.plotly_chart(fig, width="stretch")
+    if results:
+        sentiment_cards(results, chart=not of_pair)
 
 
 def show_pair(names: list[str], a: str, b: str) -> None:
     st.markdown("##### :material/compare_arrows: The pair: paraphrase and similarity")
     para = _predict_all("qqp", names, a, b)
     sim = _predict_all("sts", names, a, b)
-    quiet = dict(delta_color="off", delta_arrow="off", border=True)
     shown = [n for n in names if n in para or n in sim]
     cols = st.columns(max(len(shown), 2))
     for col, name in zip(cols, shown):
         with col:
             if name in para:
-                st.metric(name, f"{para[name]['prob']:.0%}", "paraphrase probability", **quiet)
+                reading = paraphrase_reading(para[name]["prob"])
+                st.metric(name, reading["value"], f"paraphrase probability: {reading['note']}", **QUIET)
                 st.progress(para[name]["prob"])
             if name in sim:
-                st.metric(f"{name} ", f"{sim[name]['score']:.2f} / 5", "similarity", **quiet)
+                st.metric(f"{name} ", f"{sim[name]['score']:.2f} / 5", "similarity", **QUIET)
                 st.progress(sim[name]["score"] / 5)
             st.caption(read_note(para.get(name) or sim[name]))
+            if name in para:
+                calibration_link(name, "qqp")
     st.caption(QUORA_CAPTION)
 
 
-@st.fragment
-def live_panel(names: list[str]) -> None:
+def keep_in_url(names: list[str], a: str, b: str) -> None:
+    """The address bar links to what the page shows (app/links.py), when it can."""
+    try:
+        show_query(example_params("qqp" if b else "sst", a, b or None, names if len(names) <= 2 else ()))
+    except MinbertError:
+        pass   # a text a link cannot carry: the page works without it
+
+
+def text_boxes() -> tuple[str, str]:
+    """The input boxes: a sentence (and a second one) updated as you type, or one
+    multi-line box for a review or any long text."""
+    mode = st.segmented_control("Input", [SHORT, LONG], key="input_mode", default=SHORT,
+                                help="Long texts are read whole, in windows of the length the model was "
+                                     "trained on.") or SHORT
+    if mode == LONG:
+        a = st.text_area("Review or long text", key="text_long", height=220,
+                         placeholder="Paste a review… (Ctrl+Enter to predict)")
+        return (a or "").strip(), ""
     st.selectbox("Start from an example", [None, *LIVE_EXAMPLES], key="example_live",
                  format_func=lambda e: "—" if e is None else (e if isinstance(e, str) else f"{e[0]}  ↔  {e[1]}"),
                  on_change=_use_example)
     a = st.text_input("Sentence", key="text_a", live=True, placeholder="Type a sentence…")
     b = st.text_input("Second sentence (optional: paraphrase and similarity of the pair)", key="text_b",
                       live=True, placeholder="Type a second sentence or question to compare with…")
-    a, b = (a or "").strip(), (b or "").strip()
+    return (a or "").strip(), (b or "").strip()
+
+
+@st.fragment
+def live_panel(names: list[str]) -> None:
+    a, b = text_boxes()
     if not a:
         st.caption("Predictions appear as you type: the sentiment of the sentence, and with a second "
                    "sentence the paraphrase probability and similarity of the pair.")
@@ -175,11 +237,14 @@ def live_panel(names: list[str]) -> None:
     too_long = [t for t in (a, b) if len(t) > MAX_TEXT_CHARS]
     if too_long:
         st.error(f"That text is {len(too_long[0]):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
-                 "characters. Shorten it (the models read at most a few hundred words).")
+                 "characters (what the models read through windows). Shorten it.")
         return
-    show_sentiment(names, a)
-    if b:
+    if b:   # a pair: its results first, then the first sentence's sentiment
         show_pair(names, a, b)
+        show_sentiment(names, a, of_pair=True)
+    else:
+        show_sentiment(names, a)
+    keep_in_url(names, a, b)
 
 
 with live_tab:
@@ -224,7 +289,8 @@ with batch_tab:
         "one text column (e.g. sentence)"
     max_mb = st.get_option("server.maxUploadSize")   # .streamlit/config.toml
     st.write(f"Upload a CSV with {need}; up to {max_mb} MB and {MAX_BATCH_ROWS:,} rows. "
-             "Predictions are added as columns, one set per checkpoint.")
+             "Every column of the file is kept as it is, and the predictions are added as columns, one set "
+             "per checkpoint, row for row (so they join back to the file).")
     upload = st.file_uploader("CSV file", type=["csv", "tsv", "txt"], key="batch_file")
     if upload is not None:
         raw = upload.getvalue()
@@ -252,9 +318,10 @@ with batch_tab:
                 except MinbertError as e:
                     st.error(str(e))
                     result = None
-                if result is not None:
+                if result is not None:   # every uploaded column as it came, then the predictions: joins back
+                    result = keep_input_columns(df, result, [c for c in (col_a, col_b) if c])
                     st.dataframe(result, width="stretch", height=360)
-                    st.download_button("Download predictions (CSV)", result.to_csv(index=False).encode(),
+                    st.download_button("Download predictions (CSV)", csv_bytes(result), help=CSV_HELP,
                                        file_name=f"{Path(upload.name).stem}-{task}-predictions.csv",
                                        mime="text/csv", icon=":material/download:")
                     if task == "qqp":

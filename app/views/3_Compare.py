@@ -1,4 +1,5 @@
-"""Compare: every checkpoint's dev metrics, recipe and training time; two side by side."""
+"""Compare: dev metrics of every run, one line per study row (mean ± sd over seeds);
+the recipe and study claim behind a run; two runs side by side."""
 from __future__ import annotations
 
 import json
@@ -10,13 +11,14 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.compare import (METRIC_COLUMNS, checkpoint_dirs, checkpoint_table, history_long,
-                              metrics_long, qqp_precision_recall)
+from analysis.compare import history_long, qqp_precision_recall
 from analysis.mistakes import confusion
 from analysis.predictions import DISAGREE, agreement, disagreements, load_predictions, name_sentiment
 from app.analysis_common import run_safely
-from app.common import (QUORA_CAPTION, ROOT, STUDY_PLAN, checkpoints_root, fmt_duration, page_setup, study_plan,
-                        study_texts)
+from app.compare_stats import render_paired_comparison
+from app.common import (QUORA_CAPTION, ROOT, SHIPPED, STUDY_PLAN, checkpoints_root, fmt_duration, page_setup,
+                        pick_run, run_tables, study_plan, study_texts)
+from app.content import fmt_mean_sd, run_group, subset_label
 from core.data import TASK_LABELS
 from core.errors import MinbertError
 from core.study import check_run, read_results
@@ -25,20 +27,9 @@ page_setup("Compare", ":material/compare_arrows:")
 st.title(":material/compare_arrows: Compare checkpoints")
 root = checkpoints_root()
 
-
-def _signature(root: Path) -> tuple:
-    """Changes whenever a checkpoint's metrics or predictions change (cache key)."""
-    sig = []
-    for d in checkpoint_dirs(root):
-        for f in [d / "metrics.json", *sorted((d / "predictions").glob("*-dev.csv"))]:
-            if f.is_file():
-                sig.append((str(f), f.stat().st_mtime_ns))
-    return tuple(sig)
-
-
-@st.cache_data(show_spinner="Reading checkpoints…", max_entries=8)
-def table_for(root: str, signature: tuple) -> pd.DataFrame:
-    return checkpoint_table(root)
+# the figures the overview shows (column, name); * marks the Quora caveat, said once below
+SHOWN = {"mean_score": "mean", "sst_acc": "SST acc", "qqp_acc": "Quora acc*", "sts_pearson": "STS r"}
+STUDY_KINDS = ("study", "study-best")
 
 
 def shown_path(path: str) -> str:
@@ -49,11 +40,115 @@ def shown_path(path: str) -> str:
         return path
 
 
+def default_selection(groups: pd.DataFrame) -> list[str]:
+    """The shipped model, the user's own runs and the best full-dev study row; the first
+    five lines when there are none of those."""
+    picked = list(groups.loc[groups["kind"].isin(["shipped", "your run"]), "name"])
+    rows = groups[groups["kind"].isin(STUDY_KINDS) & ~groups["subset"].map(bool)]
+    if len(rows):
+        picked.append(rows["name"].iloc[0])   # full-dev first, most tasks, best mean
+    return picked or list(groups["name"][:5])
+
+
+def label_of(name: str, subset: dict) -> str:
+    """A chart / table label: the run or row, with its dev-subset n when it has one."""
+    return f"{name} [{subset_label(subset)}]" if subset else name
+
+
+def overview_frame(groups: pd.DataFrame) -> pd.DataFrame:
+    """The table's lines: mean ± sd cells, seeds, the dev set, training time."""
+    out = pd.DataFrame({"row / run": groups["name"], "kind": groups["kind"], "seeds": groups["seeds"]})
+    for col, name in SHOWN.items():
+        out[name] = [fmt_mean_sd(m, s) for m, s in zip(groups[col], groups[f"{col}_sd"])]
+    out["dev set"] = groups["dev set"]
+    out["train time"] = groups["train_time_s"].map(lambda s: fmt_duration(s) if pd.notna(s) else "–")
+    out["weights"] = groups["weights"]
+    return out
+
+
+def seeds_frame(table: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    """Every run of the shown lines, one line per seed."""
+    runs = [r for rs in groups["runs"] for r in rs]
+    part = table.set_index("name").loc[runs].reset_index()
+    out = pd.DataFrame({"run": part["name"], "seed": [run_group(n)[1] for n in part["name"]]})
+    for col, name in SHOWN.items():
+        out[name] = part[col].round(3)
+    out["train time"] = part["train_time_s"].map(lambda s: fmt_duration(s) if pd.notna(s) else "–")
+    return out
+
+
+def dot_chart(groups: pd.DataFrame, table: pd.DataFrame, metric: str, seeds: bool) -> go.Figure:
+    """One dot per line (± 1 sd over seeds as a bar), sorted by value; a legend of the
+    kinds only; the seeds as small grey dots when asked. Readable at a hundred lines
+    and on a narrow screen (labels on the left, height grows with the lines)."""
+    minutes = metric == "train_time_s"
+    d = groups.dropna(subset=[metric]).sort_values(metric, ascending=True).reset_index(drop=True)
+    d["label"] = [label_of(n, s) for n, s in zip(d["name"], d["subset"])]
+    scale = 1 / 60 if minutes else 1.0
+    fig = go.Figure()
+    for kind, part in d.groupby("kind", sort=False):
+        sd = part[f"{metric}_sd"] if f"{metric}_sd" in part else pd.Series(np.nan, index=part.index)
+        fig.add_trace(go.Scatter(
+            x=part[metric] * scale, y=part["label"], mode="markers", name=kind,
+            marker=dict(size=9, symbol=["circle-open" if s else "circle" for s in part["subset"]]),
+            error_x=dict(type="data", array=(sd.fillna(0) * scale).tolist(), visible=True, thickness=1.5),
+            customdata=np.stack([part["seeds"], sd.fillna(np.nan) * scale], axis=1),
+            hovertemplate="%{y}: %{x:.3f} ± %{customdata[1]:.3f} (%{customdata[0]} seeds)<extra></extra>"))
+    if seeds and not minutes:
+        pts = [(lab, v) for lab, runs in zip(d["label"], d["runs"]) if len(runs) > 1
+               for v in table.set_index("name").loc[list(runs), metric].dropna()]
+        if pts:
+            fig.add_trace(go.Scatter(x=[v for _, v in pts], y=[lab for lab, _ in pts], mode="markers",
+                                     name="seeds", marker=dict(size=5, color="rgba(90,90,90,0.55)")))
+    fig.update_layout(height=90 + 24 * len(d), margin=dict(l=4, r=8, t=8, b=4),
+                      xaxis_title="minutes" if minutes else SHOWN[metric], yaxis=dict(categoryorder="array",
+                      categoryarray=list(d["label"]), automargin=True, tickfont=dict(size=11)),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title_text=""))
+    return fig
+
+
+def overview(table: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    """Selection, chart and table of the shown lines; returns the shown lines."""
+    c1, c2 = st.columns([3, 1])
+    everything = c2.toggle(f"All {len(groups)} lines", key="cmp_all",
+                           help=f"Every run and study row ({len(table)} runs in all).")
+    seeds = c2.toggle("Every seed", key="cmp_seeds", help="Each study row's seeds, beside its mean ± sd.")
+    names = list(groups["name"])
+    if "cmp_shown" not in st.session_state:
+        st.session_state["cmp_shown"] = default_selection(groups)
+    st.session_state["cmp_shown"] = [n for n in st.session_state["cmp_shown"] if n in names]
+    chosen = c1.multiselect("Runs and study rows", names, key="cmp_shown", disabled=everything,
+                            help="A study row is one line: mean ± sd over its seeds.")
+    shown = groups if everything else groups[groups["name"].isin(chosen)]
+    if shown.empty:
+        st.info("Pick runs or study rows above.")
+        return shown
+    metric = st.radio("Figure", [*SHOWN, "train_time_s"], horizontal=True, key="cmp_metric",
+                      format_func=lambda m: SHOWN.get(m, "training time"))
+    st.plotly_chart(dot_chart(shown, table, metric, seeds), width="stretch", key="cmp_chart",
+                    config={"displayModeBar": False})
+    if seeds:
+        st.dataframe(seeds_frame(table, shown), hide_index=True, width="stretch")
+    else:
+        st.dataframe(overview_frame(shown), hide_index=True, width="stretch", column_config={
+            "seeds": st.column_config.NumberColumn(width="small"),
+            "weights": st.column_config.CheckboxColumn("weights here", width="small",
+                                                       help="Its model.safetensors is in this checkout.")})
+    n_sub = int(groups["subset"].map(bool).sum())
+    st.caption("Mean ± sd over seeds (sample sd); mean = mean of SST accuracy, Quora accuracy and STS Pearson over the "
+               "tasks a run was trained on. "
+               + (f"{n_sub} line(s) were scored on a dev subset (data.eval_limit): their n is shown, hollow dots in "
+                  "the chart, and they rank after the full-dev lines. " if n_sub else "")
+               + f"{int((~table['weights'].astype(bool)).sum())} of {len(table)} runs have no weights here "
+               "(results-only). " + QUORA_CAPTION.replace(":material/info: ", "* "))
+    return shown
+
+
+# ------------------------------------------------------------- study claims
 @st.cache_data(show_spinner=False, max_entries=64)
 def study_check(path: str, plan_text: str, results_text: str, signature: tuple) -> dict | None:
-    """core.study's reproduction check of one checkpoint against the study row trained with
-    the same settings (None when no row was: only the seed may differ). Cached by the
-    plan's and the results' content and the checkpoints' signature."""
+    """core.study's reproduction check of one run against the study row trained with the
+    same settings (None when no row was: only the seed may differ)."""
     plan = study_plan(plan_text)
     try:
         check = check_run(plan, read_results(plan.out / "results.jsonl"), path)
@@ -62,102 +157,103 @@ def study_check(path: str, plan_text: str, results_text: str, signature: tuple) 
     return None if check["config_differences"] else check
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def predictions_for(path: str, task: str, signature: tuple) -> pd.DataFrame | None:
-    return load_predictions(path, task, missing_ok=True)
+@st.cache_data(show_spinner=False, max_entries=8)
+def study_claims(plan_text: str, results_text: str) -> dict[str, dict]:
+    """``core.study.claim_table`` by row name (the report's number and claim, our mean ±
+    sd, the verdict); empty where core.study does not provide it."""
+    import core.study as study
+    if not hasattr(study, "claim_table"):
+        return {}
+    plan = study_plan(plan_text)
+    return {c["row"]: c for c in study.claim_table(plan, read_results(plan.out / "results.jsonl"))}
 
 
-signature = _signature(root)
-table = table_for(str(root), signature)
-if table.empty:
-    st.info(f"No checkpoint with dev metrics under `{root}` yet. Train one on the Train page "
-            "(or `python -m core.evaluate CHECKPOINT` writes dev predictions for an existing one).")
-    st.stop()
-
-# ---------------------------------------------------------------- all of them
-st.subheader("All checkpoints (dev sets)")
-shown = table[["name", *METRIC_COLUMNS, "train_time_s", "steps", "best_epoch", "recipe", "frozen_encoder",
-               "device", "finished", "weights", "tasks"]].copy()
-shown["train_time"] = shown.pop("train_time_s").map(lambda s: fmt_duration(s) if pd.notna(s) else "–")
-fmt = {c: st.column_config.NumberColumn(c, format="%.3f") for c in METRIC_COLUMNS}
-fmt["weights"] = st.column_config.CheckboxColumn(
-    "weights here", help="Its model.safetensors is in this checkout. Runs without (the study's results-only runs) "
-                         "show their metrics, predictions and embedding sample; Predict, attention and saliency "
-                         "need the weights.")
-st.dataframe(shown, hide_index=True, width="stretch", column_config=fmt)
-st.caption(QUORA_CAPTION + " Mean score = mean of SST accuracy, Quora accuracy and STS Pearson over the "
-           "tasks a checkpoint was trained on. Dev sets may be subsets for quick runs (data.eval_limit). "
-           f"{int((~table['weights'].astype(bool)).sum())} of {len(table)} have no weights here (results-only): "
-           "Predict, attention and saliency need the weights.")
-
-long = metrics_long(table)
-if not long.empty:
-    c1, c2 = st.columns([3, 1])
+def show_claim(claim: dict) -> None:
+    """A study row's report claim beside our result: three things, side by side."""
+    c1, c2, c3 = st.columns([2, 2, 1])
     with c1:
-        fig = px.bar(long, x="metric", y="value", color="name", barmode="group", height=340,
-                     title="Dev metrics")
-        fig.update_layout(margin=dict(t=40, b=10), legend_title_text="")
-        st.plotly_chart(fig, width="stretch")
-        st.caption(QUORA_CAPTION)
+        st.markdown(f"**The report** ({claim.get('report') or '–'}"
+                    + (f", {claim['source']}" if claim.get("source") else "") + ")")
+        st.write(str(claim.get("report_result") or "–"))
+        st.caption(f"Claim: {claim.get('claim') or 'not stated'}"
+                   + (f" (expects {claim['expect']} than {claim['baseline']})" if claim.get("expect") and
+                      claim.get("baseline") else ""))
     with c2:
-        times = table.dropna(subset=["train_time_s"])
-        if not times.empty:
-            fig = px.bar(times, x="name", y="train_time_s", height=340, title="Training time (s)")
-            fig.update_layout(margin=dict(t=40, b=10), xaxis_title="", yaxis_title="seconds")
-            st.plotly_chart(fig, width="stretch")
+        st.markdown(f"**Ours** ({claim.get('metric', 'mean')}, {claim.get('seeds', '?')} seeds)")
+        st.write(fmt_mean_sd(claim.get("mean"), claim.get("sd")))
+        if claim.get("delta") is not None and claim.get("baseline"):
+            st.caption(f"Δ vs {claim['baseline']}: {claim['delta']:+.3f}")
+    with c3:
+        st.markdown("**Verdict**")
+        st.write(str(claim.get("verdict") or ("a baseline row" if not claim.get("baseline") else
+                                               "no direction stated to check")))
 
-with st.expander("Recipes (the config each checkpoint was trained with)"):
-    pick = st.selectbox("Checkpoint", table["name"], key="recipe_pick")
+
+def show_check(check: dict, record: pd.Series) -> None:
+    if check["seed_of_row"] is not None:
+        st.markdown(f"**Study row `{check['row']}`**, seed {check['seed_of_row']}: this checkpoint is one of the "
+                    "row's own runs (the row's mean and sd include it).")
+    else:
+        verdict = {True: "reproduces it", False: "does **not** reproduce it",
+                   None: "cannot be judged yet (the row has one seed: no sd)"}[check["reproduces"]]
+        st.markdown(f"**Study row `{check['row']}`** was trained with these settings (seed aside): "
+                    f"this checkpoint {verdict}.")
+    st.dataframe(pd.DataFrame([{"metric": f["name"], "this checkpoint": f["value"], "row mean": f["row_mean"],
+                                "row sd": f["row_sd"], "seeds": f["seeds"],
+                                "within 2 sd": {True: "yes", False: "no", None: "–"}[f["within"]]}
+                               for f in check["figures"]]),
+                 hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(c, format="%.3f")
+                                for c in ("this checkpoint", "row mean", "row sd")})
+    st.caption(f"Within = |value − row mean| < 2 sd of the row's seeds, the reproduction study's rule (no verdict for "
+               f"one of the row's own runs). `python -m core.study {STUDY_PLAN.relative_to(ROOT)} --check "
+               f"{shown_path(record['path'])}` prints the same. Quora acc*: see the note above.")
+
+
+def recipe_panel(table: pd.DataFrame, groups: pd.DataFrame, signature: tuple) -> None:
+    """The config a run was trained with; for a study row, the report's claim beside our
+    result; for a run trained like a study row, whether it reproduces it."""
+    pick = pick_run("Checkpoint", groups, key="recipe_pick", default=SHIPPED)
     record = table.set_index("name").loc[pick]
     if record["description"]:
         st.caption(record["description"])
     texts = run_safely(study_texts, what=str(STUDY_PLAN.relative_to(ROOT)))
-    check = texts and study_check(str(record["path"]), *texts, signature)
-    if check:
-        if check["seed_of_row"] is not None:
-            st.markdown(f"**Study row `{check['row']}`**, seed {check['seed_of_row']}: this checkpoint is one of the "
-                        "row's own runs (the row's mean and sd include it).")
-        else:
-            verdict = {True: "reproduces it", False: "does **not** reproduce it",
-                       None: "cannot be judged yet (the row has one seed: no sd)"}[check["reproduces"]]
-            st.markdown(f"**Study row `{check['row']}`** was trained with these settings (seed aside): "
-                        f"this checkpoint {verdict}.")
-        st.dataframe(pd.DataFrame([{"metric": f["name"], "this checkpoint": f["value"],
-                                    "row mean": f["row_mean"], "row sd": f["row_sd"], "seeds": f["seeds"],
-                                    "within 2 sd": {True: "yes", False: "no", None: "–"}[f["within"]]}
-                                   for f in check["figures"]]),
-                     hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(c, format="%.3f")
-                                    for c in ("this checkpoint", "row mean", "row sd")})
-        st.caption(f"Within = |value − row mean| < 2 sd of the row's seeds, the reproduction study's rule (no "
-                   f"verdict for one of the row's own runs). `python -m core.study "
-                   f"{STUDY_PLAN.relative_to(ROOT)} --check {shown_path(record['path'])}` prints the same. " + QUORA_CAPTION)
+    if texts:
+        group, seed = run_group(pick)
+        folder = study_plan(texts[0]).out.name + "/"
+        claim = study_claims(*texts).get(group.removeprefix(folder)) if group.startswith(folder) else None
+        if claim:
+            show_claim(claim)
+        check = study_check(str(record["path"]), *texts, signature)
+        if check:
+            show_check(check, record)
     st.code(json.dumps(record["config"], indent=2), language="json")
     hist = history_long(record.to_dict())
     if not hist.empty and hist["epoch"].nunique() > 1:
         st.plotly_chart(px.line(hist, x="epoch", y="value", color="metric", markers=True, height=300,
                                 title=f"{pick}: dev metrics per epoch"), width="stretch")
 
-# ---------------------------------------------------------------- two of them
-st.subheader("Two checkpoints side by side")
-names = list(table["name"])
-if len(names) < 2:
-    st.info("Only one checkpoint so far: train another to compare two.")
-    st.stop()
-c1, c2 = st.columns(2)
-a = c1.selectbox("Checkpoint A", names, index=0, key="cmp_a")
-b = c2.selectbox("Checkpoint B", names, index=1, key="cmp_b")
-if a == b:
-    st.warning("Pick two different checkpoints.")
-    st.stop()
-paths = table.set_index("name")["path"]
-preds = {(n, t): predictions_for(paths[n], t, signature) for n in (a, b) for t in ("sst", "qqp", "sts")}
 
-sst_tab, sts_tab, qqp_tab, diff_tab = st.tabs(["SST confusion", "STS predicted vs gold", "Quora precision/recall",
-                                                "Where they disagree"])
-with sst_tab:
-    cols = st.columns(2)
-    for col, n in zip(cols, (a, b)):
+# ---------------------------------------------------------------- two of them
+@st.cache_data(show_spinner=False, max_entries=32)
+def predictions_for(path: str, task: str, signature: tuple) -> pd.DataFrame | None:
+    return load_predictions(path, task, missing_ok=True)
+
+
+class LazyPredictions(dict):
+    """``preds[(run, task)]``: a run's dev predictions, read (cached) when first asked for."""
+
+    def __init__(self, paths: pd.Series, signature: tuple):
+        super().__init__()
+        self.paths, self.signature = paths, signature
+
+    def __missing__(self, key: tuple[str, str]) -> pd.DataFrame | None:
+        self[key] = predictions_for(self.paths[key[0]], key[1], self.signature)
+        return self[key]
+
+
+def sst_tab(preds: dict, a: str, b: str) -> None:
+    for col, n in zip(st.columns(2), (a, b)):
         df = preds[(n, "sst")]
         with col:
             if df is None or "label" not in df:
@@ -172,25 +268,22 @@ with sst_tab:
             fig.update_layout(margin=dict(t=40, b=10), coloraxis_showscale=False)
             st.plotly_chart(fig, width="stretch", key=f"cm:{n}")
 
-with sts_tab:
-    frames = []
-    for n in (a, b):
-        df = preds[(n, "sts")]
-        if df is not None and "label" in df:
-            frames.append(df[["id", "label", "pred"]].assign(checkpoint=n))
+
+def sts_tab(preds: dict, a: str, b: str) -> None:
+    frames = [preds[(n, "sts")][["id", "label", "pred"]].assign(checkpoint=n) for n in (a, b)
+              if preds[(n, "sts")] is not None and "label" in preds[(n, "sts")]]
     if not frames:
         st.info("Neither checkpoint has STS dev predictions.")
-    else:
-        both = pd.concat(frames)
-        fig = px.scatter(both, x="label", y="pred", color="checkpoint", opacity=0.5, height=420,
-                         labels=dict(label="gold similarity", pred="predicted similarity"),
-                         title="STS dev: predicted vs gold (the diagonal is perfect)")
-        fig.add_trace(go.Scatter(x=[0, 5], y=[0, 5], mode="lines", line=dict(dash="dash", color="gray"),
-                                 name="y = x"))
-        fig.update_layout(margin=dict(t=40, b=10))
-        st.plotly_chart(fig, width="stretch")
+        return
+    fig = px.scatter(pd.concat(frames), x="label", y="pred", color="checkpoint", opacity=0.5, height=420,
+                     labels=dict(label="gold similarity", pred="predicted similarity"),
+                     title="STS dev: predicted vs gold (the diagonal is perfect)")
+    fig.add_trace(go.Scatter(x=[0, 5], y=[0, 5], mode="lines", line=dict(dash="dash", color="gray"), name="y = x"))
+    fig.update_layout(margin=dict(t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    st.plotly_chart(fig, width="stretch")
 
-with qqp_tab:
+
+def qqp_tab(preds: dict, a: str, b: str) -> None:
     curves, points = [], []
     for n in (a, b):
         df = preds[(n, "qqp")]
@@ -200,32 +293,76 @@ with qqp_tab:
             points.append({"checkpoint": n, **point})
     if not curves:
         st.info("Neither checkpoint has Quora dev predictions.")
-    else:
-        c1, c2 = st.columns([2, 1])
-        with c1:
-            fig = px.line(pd.concat(curves), x="recall", y="precision", color="checkpoint", markers=True,
-                          hover_data=["threshold", "f1"], height=400,
-                          title="Quora dev: precision vs recall over decision thresholds")
-            fig.update_layout(margin=dict(t=40, b=10), xaxis_range=[0, 1.02], yaxis_range=[0, 1.02])
-            st.plotly_chart(fig, width="stretch")
-        with c2:
-            st.markdown("At threshold 0.5")
-            st.dataframe(pd.DataFrame(points).round(3), hide_index=True, width="stretch")
-        st.caption(QUORA_CAPTION)
+        return
+    c1, c2 = st.columns([2, 1])
+    with c1:
+        fig = px.line(pd.concat(curves), x="recall", y="precision", color="checkpoint", markers=True,
+                      hover_data=["threshold", "f1"], height=400,
+                      title="Quora* dev: precision vs recall over decision thresholds")
+        fig.update_layout(margin=dict(t=40, b=10), xaxis_range=[0, 1.02], yaxis_range=[0, 1.02],
+                          legend=dict(orientation="h", y=-0.2))
+        st.plotly_chart(fig, width="stretch")
+    with c2:
+        st.markdown("At threshold 0.5")
+        st.dataframe(pd.DataFrame(points).round(3), hide_index=True, width="stretch")
 
-with diff_tab:
+
+def diff_tab(preds: dict, a: str, b: str) -> None:
     task = st.radio("Task", ["sst", "qqp", "sts"], horizontal=True, key="diff_task",
-                    format_func={"sst": "Sentiment", "qqp": "Quora paraphrase", "sts": "STS similarity"}.get)
+                    format_func={"sst": "Sentiment", "qqp": "Quora paraphrase*", "sts": "STS similarity"}.get)
     da, db = preds[(a, task)], preds[(b, task)]
     if da is None or db is None:
         st.info(f"Both checkpoints need {task} dev predictions to compare examples.")
-    else:
-        stats = agreement(da, db, task)
-        st.markdown(f"**{stats['disagree']:,}** of {stats['shared']:,} shared dev examples disagree: "
-                    f"{DISAGREE[task]} (agreement {stats['agree_rate']:.1%}; the Errors page uses the same rule).")
-        diff = disagreements(da, db, task, names=(a, b))
-        if task == "sst":
-            diff = name_sentiment(diff, (f"pred_{a}", f"pred_{b}", "label"))
-        st.dataframe(diff.drop(columns=["id"]).head(500), hide_index=True, width="stretch")
-        if task == "qqp":
-            st.caption(QUORA_CAPTION)
+        return
+    stats = agreement(da, db, task)
+    st.markdown(f"**{stats['disagree']:,}** of {stats['shared']:,} shared dev examples disagree: "
+                f"{DISAGREE[task]} (agreement {stats['agree_rate']:.1%}; the Errors page uses the same rule).")
+    diff = disagreements(da, db, task, names=(a, b))
+    if task == "sst":
+        diff = name_sentiment(diff, (f"pred_{a}", f"pred_{b}", "label"))
+    st.dataframe(diff.drop(columns=["id"]).head(500), hide_index=True, width="stretch")
+
+
+def side_by_side(table: pd.DataFrame, groups: pd.DataFrame, shown: pd.DataFrame, signature: tuple) -> None:
+    st.subheader("Two checkpoints side by side")
+    if len(table) < 2:
+        st.info("Only one checkpoint so far: train another to compare two.")
+        return
+    first = [r for rs in shown["runs"] for r in rs] or list(table["name"])
+    others = [n for n in first if n != first[0]] or [n for n in table["name"] if n != first[0]]
+    c1, c2 = st.columns(2)
+    with c1:
+        a = pick_run("Checkpoint A", groups, key="cmp_a", default=first[0])
+    with c2:
+        b = pick_run("Checkpoint B", groups, key="cmp_b", default=others[0])
+    if a == b:
+        st.warning("Pick two different checkpoints.")
+        return
+    paths = table.set_index("name")["path"]
+    paired = st.expander(f"Is the difference real? {a} − {b} on every metric and slice, with 95 % intervals",
+                         key="cmp_paired", on_change="rerun", icon=":material/difference:")
+    if paired.open:   # a paired bootstrap takes seconds: computed when opened (then cached)
+        with paired:
+            render_paired_comparison(a, b, key="pc")   # its table sorts and filters
+    preds = LazyPredictions(paths, signature)
+    names = ["SST confusion", "STS predicted vs gold", "Quora* precision/recall", "Where they disagree"]
+    tabs = st.tabs(names, key="cmp_tab", on_change="rerun")   # only the open tab runs
+    for tab, show in zip(tabs, (sst_tab, sts_tab, qqp_tab, diff_tab)):
+        if tab.open:
+            with tab:
+                show(preds, a, b)
+
+table, groups, signature = run_tables(root)
+if table.empty:
+    st.info(f"No checkpoint with dev metrics under `{root}` yet. Train one on the Train page "
+            "(or `python -m core.evaluate CHECKPOINT` writes dev predictions for an existing one).")
+    st.stop()
+
+st.subheader("Dev metrics")
+shown = overview(table, groups)
+panel = st.expander("Recipe and study claim of a checkpoint", key="recipe_panel", on_change="rerun",
+                    icon=":material/science:")
+if panel.open:
+    with panel:
+        recipe_panel(table, groups, signature)
+side_by_side(table, groups, shown, signature)
