@@ -36,7 +36,7 @@ __all__ = ["PRETRAINED", "ROOT", "SHIPPED", "STARTER_RECIPE", "TASK_NAMES", "TAS
            "QUORA_CAPTION", "MinbertError", "page_setup", "checkpoints_root", "jobs_root", "job_manager",
            "load_model", "checkpoint_key", "serving_fast", "serving_int8", "serving_mode", "serving_toggle", "preload_default_model", "model_choices", "default_models", "checkpoint_tasks", "has_weights", "weights_missing", "results_only_checkpoints", "offered_tasks", "served_tasks", "trained_checkpoints",
            "fmt_duration", "latest_job", "resolve_checkpoint", "STUDY_PLAN", "study_plan", "study_texts",
-           "picker_choices", "runs_signature", "run_tables", "pick_run"]
+           "picker_choices", "runs_signature", "run_tables", "pick_run", "eta_text"]
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -69,6 +69,20 @@ def jobs_root() -> Path:
 def job_manager() -> JobManager:
     """A manager on the jobs root (cheap: the state lives in SQLite, not here)."""
     return JobManager(jobs_root())
+
+
+def eta_text(progress) -> str:
+    """What is left of a running job, the final dev evaluation included. core.jobs'
+    ``Progress.eta_s`` covers the evaluation when its Progress carries ``eval_s`` (the
+    seconds the last dev evaluation took); otherwise it is the training steps only, and
+    the evaluation still to come is said in words."""
+    if progress.phase == "evaluating":
+        return "final dev evaluation running"
+    if progress.eta_s is None:
+        return ""
+    if hasattr(progress, "eval_s"):
+        return f"about {fmt_duration(progress.eta_s)} left, dev evaluation included"
+    return f"about {fmt_duration(progress.eta_s)} of training left, then the final dev evaluation"
 
 
 def latest_job(recipe: Path) -> Job | None:

@@ -225,6 +225,30 @@ def test_train_form_submits_a_job(empty_env):
     assert "epochs: 2" in job.config_path.read_text()
 
 
+def test_train_opens_on_the_quickest_recipe_and_lists_them_by_time(empty_env):
+    from app.content import recipe_time
+    at = page("Train").run()
+    no_exceptions(at)
+    box = at.selectbox(key="recipe")
+    options = [REPO / "configs" / o.split(" · ")[0] for o in box.options]
+    times = [recipe_time(p)[0] for p in options]
+    stated = [t for t in times if t is not None]
+    assert stated == sorted(stated) and times[:len(stated)] == stated       # quickest first, unstated last
+    assert box.value == options[0] and box.value.name == "starter.yaml"    # issue 26: the quickest recipe
+    assert box.options[0] == "starter.yaml · a few minutes"                 # its header's own words
+
+
+def test_eta_says_the_final_dev_evaluation_is_still_to_come():
+    from app.common import eta_text
+    from core.jobs import Progress
+    running = Progress(phase="training", step=90, total_steps=100, eta_s=20.0)
+    if hasattr(running, "eval_s"):   # core.jobs' ETA covers the evaluation itself
+        assert "dev evaluation included" in eta_text(running)
+    else:
+        assert eta_text(running) == "about 20s of training left, then the final dev evaluation"
+    assert eta_text(Progress(phase="evaluating", step=100, total_steps=100)) == "final dev evaluation running"
+
+
 def test_train_form_rejects_bad_values(empty_env):
     at = page("Train").run()
     at.selectbox(key="recipe").set_value(REPO / "configs" / "quick.yaml").run()

@@ -10,7 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from app.common import (PRETRAINED, QUORA_CAPTION, STARTER_RECIPE, TASK_TITLES, MinbertError, checkpoint_key,
-                        checkpoint_tasks, default_models, fmt_duration, job_manager, latest_job, load_model,
+                        checkpoint_tasks, default_models, eta_text, job_manager, latest_job, load_model,
                         page_setup, picker_choices, serving_fast, serving_toggle, trained_checkpoints)
 from app.content import (EXAMPLES, SENTIMENT_LABELS, keep_input_columns, paraphrase_reading, sentiment_frame,
                          sentiment_reading)
@@ -40,7 +40,7 @@ def starter_progress(job_id: int) -> None:
     if not job.active:
         st.rerun(scope="app")
     p = job.progress()
-    eta = f", about {fmt_duration(p.eta_s)} left" if p.eta_s else ""
+    eta = f", {eta_text(p)}" if p.eta_s and p.phase != "evaluating" else ""
     label = {"preparing": "encoding the training sentences once", "evaluating": "dev evaluation"}.get(
         p.phase, f"step {p.step}/{p.total_steps or '?'}")
     st.progress(p.fraction, text=f"Training the starter model (job {job.id}, {job.state}): {label}{eta}")

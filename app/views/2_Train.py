@@ -7,7 +7,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app.common import (QUORA_CAPTION, MinbertError, fmt_duration, job_manager, page_setup)
+from app.common import QUORA_CAPTION, MinbertError, eta_text, fmt_duration, job_manager, page_setup
+from app.content import recipe_time, recipes_by_time
 from core.config import Config
 from core.jobs import access_mode, check_access, check_app_overrides
 from core.recipes import FieldSpec, list_recipes, parse_override_lines, recipe_fields, to_overrides
@@ -84,11 +85,13 @@ elif MODE == "secret":
                   help="This deployment asks for its shared secret (MINBERT_SECRET) before a job is started, "
                        "cancelled or resumed.")
 st.subheader("New job")
-recipes = list_recipes()
+recipes = recipes_by_time(list_recipes())   # quickest first: the page opens on it
 if not recipes:
     st.error("No recipes found in configs/: add a YAML recipe there (see configs/quick.yaml in the repository).")
     st.stop()
-recipe = st.selectbox("Recipe", recipes, format_func=lambda p: p.name, key="recipe")
+recipe = st.selectbox("Recipe", recipes, key="recipe",
+                      format_func=lambda p: f"{p.name} · {recipe_time(p)[1] or 'time not stated'}",
+                      help="Quickest first, by the expected time each recipe's header states (2 CPU cores).")
 try:
     base = Config.from_yaml(recipe)
 except MinbertError as e:
@@ -186,7 +189,8 @@ def jobs_frame(jobs) -> pd.DataFrame:
         d = job.to_dict()
         rows.append({"id": job.id, "Slurm job": job.cluster_id or "", "state": job.state, "name": job.name,
                      "progress": d["progress"], "step": f"{d['step']}/{d['total_steps'] or '?'}",
-                     "ETA": fmt_duration(d["eta_s"]) if d["eta_s"] is not None else "",
+                     "ETA": "" if d["eta_s"] is None else fmt_duration(d["eta_s"]) + ("" if "eval_s" in d else
+                                                                                       " + dev evaluation"),
                      "time": fmt_duration(d["duration_s"]), "recipe": Path(job.recipe).name,
                      "device": job.device + (f" ×{job.gpus}" if job.gpus > 1 else "")
                      + (f" · {job.resources.get('nodes', 1)} node(s)" if job.backend == "slurm" else ""),
@@ -204,8 +208,8 @@ def job_details(job) -> None:
         st.caption(f"attempt {job.attempt + 1}")
     text = {"preparing": "preparing (loading data and model)", "evaluating": "dev evaluation"}.get(
         p.phase, f"step {p.step}/{p.total_steps or '?'}, epoch {p.epoch}/{p.epochs or '?'}")
-    if job.state == "running" and p.eta_s is not None:
-        text += f", about {fmt_duration(p.eta_s)} left"
+    if job.state == "running" and eta_text(p) and p.phase != "evaluating":
+        text += f", {eta_text(p)}"
     st.progress(1.0 if job.state == "succeeded" else p.fraction, text=text)
     if MODE != "read-only" and job.active and st.button("Cancel this job", key=f"cancel:{job.id}"):
         if allowed("cancelled"):
