@@ -166,16 +166,21 @@ def _draw_scatter(ax, tr: dict, ctx: _Context, i: int, mfig) -> None:
                 mfig.colorbar(points, ax=ax).set_label(_text(_get(marker, "colorbar", "title")))
         else:
             ax.scatter(x, y, color=color, s=size ** 2, alpha=marker.get("opacity", 0.9), label=label)
+    _error_bars(ax, tr, x, y, color)
+    if "text" in mode and tr.get("text") is not None:
+        for xi, yi, t in zip(x, y, np.atleast_1d(tr["text"])):
+            ax.annotate(_text(t), (xi, yi), fontsize=7, ha="center", va="bottom")
+
+
+def _error_bars(ax, tr: dict, x, y, color) -> None:
+    """A trace's ``error_x`` / ``error_y`` arrays (plus, and minus when asymmetric)."""
     for letter in "xy":
         err = tr.get(f"error_{letter}") or {}
         if err.get("array") is not None:
             plus = np.asarray(err["array"], dtype=float)
-            minus = np.asarray(err.get("arrayminus", plus), dtype=float)
-            kw = {f"{letter}err": [minus, plus]}
-            ax.errorbar(x, y, fmt="none", ecolor=err.get("color", color), capsize=3, **kw)
-    if "text" in mode and tr.get("text") is not None:
-        for xi, yi, t in zip(x, y, np.atleast_1d(tr["text"])):
-            ax.annotate(_text(t), (xi, yi), fontsize=7, ha="center", va="bottom")
+            minus = np.asarray(err["arrayminus"] if err.get("arrayminus") is not None else plus, dtype=float)
+            ax.errorbar(x, y, fmt="none", ecolor=_color(err.get("color"), 0) if err.get("color") else color,
+                        capsize=3, **{f"{letter}err": [minus, plus]})
 
 
 def _draw_bar(ax, tr: dict, ctx: _Context, i: int, mfig) -> None:
@@ -193,8 +198,10 @@ def _draw_bar(ax, tr: dict, ctx: _Context, i: int, mfig) -> None:
     color = [_mpl_color(v) for v in c] if isinstance(c, (list, tuple, np.ndarray)) else _color(c, i)
     if tr.get("orientation") == "h":
         ax.barh(y + offset, x, height=width, color=color, label=ctx.label(tr))
+        _error_bars(ax, tr, x, y + offset, "#444444")
     else:
         ax.bar(x + offset, y, width=width, color=color, label=ctx.label(tr))
+        _error_bars(ax, tr, x + offset, y, "#444444")
 
 
 def _draw_heatmap(ax, tr: dict, ctx: _Context, i: int, mfig) -> None:

@@ -187,8 +187,13 @@ def residual_figure(df, title: str = "") -> go.Figure:
 
 
 def slice_figure(table, by: str, metric: str, title: str = "") -> go.Figure:
-    """Bars of one metric per slice, with the slice size in the hover."""
-    fig = go.Figure(go.Bar(x=table[by].astype(str), y=table[metric], customdata=table["n"],
+    """Bars of one metric per slice, with the slice size in the hover; error bars when
+    the table has ``<metric>_low`` / ``<metric>_high`` (a 95 % interval)."""
+    error = None
+    if f"{metric}_low" in table and f"{metric}_high" in table:
+        error = dict(type="data", symmetric=False, array=(table[f"{metric}_high"] - table[metric]).to_numpy(),
+                     arrayminus=(table[metric] - table[f"{metric}_low"]).to_numpy(), color="#444444")
+    fig = go.Figure(go.Bar(x=table[by].astype(str), y=table[metric], customdata=table["n"], error_y=error,
                            hovertemplate="%{x}<br>" + metric + " %{y:.3f}<br>n=%{customdata}<extra></extra>"))
     fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=50, b=10),
                       xaxis_title=by, yaxis_title=metric)

@@ -159,6 +159,40 @@ def bootstrap_difference(y, pred_a, pred_b, metric: str, n_resamples: int = N_RE
             "level": level}
 
 
+def bootstrap_metric(y, pred, metric: str, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                     level: float = LEVEL) -> tuple[float, float, float]:
+    """(value, low, high): one model's ``metric`` with its percentile bootstrap interval
+    over the examples (the Errors page's per-slice uncertainty)."""
+    y, p = np.asarray(y), np.asarray(pred)
+    if len(y) == 0 or len(p) != len(y):
+        raise MinbertError(f"a bootstrap needs one prediction per example (got {len(y)}, {len(p)})")
+    if metric not in BATCHED:
+        raise MinbertError(f"unknown metric {metric!r}; choose one of {', '.join(BATCHED)}")
+    values = np.concatenate([BATCHED[metric](y[idx], p[idx]) for idx in resample_indices(len(y), n_resamples, seed)])
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return metric_value(metric, y, p), float(low), float(high)
+
+
+def slice_intervals(df: pd.DataFrame, task: str, by: str, n_resamples: int = 1000, seed: int = SEED) -> pd.DataFrame:
+    """:func:`analysis.mistakes.slice_metrics` of one model plus, for the slice's first
+    metric, its 95 % bootstrap interval (``<metric>_low``, ``<metric>_high``)."""
+    from analysis.mistakes import slice_metrics
+    task = canonical_task(task)
+    table = slice_metrics(df, task, by)
+    metric = LABEL_SLICE_METRICS[task][0] if by == "label" else TASK_METRICS[task][0]
+    framed = df if ("label_bin" if by == "label" else by) in df else add_slices(df, task)
+    column = "label_bin" if by == "label" else by
+    kind = float if task == "sts" else int
+    lows, highs = [], []
+    for value in table[by]:
+        part = framed[framed[column] == value]
+        _, low, high = bootstrap_metric(part["label"].to_numpy(kind), part["pred"].to_numpy(kind), metric,
+                                        n_resamples, seed) if len(part) > 1 else (None, np.nan, np.nan)
+        lows.append(low)
+        highs.append(high)
+    return table.assign(**{f"{metric}_low": lows, f"{metric}_high": highs})
+
+
 def mcnemar(correct_a, correct_b) -> dict:
     """Exact McNemar test of two classifiers' accuracies on the same examples.
 

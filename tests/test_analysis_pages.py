@@ -149,6 +149,7 @@ def test_compare_and_errors_pages_agree_on_disagreements(app):
     """The same pair of checkpoints: both pages count the same disagreements (SST: 2
     flipped classes; STS: the 2 of 4 moved predictions that moved by at least 1.0)."""
     compare = app("3_Compare.py")
+    compare.session_state["cmp_tab"] = "Where they disagree"    # Compare runs only its open tab
     compare.run()
     errors = app("5_Errors.py")
     errors.run()
