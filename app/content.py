@@ -160,6 +160,20 @@ def subset_label(subset: Mapping[str, int]) -> str:
     return ("dev subset: " + ", ".join(f"{names[t]} n={n:,}" for t, n in subset.items())) if subset else ""
 
 
+PRIMARY_METRICS = ("sst_acc", "qqp_acc", "sts_pearson")
+
+
+def task_mean(record: Mapping) -> float | None:
+    """The mean of a run's primary dev figures (SST accuracy, Quora accuracy, STS Pearson)
+    over the tasks it has figures for: core.study's table mean. A staged run's own
+    ``mean_score`` can cover its last stage's task only (MT, then STS: STS alone)."""
+    values = [float(record[m]) for m in PRIMARY_METRICS if record.get(m) is not None and not pd.isna(record[m])]
+    if values:
+        return sum(values) / len(values)
+    score = record.get("mean_score")
+    return None if score is None or pd.isna(score) else float(score)
+
+
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample sd (n - 1, core.study's rule; NaN for one value) of the values given."""
     vals = [float(v) for v in values if v is not None and not pd.isna(v)]
@@ -185,12 +199,15 @@ GROUP_COLUMNS = ["name", "kind", "seeds", "runs", *[c for m in ("mean_score", *M
 
 def group_table(table: pd.DataFrame, full: Mapping[str, int] | None = None) -> pd.DataFrame:
     """One line per group of :func:`run_group` (a study row: mean and sample sd of every
-    metric over its seeds; any other run: its own figures, sd NaN). Full-dev figures rank
-    first (more tasks first, then best mean); groups scored on a dev subset come after
-    them, marked (``subset``, ``dev set``)."""
+    metric over its seeds; any other run: its own figures, sd NaN); ``mean_score`` is
+    :func:`task_mean`. Full-dev figures rank first (more tasks scored first, then best
+    mean); groups scored on a dev subset come after them, marked (``subset``, ``dev set``)."""
     if table.empty:
         return pd.DataFrame(columns=GROUP_COLUMNS)
     full = dev_sizes() if full is None else full
+    table = table.assign(mean_score=[task_mean(r) for r in table.to_dict("records")],
+                         _tasks=[sum(r.get(m) is not None and not pd.isna(r.get(m)) for m in PRIMARY_METRICS)
+                                 for r in table.to_dict("records")])
     rows = []
     for group, members in table.groupby(table["name"].map(lambda n: run_group(n)[0]), sort=False):
         subset = _merged_subset([dev_subset(r, full) for r in members.to_dict("records")])
@@ -198,13 +215,13 @@ def group_table(table: pd.DataFrame, full: Mapping[str, int] | None = None) -> p
                "runs": tuple(sorted(members["name"], key=lambda n: (run_group(n)[1] or 0, n))), "train_time_s": _mean_sd(members["train_time_s"])[0],
                "subset": subset, "dev set": subset_label(subset) or "full",
                "weights": bool(members["weights"].astype(bool).any()), "tasks": members["tasks"].iloc[0],
+               "_n": int(members["_tasks"].max()),
                "recipe": members["recipe"].iloc[0], "path": members["path"].iloc[0]}
         for m in ("mean_score", *METRIC_NAMES):
             row[m], row[f"{m}_sd"] = _mean_sd(members[m]) if m in members else (math.nan, math.nan)
         rows.append(row)
-    out = pd.DataFrame(rows, columns=GROUP_COLUMNS)
-    n_tasks = out["tasks"].map(lambda t: len([x for x in str(t).split(",") if x.strip()]))
-    order = out.assign(_sub=out["subset"].map(bool), _n=-n_tasks, _m=-out["mean_score"].fillna(-math.inf))
+    out = pd.DataFrame(rows, columns=[*GROUP_COLUMNS, "_n"])
+    order = out.assign(_sub=out["subset"].map(bool), _n=-out["_n"], _m=-out["mean_score"].fillna(-math.inf))
     return (order.sort_values(["_sub", "_n", "_m"], kind="stable")
             .drop(columns=["_sub", "_n", "_m"]).reset_index(drop=True))
 

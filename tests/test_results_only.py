@@ -226,3 +226,23 @@ def test_compare_page_judges_a_run_of_a_study_rows_settings(repo, tmp_path, monk
     assert len(said) == 1 and "`004-e6`" in said[0] and "reproduces it" in said[0]
     figures = next(d.value for d in at.dataframe if "within 2 sd" in d.value.columns)
     assert set(figures["within 2 sd"]) == {"yes"} and set(figures["seeds"]) == {3}
+
+
+def test_home_groups_the_studies_runs_by_folder_and_row(repo, monkeypatch):
+    """On the repository as cloned: Home lists the models with weights, and the studies'
+    results-only runs one line per folder: rows (its <row>-s<seed> names without the
+    seed) and runs, counted here from the directories themselves."""
+    monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
+    monkeypatch.chdir(repo)
+    at = AppTest.from_file(str(repo / "app" / "main.py"), default_timeout=180).run()
+    assert not at.exception and not at.error
+    models = at.dataframe[0].value
+    assert models["checkpoint"].iloc[0] == "minbert-multitask (shipped)" and models["dev set"].iloc[0] == "full"
+    studies = at.dataframe[1].value.set_index("folder")
+    for folder in ("study", "study-best"):
+        runs = [p.name for p in (repo / "checkpoints" / folder).iterdir()
+                if p.is_dir() and (p / "metrics.json").is_file()]
+        if not runs:
+            continue
+        rows = {name.rsplit("-s", 1)[0] for name in runs}
+        assert studies.loc[f"{folder}/", "runs"] == len(runs) and studies.loc[f"{folder}/", "rows"] == len(rows)
