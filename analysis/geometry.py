@@ -194,6 +194,50 @@ def umap_project(x: np.ndarray, n_components: int = 2, seed: int = 0, n_neighbor
     return np.asarray(emb, dtype=np.float32)
 
 
+_WARM = {"state": "cold", "seconds": None}
+_WARM_LOCK = __import__("threading").Lock()
+
+
+def umap_state() -> str:
+    """``"warm"`` once umap-learn is imported and its layout kernel compiled in this
+    process (a UMAP then takes seconds), ``"warming"`` while :func:`warm_umap` runs,
+    else ``"cold"`` (the first UMAP also pays the import and the compilation)."""
+    if _WARM["state"] == "cold" and "umap.umap_" in sys.modules:
+        return "warm"     # imported by an earlier projection: its kernel is compiled (or cached on disk)
+    return _WARM["state"]
+
+
+def warm_umap() -> float:
+    """Import umap-learn and run one tiny projection (compiling its layout kernel), once
+    per process; returns the seconds it took (0 when already warm)."""
+    with _WARM_LOCK:
+        if _WARM["seconds"] is not None:
+            return 0.0
+        _WARM["state"] = "warming"
+        start = time.perf_counter()
+        try:
+            rng = np.random.default_rng(0)
+            umap_project(rng.normal(size=(40, 8)).astype(np.float32), 2, seed=0, n_epochs=20)
+        except Exception:   # warming is a courtesy: the real call reports any problem
+            _WARM["state"] = "cold"
+            return 0.0
+        _WARM["seconds"] = time.perf_counter() - start
+        _WARM["state"] = "warm"
+        return _WARM["seconds"]
+
+
+def warm_umap_in_background() -> str:
+    """Start :func:`warm_umap` in a daemon thread unless it is warm or warming; returns
+    the state before (the Embeddings page calls this when it opens, so the first UMAP a
+    user asks for does not also pay umap-learn's import and compilation)."""
+    state = umap_state()
+    if state == "cold":
+        import threading
+        _WARM["state"] = "warming"
+        threading.Thread(target=warm_umap, name="warm-umap", daemon=True).start()
+    return state
+
+
 def pca_project(x: np.ndarray, n_components: int = 2) -> np.ndarray:
     """PCA by SVD of the centred data; each axis's sign fixed so the largest loading is positive."""
     x = x - x.mean(0, keepdims=True)

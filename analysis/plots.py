@@ -140,7 +140,8 @@ def projection_figure(xy: np.ndarray, color=None, hover: Sequence[str] | None = 
                       colors: dict[str, str] | None = None) -> go.Figure:
     """A 2-D or 3-D scatter; ``color`` is a class per point (``categorical``) or a number.
     ``colors`` maps classes to colors and fixes the legend order (see :func:`category_colors`);
-    by default classes are sorted and drawn in the qualitative palette."""
+    by default classes are sorted and drawn in the qualitative palette. Every point's
+    ``customdata`` is its row index in ``xy`` (what a click on it selects)."""
     xy = np.asarray(xy)
     three_d = xy.shape[1] == 3
     hover = list(hover) if hover is not None else None
@@ -156,6 +157,7 @@ def projection_figure(xy: np.ndarray, color=None, hover: Sequence[str] | None = 
             m = color == value
             fig.add_trace(scatter(**{k: v[m] for k, v in coords.items()}, mode="markers", name=f"{value}",
                                   marker=dict(size=size, opacity=0.75, color=colors.get(value, "#333333")),
+                                  customdata=np.nonzero(m)[0],      # the point's index in the sample
                                   text=[hover[i] for i in np.nonzero(m)[0]] if hover else None,
                                   hovertemplate="%{text}<extra>" + f"{color_label}={value}</extra>"))
     else:
@@ -163,7 +165,7 @@ def projection_figure(xy: np.ndarray, color=None, hover: Sequence[str] | None = 
         if color is not None:
             marker.update(color=np.asarray(color, dtype=float), colorscale="Viridis", showscale=True,
                           colorbar=dict(title=color_label))
-        fig.add_trace(scatter(**coords, mode="markers", marker=marker, text=hover,
+        fig.add_trace(scatter(**coords, mode="markers", marker=marker, text=hover, customdata=np.arange(len(xy)),
                               hovertemplate="%{text}<br>" + (f"{color_label} %{{marker.color:.2f}}"
                                                              if color is not None else "") + "<extra></extra>"))
     fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10),

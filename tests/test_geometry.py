@@ -171,3 +171,14 @@ def test_projection_legend_keeps_class_order_and_distinct_colors():
     assert sum(len(t.x) for t in fig.data) == 61
     unordered = category_colors(["b", "a", "b", "c"])
     assert list(unordered) == ["b", "a", "c"] and len(set(unordered.values())) == 3
+
+
+def test_umap_warms_once_per_process():
+    """warm_umap imports umap-learn and compiles its kernel once; later calls cost nothing
+    and the state reads warm (the Embeddings page says which)."""
+    from analysis import geometry as G
+    assert G.umap_state() in ("cold", "warm", "warming")
+    G.warm_umap()
+    assert G.umap_state() == "warm"
+    assert G.warm_umap() == 0.0
+    assert G.warm_umap_in_background() == "warm"     # nothing started: already warm

@@ -7,6 +7,14 @@ on disk per checkpoint content hash, sample, method and seed (analysis/geometry.
 The reproduction study's training objectives (plain, triplet, SimCSE, MNRL: the plan's
 ``geometry`` entries) can be put side by side in one click, with their geometry numbers
 over seeds (core/study.py).
+
+The first UMAP of a server process loads umap-learn and compiles its layout kernel (about
+a minute on 2 CPU cores): the page starts that in the background when it opens, says so
+while it lasts, and shows each checkpoint's progress (PCA is instant). Controls that do
+not apply are disabled (the seed for PCA; sample size, seed and 3-D for results-only
+runs, which show the sample they kept). Click a point (2-D) to open its sentence in
+Attention & saliency and Predict with the picked checkpoints (app/links.py); pictures
+download as PNG / SVG (app/exports.py).
 """
 from __future__ import annotations
 
@@ -17,11 +25,15 @@ import numpy as np
 import streamlit as st
 
 from analysis.checkpoints import EMBEDDINGS_FILE, checkpoints_root
-from analysis.geometry import embed_sample, geometry_report, sample_projection, stored_view
+from analysis.geometry import (embed_sample, geometry_report, sample_projection, stored_view, umap_state,
+                               warm_umap_in_background)
 from analysis.plots import category_colors, projection_figure
-from app.analysis_common import DATA_DIR, TASK_TITLES, has_weights, load_model, pick_checkpoints, run_safely
+from app.analysis_common import (DATA_DIR, TASK_TITLES, checkpoint_choices, has_weights, load_model,
+                                 pick_checkpoints, run_safely)
 from app.common import ROOT, STUDY_PLAN, page_setup, resolve_checkpoint, study_plan, study_texts
-from core.data import TASK_LABELS
+from app.exports import show_figure
+from app.links import example_links, linked_models
+from core.data import TASK_LABELS, texts_for_ids
 from core.study import GEOMETRY_NOTE, geometry_rows, read_results
 
 page_setup("Embeddings", ":material/scatter_plot:")
@@ -68,28 +80,67 @@ if objectives:
         if missing:
             st.caption(f"Not run yet: {', '.join(missing)} (`python -m core.study configs/study.yaml`).")
 
-names = pick_checkpoints("em_ckpts", label="Checkpoints (up to four, side by side)", max_selections=4)
+warm_umap_in_background()   # the first UMAP of this server then does not also pay umap-learn's start-up
+names = pick_checkpoints("em_ckpts", label="Checkpoints (up to four, side by side)", max_selections=4,
+                         preferred=list(linked_models(checkpoint_choices())) or None)
+stored_only = bool(names) and not any(has_weights(n) for n in names)
+if stored_only:
+    st.session_state["em_dims"] = 2      # a results-only run kept 2-D projections only
 c1, c2, c3, c4, c5 = st.columns(5)
 task = c1.selectbox("Sample from the dev set of", list(TASK_TITLES), format_func=TASK_TITLES.get, key="em_task")
-n = c2.number_input("Sample size", min_value=20, max_value=2000, value=500, step=50, key="em_n")
-method = c3.radio("Projection", ["umap", "pca"], format_func=str.upper, horizontal=True, key="em_method")
-dims = c4.radio("Dimensions", [2, 3], horizontal=True, key="em_dims")
-seed = c5.number_input("Seed", min_value=0, max_value=10_000, value=0, key="em_seed")
+n = c2.number_input("Sample size", min_value=20, max_value=2000, value=500, step=50, key="em_n", disabled=stored_only,
+                    help="Sentences embedded per checkpoint. Results-only runs show the sample they kept.")
+method = c3.radio("Projection", ["umap", "pca"], format_func=str.upper, horizontal=True, key="em_method",
+                  help="UMAP: cosine neighbours, seconds once warm. PCA: instant and deterministic.")
+dims = c4.radio("Dimensions", [2, 3], horizontal=True, key="em_dims", disabled=stored_only,
+                help="Results-only runs kept 2-D projections. Clicking a point works in 2-D.")
+seed = c5.number_input("Seed", min_value=0, max_value=10_000, value=0, key="em_seed",
+                       disabled=method == "pca" or stored_only,
+                       help="UMAP's random seed. PCA has none (deterministic); results-only runs kept seed 0.")
 color_options = {"sst": ["label", "error"], "qqp": ["label", "error"], "sts": ["similarity score", "error"]}[task]
 color_by = st.radio("Color by", color_options, horizontal=True, key="em_color")
 if not names:
     st.info("Pick at least one checkpoint.")
     st.stop()
+if method == "umap" and not stored_only and umap_state() != "warm":
+    st.info("The first UMAP on this server loads umap-learn and compiles its layout kernel: about a minute on "
+            "2 CPU cores (it started in the background when this page opened). Later ones take seconds; PCA is "
+            "instant.", icon=":material/hourglass_top:")
 
 
-def view(name: str):
+def view(name: str, progress):
+    """(sample, projection, numbers) of one checkpoint; ``progress(fraction, text)`` says what runs."""
     if not has_weights(name):   # a results-only run: the sample its embeddings.json kept
         return stored_view(Path(resolve_checkpoint(name)) / EMBEDDINGS_FILE, task, method, int(dims))
+    progress(0.05, f"Loading {name}…")
     model = load_model(name)
+    progress(0.25, f"Embedding {int(n):,} {TASK_TITLES[task].lower()} dev sentences with {name}…")
     sample = embed_sample(model, task, n=int(n), seed=0, data_dir=DATA_DIR)
+    progress(0.55, f"{method.upper()} of {len(sample):,} points" + (
+        " (waiting for umap-learn to load: first UMAP of this server)…" if method == "umap"
+        and umap_state() != "warm" else "…"))
     xy = sample_projection(sample, method, int(dims), int(seed))
+    progress(0.8, f"Geometry numbers of {name} (STS and SST samples)…")
     report = geometry_report(model, n=int(n), seed=0, data_dir=DATA_DIR)
     return sample, xy, report
+
+
+def selected_index(event) -> int | None:
+    """The sample index of the clicked point (its customdata), if any."""
+    points = getattr(getattr(event, "selection", None), "points", None) or []
+    if not points:
+        return None
+    data = points[0].get("customdata")
+    data = data[0] if isinstance(data, (list, tuple)) else data
+    return None if data is None else int(data)
+
+
+def open_links(sample, index: int) -> None:
+    """The clicked sentence (a pair's both sentences), with links to Attention & saliency and Predict."""
+    text_a, text_b = texts_for_ids(task, [sample.ids[index]], "dev", "the embedding sample")[0]
+    st.markdown(f"**Selected:** {text_a}" + (f"  \n**and:** {text_b}" if text_b else ""))
+    with_weights = [m for m in names if has_weights(m)][:2]
+    example_links(task, text_a, text_b if task != "sst" else None, with_weights)
 
 
 def colors(sample):
@@ -111,8 +162,10 @@ def colors(sample):
 # two side by side per row (four narrow columns would cut the pictures and their numbers)
 cols = [col for start in range(0, len(names), 2) for col in st.columns(2)][:len(names)]
 for i, (col, name) in enumerate(zip(cols, names)):
-    with col, st.spinner(f"Embedding and projecting with {name}…"):
-        result = run_safely(view, name, what=name)
+    with col:
+        bar = st.empty()
+        result = run_safely(view, name, lambda f, text: bar.progress(f, text=text), what=name)
+        bar.empty()
         if result is None:
             continue
         sample, xy, report = result
@@ -125,7 +178,14 @@ for i, (col, name) in enumerate(zip(cols, names)):
         hover = [t[:90] + ("…" if len(t) > 90 else "") for t in sample.texts_a]
         fig = projection_figure(xy, values, hover, title=f"{name}: {method.upper()} of {len(sample)} sentences",
                                 color_label=title, categorical=categorical, colors=palette)
-        st.plotly_chart(fig, width="stretch", key=f"em_fig_{i}")
+        clickable = int(dims) == 2
+        event = show_figure(fig, f"{method}-{task}-{name}", key=f"em_fig_{i}",
+                            **({"on_select": "rerun", "selection_mode": "points"} if clickable else {}))
+        index = selected_index(event) if clickable else None
+        if index is not None and 0 <= index < len(sample):
+            open_links(sample, index)
+        elif clickable:
+            st.caption("Click a point to open its sentence in Attention & saliency and Predict.")
         m1, m2, m3, m4 = st.columns(4)
         fmt = lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
         m1.metric("alignment ↓", fmt(report["alignment"]),
