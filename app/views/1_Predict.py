@@ -25,9 +25,10 @@ SHORT, LONG = "Sentence or pair", "Long text"
 page_setup("Predict", ":material/online_prediction:")
 serving_toggle()
 st.title(":material/online_prediction: Predict")
-st.caption("Sentiment of a sentence or a review (5 classes), paraphrase probability and similarity (0–5) of a "
-           f"pair. Texts up to {MAX_TEXT_CHARS:,} characters, read whole: a text longer than the model's input "
-           "length is read in windows.")
+st.caption("Sentiment of a sentence or a review; paraphrase and similarity of a pair. Texts up to "
+           f"{MAX_TEXT_CHARS:,} characters, read whole.",
+           help="5 sentiment classes; paraphrase probability; similarity on 0–5. A text longer than the model's "
+                "input length is read in windows of that length.")
 
 
 # ------------------------------------------------------------ starter model
@@ -179,24 +180,29 @@ def show_sentiment(names: list[str], a: str, of_pair: bool = False) -> None:
         sentiment_cards(results, chart=not of_pair)
 
 
+def pair_cards(name: str, para: dict | None, sim: dict | None, side_by_side: bool) -> None:
+    """One model's paraphrase and similarity cards (side by side when there is room)."""
+    left, right = st.columns(2) if side_by_side else (st.container(), st.container())
+    if para is not None:
+        reading = paraphrase_reading(para["prob"])
+        left.metric(name, reading["value"], f"paraphrase probability: {reading['note']}", **QUIET)
+        left.progress(para["prob"])
+    if sim is not None:
+        right.metric(f"{name} ", f"{sim['score']:.2f} / 5", "similarity", **QUIET)
+        right.progress(sim["score"] / 5)
+    st.caption(read_note(para or sim))
+    if para is not None:
+        calibration_link(name, "qqp")
+
+
 def show_pair(names: list[str], a: str, b: str) -> None:
     st.markdown("##### :material/compare_arrows: The pair: paraphrase and similarity")
     para = _predict_all("qqp", names, a, b)
     sim = _predict_all("sts", names, a, b)
     shown = [n for n in names if n in para or n in sim]
-    cols = st.columns(max(len(shown), 2))
-    for col, name in zip(cols, shown):
+    for col, name in zip(st.columns(max(len(shown), 1)), shown):
         with col:
-            if name in para:
-                reading = paraphrase_reading(para[name]["prob"])
-                st.metric(name, reading["value"], f"paraphrase probability: {reading['note']}", **QUIET)
-                st.progress(para[name]["prob"])
-            if name in sim:
-                st.metric(f"{name} ", f"{sim[name]['score']:.2f} / 5", "similarity", **QUIET)
-                st.progress(sim[name]["score"] / 5)
-            st.caption(read_note(para.get(name) or sim[name]))
-            if name in para:
-                calibration_link(name, "qqp")
+            pair_cards(name, para.get(name), sim.get(name), side_by_side=len(shown) <= 2)
     st.caption(QUORA_CAPTION)
 
 
@@ -209,21 +215,23 @@ def keep_in_url(names: list[str], a: str, b: str) -> None:
 
 
 def text_boxes() -> tuple[str, str]:
-    """The input boxes: a sentence (and a second one) updated as you type, or one
-    multi-line box for a review or any long text."""
-    mode = st.segmented_control("Input", [SHORT, LONG], key="input_mode", default=SHORT,
-                                help="Long texts are read whole, in windows of the length the model was "
-                                     "trained on.") or SHORT
+    """The input boxes: a sentence and a second one side by side, updated as you type,
+    or one multi-line box for a review or any long text."""
+    left, right = st.columns([1, 2])
+    mode = left.segmented_control("Input", [SHORT, LONG], key="input_mode", default=SHORT,
+                                  help="Long texts are read whole, in windows of the length the model was "
+                                       "trained on.") or SHORT
     if mode == LONG:
-        a = st.text_area("Review or long text", key="text_long", height=220,
+        a = st.text_area("Review or long text", key="text_long", height=200,
                          placeholder="Paste a review… (Ctrl+Enter to predict)")
         return (a or "").strip(), ""
-    st.selectbox("Start from an example", [None, *LIVE_EXAMPLES], key="example_live",
-                 format_func=lambda e: "—" if e is None else (e if isinstance(e, str) else f"{e[0]}  ↔  {e[1]}"),
-                 on_change=_use_example)
-    a = st.text_input("Sentence", key="text_a", live=True, placeholder="Type a sentence…")
-    b = st.text_input("Second sentence (optional: paraphrase and similarity of the pair)", key="text_b",
-                      live=True, placeholder="Type a second sentence or question to compare with…")
+    right.selectbox("Start from an example", [None, *LIVE_EXAMPLES], key="example_live",
+                    format_func=lambda e: "—" if e is None else (e if isinstance(e, str) else f"{e[0]}  ↔  {e[1]}"),
+                    on_change=_use_example)
+    c1, c2 = st.columns(2)
+    a = c1.text_input("Sentence", key="text_a", live=True, placeholder="Type a sentence…")
+    b = c2.text_input("Second sentence (optional: paraphrase and similarity of the pair)", key="text_b",
+                      live=True, placeholder="A second sentence or question…")
     return (a or "").strip(), (b or "").strip()
 
 
