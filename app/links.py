@@ -28,6 +28,7 @@ names the page offers):
 
     parse_example(params, choices)   -> LinkedExample | None   (None: the URL carries no example)
     parse_models(params, choices)    -> tuple of checkpoint names (m1, m2), checked
+    parse_selection(params, choices, tasks) -> (checkpoint names, task or None)
 
 Any bad parameter - an unknown checkpoint, a task that does not exist, an over-long or
 empty text, a missing second sentence - raises :class:`LinkError` (a
@@ -38,6 +39,7 @@ In a page (Streamlit):
     example = linked_example(choices, views=("saliency", "attention"))
     if example:             # a link was opened (once per distinct link: later edits stay)
         st.session_state["my_text_key"] = example.text_a ...
+    models, task = linked_selection(choices, tasks=("sst", "qqp"))   # ?m1=&m2=&task= (no text)
     page_link("saliency", "Open in Attention & saliency", task, a, b, models=(m1, m2))
     open_page("predict", task, a, b, models=(m1,))   # st.switch_page with the query
     show_query(task, a, b, models)   # keep this page's own URL in step with what it shows
@@ -237,6 +239,36 @@ def linked_models(choices: Sequence[str] | None) -> tuple[str, ...]:
     except LinkError as e:
         st.error(f"This link could not be opened: {e}", icon=":material/link_off:")
         return ()
+
+
+def parse_selection(params: Mapping, choices: Sequence[str] | None,
+                    tasks: Sequence[str] | None = None) -> tuple[tuple[str, ...], str | None]:
+    """(checkpoints, task) of a link that names checkpoints and optionally a task (the
+    Calibration page's ``?m1=&task=``); the task must be one of ``tasks`` when given."""
+    models = parse_models(params, choices)
+    task = _get(params, "task")
+    if task is None:
+        return models, None
+    task = _check_task(task)
+    if tasks is not None and task not in tasks:
+        raise LinkError(f"link parameter 'task': this page shows {', '.join(tasks)}, not {task}")
+    return models, task
+
+
+def linked_selection(choices: Sequence[str] | None,
+                     tasks: Sequence[str] | None = None) -> tuple[tuple[str, ...], str | None]:
+    """:func:`parse_selection` of this page's URL, the first time the page runs with it;
+    ((), None) otherwise or after a bad link (shown as one ``st.error``)."""
+    import streamlit as st
+    signature = _query_signature(st.query_params)
+    if not signature or st.session_state.get(_APPLIED) == signature:
+        return (), None
+    st.session_state[_APPLIED] = signature
+    try:
+        return parse_selection(st.query_params, choices, tasks)
+    except LinkError as e:
+        st.error(f"This link could not be opened: {e}", icon=":material/link_off:")
+        return (), None
 
 
 def show_query(params: Mapping[str, str]) -> None:
