@@ -295,7 +295,10 @@ class TrainConfig:
     lr: float = opt(2e-5, help="Encoder learning rate.")
     head_lr: float | None = opt(1e-3, help="Learning rate of the task heads (blank: same as lr).")
     weight_decay: float = opt(0.01, help="AdamW weight decay (not on biases and LayerNorm).")
-    warmup_ratio: float = opt(0.1, help="Fraction of the stage's steps of linear warm-up, then linear decay.")
+    warmup_ratio: float = opt(0.1, help="Fraction of the stage's steps of linear warm-up, then lr_schedule.")
+    lr_schedule: Literal["linear", "constant"] = opt("linear", help=(
+        "After the warm-up: 'linear' = decay to 0 at the stage's last step; 'constant' = the learning "
+        "rate held (a report that states one rate and no schedule; the DFP starter code's)."))
     grad_clip: float | None = opt(1.0, help="Clip the gradient norm to this (blank: no clipping).")
     freeze_encoder: bool = opt(False, help="Train the heads only; the encoder's outputs are then computed once and cached.")
     optimizer: Literal["adamw", "torch_adamw"] = opt("adamw", help="adamw = our own AdamW (core/optim.py); torch_adamw = torch's fused one.")
@@ -329,6 +332,10 @@ class TrainConfig:
     resume_every: int = opt(200, help=(
         "Save resume state (resume/, used by --resume) every N optimizer steps as well as at each "
         "epoch end (200 steps: a few minutes on 2 CPU cores, one ~100 MB write)."))
+    dev_eval: Literal["epoch", "stage_end"] = opt("epoch", help=(
+        "When the stage is evaluated on dev: after every epoch, or only after its last ('stage_end': "
+        "a stage whose epochs are not checkpoint candidates, e.g. an encoder pre-training stage; "
+        "the other epochs log their mean training loss in an epoch_done event)."))
     select: Literal["mean", "last"] = opt("mean", help=(
         "Which epoch of the last stage becomes the checkpoint: 'mean' = the best mean dev score of "
         "the trained tasks; 'last' = the last epoch (no choice on dev)."))
@@ -517,7 +524,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
     A ``train.*`` override holds for the whole run: in a multi-stage recipe the same
     key is also removed from every stage, so all stages inherit the new value (e.g.
-    ``--set train.batch_size=8`` makes every stage use batch 8)."""
+    ``--set train.batch_size=8`` makes every stage use batch 8). ``stages.NAME.key=value``
+    sets a train field of one stage, found by its name (e.g.
+    ``stages.triplet.steps_per_epoch=40``); overrides apply in order, so a
+    ``stages.NAME.*`` after a ``train.*`` of the same key wins for that stage."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
@@ -525,6 +535,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         parsed = parse_override_value(key.strip(), value)
+        if parts[0] == "stages" and len(parts) >= 3:
+            _set_stage_field(raw, parts[1], parts[2:], parsed, key.strip())
+            continue
         node = raw
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -535,6 +548,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             for stage in raw["stages"]:
                 _drop_path(stage, parts[1:])
     return raw
+
+
+def _set_stage_field(raw: dict[str, Any], name: str, path: list[str], value: Any, key: str) -> None:
+    """``stages.NAME.a.b=value``: set ``a.b`` in the stage named NAME."""
+    stages = raw.get("stages")
+    names = [s.get("name") for s in stages if isinstance(s, dict)] if isinstance(stages, list) else []
+    if name not in names:
+        raise ConfigError(f"--set {key}: the recipe has no stage named {name!r}"
+                          + (f"; its stages: {', '.join(map(str, names))}" if names else " (it has no stages)"))
+    node = stages[names.index(name)]
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[path[-1]] = value
 
 
 def _drop_path(node: Any, path: list[str]) -> None:

@@ -176,48 +176,25 @@ def triplets(train: Mapping[str, TaskData], cfg: ContrastiveConfig, rng: random.
 
 
 def report_triplets(train: Mapping[str, TaskData], cfg: ContrastiveConfig, rng: random.Random) -> ContrastiveSet:
-    """Report 001's triplets: every sentence that has a positive is an anchor exactly
-    once; its negatives are ``cfg.negatives`` sentences of its own dataset (SST: other
-    labels; pairs: its labelled negative partners first, then other sentences of the
-    dataset that are not its positives), then one sentence from each other dataset, in
-    the order of ``train``. Parts: ``a``, ``p``, ``n0 .. n{K-1}``, K = negatives +
-    (datasets - 1)."""
+    """Report 001's triplets (§4.2.1). Anchors: every SST and STS sentence exactly once;
+    for Quora, the sentences of duplicate pairs only. Positive: SST - another sentence
+    of the same label; STS - another sentence whose pair's score is in the same range
+    (``<= sts_negative`` or ``>= sts_positive``: the report's 0-2 or 3-5; a sentence of a
+    pair scoring in between is in neither range and is left out); Quora - its
+    paraphrase. ``cfg.negatives`` (the report: 3) negatives from the anchor's own
+    dataset: SST - other labels; STS - the opposite range; Quora - sentences of the
+    non-duplicate pairs (the part of the data no anchor comes from). Then one sentence
+    from each other dataset, in the order of ``train``. Parts: ``a``, ``p``,
+    ``n0 .. n{K-1}``, K = negatives + (datasets - 1)."""
     sentences = {t: task_sentences(d) for t, d in train.items()}
     items: list[tuple[str, str, list[str], str]] = []   # anchor, positive, own negatives, source
     if "sst" in train:
-        data = train["sst"]
-        by_label: dict[int, list[str]] = {}
-        for text, y in zip(data.texts_a, data.labels):
-            by_label.setdefault(int(y), []).append(text)
-        seen: set[str] = set()
-        for text, y in zip(data.texts_a, data.labels):
-            same = [s for s in by_label[int(y)] if s != text]
-            other = [s for lab, ss in by_label.items() if lab != int(y) for s in ss]
-            if text in seen or not same or not other:
-                continue
-            seen.add(text)
-            items.append((text, rng.choice(same), [rng.choice(other) for _ in range(cfg.negatives)], "sst"))
-    positives = _partners(positive_pairs(train, cfg))
-    negatives = _partners(negative_pairs(train, cfg))
-    for source in ("qqp", "sts"):
-        if source not in train:
-            continue
-        seen = set()
-        for text in sentences[source]:
-            if text in seen or text not in positives:
-                continue
-            seen.add(text)
-            own = [s for s in negatives.get(text, []) if s not in positives[text]]
-            rng.shuffle(own)
-            for _ in range(100 * cfg.negatives):   # bounded: a tiny set may have too few
-                if len(own) >= cfg.negatives:
-                    break
-                candidate = rng.choice(sentences[source])
-                if candidate != text and candidate not in positives[text]:
-                    own.append(candidate)
-            if len(own) < cfg.negatives:
-                continue
-            items.append((text, rng.choice(positives[text]), own[:cfg.negatives], source))
+        items += _labelled_triplets(_first_labels(train["sst"].texts_a, train["sst"].labels), cfg.negatives,
+                                    "sst", rng)
+    if "sts" in train:
+        items += _labelled_triplets(_sts_ranges(train["sts"], cfg), cfg.negatives, "sts", rng)
+    if "qqp" in train:
+        items += _quora_triplets(train["qqp"], cfg.negatives, rng)
     order = list(train)
     k = cfg.negatives + len(order) - 1
     parts: dict[str, list[str]] = {"a": [], "p": [], **{f"n{i}": [] for i in range(k)}}
@@ -228,6 +205,71 @@ def report_triplets(train: Mapping[str, TaskData], cfg: ContrastiveConfig, rng: 
         for i, n in enumerate(negs):
             parts[f"n{i}"].append(n)
     return ContrastiveSet("triplet", parts, [s for *_, s in items])
+
+
+def _first_labels(texts: Sequence[str], labels: Sequence) -> dict[str, int]:
+    """Each distinct sentence once, with the label of its first occurrence."""
+    out: dict[str, int] = {}
+    for text, y in zip(texts, labels):
+        out.setdefault(text, int(y))
+    return out
+
+
+def _sts_ranges(data: TaskData, cfg: ContrastiveConfig) -> dict[str, int]:
+    """STS sentence -> 0 (its pair scores <= sts_negative) or 1 (>= sts_positive), by its
+    first pair; sentences of pairs scoring in between are in neither range."""
+    out: dict[str, int] = {}
+    for a, b, y in zip(data.texts_a, data.texts_b, data.labels):
+        y = float(y)
+        side = 0 if y <= cfg.sts_negative else 1 if y >= cfg.sts_positive else None
+        for text in (a, b):
+            if text not in out:
+                out[text] = side
+    return {t: s for t, s in out.items() if s is not None}
+
+
+def _labelled_triplets(labels: dict[str, int], negatives: int, source: str, rng: random.Random) -> list:
+    """(anchor, positive, own negatives, source): every sentence once as anchor, a positive of
+    its own label, ``negatives`` sentences of other labels (drawn with replacement)."""
+    by_label: dict[int, list[str]] = {}
+    for text, y in labels.items():
+        by_label.setdefault(y, []).append(text)
+    other = {y: [s for lab, ss in by_label.items() if lab != y for s in ss] for y in by_label}
+    items = []
+    for text, y in labels.items():
+        same = by_label[y]
+        if len(same) < 2 or not other[y]:
+            continue
+        positive = text
+        while positive == text:
+            positive = rng.choice(same)
+        items.append((text, positive, [rng.choice(other[y]) for _ in range(negatives)], source))
+    return items
+
+
+def _quora_triplets(data: TaskData, negatives: int, rng: random.Random) -> list:
+    """Anchors: each sentence of a duplicate pair once, its paraphrase the positive;
+    negatives: sentences of the non-duplicate pairs (not the anchor, not its paraphrases)."""
+    positives: dict[str, list[str]] = {}
+    pool: list[str] = []
+    for a, b, y in zip(data.texts_a, data.texts_b, data.labels):
+        if float(y) == 1:
+            positives.setdefault(a, []).append(b)
+            positives.setdefault(b, []).append(a)
+        else:
+            pool += [a, b]
+    items = []
+    for text, partners in positives.items():
+        own: list[str] = []
+        for _ in range(100 * negatives):   # bounded: a tiny set may have too few
+            if len(own) == negatives or not pool:
+                break
+            candidate = rng.choice(pool)
+            if candidate != text and candidate not in partners:
+                own.append(candidate)
+        if len(own) == negatives:
+            items.append((text, rng.choice(partners), own, "qqp"))
+    return items
 
 
 def build_set(objective: str, train: Mapping[str, TaskData], cfg: ContrastiveConfig, seed: int = 0) -> ContrastiveSet:
@@ -267,9 +309,12 @@ def encode_many(model, inputs: Sequence[dict[str, torch.Tensor]]) -> list[torch.
 
 
 def objective_loss(model, objective: str, batch: dict[str, dict[str, torch.Tensor]],
-                   cfg: ContrastiveConfig, gather=None) -> torch.Tensor:
+                   cfg: ContrastiveConfig, gather=None, n_global: int | None = None) -> torch.Tensor:
     """The objective's loss on one batch of a :class:`ContrastiveSet` (parts padded).
-    ``gather``: data parallel, the in-batch candidates of every rank (see mnrl_loss)."""
+    ``gather``: data parallel, the in-batch candidates of every rank (see mnrl_loss);
+    ``n_global``: data parallel, the global batch's size (the triplet loss is a sum over
+    the global batch's anchors, so this share's sum is rescaled to the trainer's
+    mean-based share weighting, ``DistContext.loss_scale``)."""
     if objective == "simcse_unsup":   # same sentences twice: dropout makes the two views
         view1, view2 = encode_many(model, [batch["a"], batch["a"]])
         return simcse_unsup_loss(view1, view2, cfg.temperature, gather=gather)
@@ -283,5 +328,90 @@ def objective_loss(model, objective: str, batch: dict[str, dict[str, torch.Tenso
     if objective == "triplet":
         keys = ["a", "p"] + [f"n{k}" for k in range(sum(1 for part in batch if part[:1] == "n"))]
         anchors, positives, *negatives = encode_many(model, [batch[k] for k in keys])
-        return triplet_loss(anchors, positives, torch.stack(negatives, dim=1), cfg.margin)
+        loss = triplet_loss(anchors, positives, torch.stack(negatives, dim=1), cfg.margin)
+        return loss if n_global is None else loss * (n_global / len(anchors))
     raise ValueError(f"{objective!r} is not a sentence-embedding objective")
+
+
+# ------------------------------------------------------- triplet margin calibration
+def triplet_gap_sample(model, cset: ContrastiveSet, items: int, max_len: int, batch_size: int = 50,
+                       dropout: bool = False) -> tuple[list[float], list[str]]:
+    """``logsumexp_z d(x, z) - d(x, y)`` (:func:`core.losses.triplet_gaps`) of the first
+    ``items`` triplets of ``cset`` under ``model``'s pooling, with the encoder in eval mode
+    (``dropout=False``) or train mode; and each item's source dataset. An anchor's term of
+    Eq. 1 (report 001) is non-zero at margin m iff its gap is below m."""
+    from core.data import encode_texts
+    from core.losses import triplet_gaps
+    from core.model import TaskTokens
+    tok, gaps = model.tokenizer, []
+    was_training = model.training
+    model.train(dropout)
+    keys = ["a", "p"] + sorted((k for k in cset.parts if k[:1] == "n"), key=lambda k: int(k[1:]))
+    try:
+        with torch.no_grad():
+            for start in range(0, min(items, len(cset)), batch_size):
+                rows = range(start, min(items, len(cset), start + batch_size))
+                parts = {k: encode_texts(tok, [cset.parts[k][i] for i in rows], max_len) for k in keys}
+                batch = TaskTokens(parts, pad_id=tok.pad_token_id or 0).batch(list(range(len(rows))), model.device)
+                a, p, *n = encode_many(model, [batch[k] for k in keys])
+                gaps += triplet_gaps(a.float(), p.float(), torch.stack(n, dim=1).float()).tolist()
+    finally:
+        model.train(was_training)
+    return gaps, cset.sources[:len(gaps)]
+
+
+def margin_report(config_path: str, stage: str = "triplet", items: int = 600, fraction: float = 0.05,
+                  dropout: bool = False) -> dict:
+    """The measurement behind report 001's triplet margin (configs/report-001-triplet.yaml):
+    the stage's TRAINING triplets (its layout, seed and data; ``max_examples`` ignored, so
+    the sample is drawn from the whole set), the recipe's pretrained encoder, and the margin
+    at which ``fraction`` of the anchors are active (the ``fraction``-quantile of the gaps;
+    report 001 §6.1: about 5% of cases were exceptions)."""
+    import dataclasses
+
+    import numpy as np
+
+    from core.config import Config
+    from core.data import load_task
+    from core.model import MultitaskBert
+    cfg = Config.from_yaml(config_path)
+    plan = dict(cfg.stage_plan())
+    if plan.get(stage) is None or plan[stage].objective != "triplet":
+        raise DataError(f"{config_path} has no triplet stage named {stage!r}")
+    train, index = plan[stage], list(plan).index(stage)
+    data = {t: load_task(t, "train", cfg.data.dir, limit=cfg.data.limit) for t in train.tasks}
+    seed = train.seed + 104729 * index      # the set the trainer builds for that stage (core/train.py)
+    cset = build_set("triplet", data, dataclasses.replace(train.contrastive, max_examples=None), seed=seed)
+    torch.manual_seed(train.seed)
+    gaps, sources = triplet_gap_sample(MultitaskBert.from_config(cfg), cset, items, cfg.model.max_len,
+                                       dropout=dropout)
+    g = np.asarray(gaps)
+    margin = train.contrastive.margin
+    return {"config": str(config_path), "stage": stage, "items": len(g), "set_size": len(cset),
+            "dropout": dropout, "gap_mean": round(float(g.mean()), 4),
+            "active_at_margin_0": round(float((g < 0).mean()), 4),
+            "recipe_margin": margin, "active_at_recipe_margin": round(float((g < margin).mean()), 4),
+            "fraction": fraction, "margin_for_fraction": round(float(np.quantile(g, fraction)), 4),
+            "by_source": {s: round(float((g[np.asarray(sources) == s] < margin).mean()), 4)
+                          for s in sorted(set(sources))}}
+
+
+def main(argv=None) -> int:
+    """``python -m core.contrastive margin --config RECIPE [--items N] [--fraction F]``."""
+    import argparse
+
+    from core.errors import run_cli
+    p = argparse.ArgumentParser(prog="python -m core.contrastive",
+                                description="Measure report 001's triplet gaps on a recipe's training triplets.")
+    p.add_argument("what", choices=["margin"])
+    p.add_argument("--config", default="configs/report-001-triplet.yaml")
+    p.add_argument("--stage", default="triplet")
+    p.add_argument("--items", type=int, default=600)
+    p.add_argument("--fraction", type=float, default=0.05)
+    p.add_argument("--dropout", action="store_true", help="encoder in train mode (dropout on)")
+    args = p.parse_args(argv)
+    return run_cli(lambda: margin_report(args.config, args.stage, args.items, args.fraction, args.dropout))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,9 +26,10 @@ Sentence-embedding objectives (by ``train.objective``; data built in core/contra
   dropout views of the same sentence are the positive pair, ``cos / temperature``.
 * :func:`simcse_sup_loss` - supervised SimCSE (report 003): anchors against the in-batch
   positives and the in-batch hard negatives.
-* :func:`triplet_loss` - report 001's triplet objective
-  ``max(0, d(x, y) - log sum_z exp d(x, z))`` with Euclidean ``d`` (plus an optional
-  margin, 0 in the report).
+* :func:`triplet_loss` - report 001's triplet objective (Eq. 1): the sum over a
+  minibatch's anchors of ``max(0, d(x, y) - log sum_z exp d(x, z))`` with Euclidean
+  ``d`` (plus an optional margin, 0 in the report; see configs/report-001-triplet.yaml
+  for the one the pretrained MiniLM needs).
 """
 from __future__ import annotations
 
@@ -108,14 +109,29 @@ def simcse_sup_loss(anchors: torch.Tensor, positives: torch.Tensor, hard_negativ
 
 def triplet_loss(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                  margin: float = 0.0) -> torch.Tensor:
-    """Mean over anchors of ``max(0, d(x, y) - logsumexp_z d(x, z) + margin)``.
+    """Report 001, Eq. 1: the SUM over the minibatch's anchors of
+    ``max(0, d(x, y) - log sum_z exp d(x, z) + margin)``, d the Euclidean distance.
 
-    anchors, positives: [B, D]; negatives: [B, K, D]; d is the Euclidean distance.
-    Zero for an anchor once its positive is closer than the soft maximum of its
-    negatives' distances (minus the margin)."""
+    anchors, positives: [B, D]; negatives: [B, K, D]. An anchor's term is zero once its
+    positive is closer than the soft maximum of its negatives' distances by more than the
+    margin (the report's Eq. 1 has none: margin 0). Distances are computed in float32
+    (under bf16 autocast a logsumexp near 8 would have a resolution of 0.03)."""
+    anchors, positives, negatives = anchors.float(), positives.float(), negatives.float()
+    return triplet_terms(anchors, positives, negatives, margin).sum()
+
+
+def triplet_terms(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                  margin: float = 0.0) -> torch.Tensor:
+    """Each anchor's term of Eq. 1 (report 001), [B]: ``relu(d_pos - logsumexp d_neg + margin)``."""
+    return F.relu(margin - triplet_gaps(anchors, positives, negatives))
+
+
+def triplet_gaps(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """``logsumexp_z d(x, z) - d(x, y)`` per anchor, [B]: how far an anchor is from being
+    active in Eq. 1; with a margin m the anchor's term is non-zero iff its gap < m."""
     d_pos = (anchors - positives).norm(dim=-1)                           # [B]
     d_neg = (anchors.unsqueeze(1) - negatives).norm(dim=-1)              # [B, K]
-    return F.relu(d_pos - torch.logsumexp(d_neg, dim=-1) + margin).mean()
+    return torch.logsumexp(d_neg, dim=-1) - d_pos
 
 
 OBJECTIVE_LOSSES = {"mnrl": mnrl_loss, "simcse_unsup": simcse_unsup_loss,

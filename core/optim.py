@@ -63,13 +63,23 @@ def make_optimizer(name: str, param_groups: list[dict], lr: float, weight_decay:
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def warmup_linear(optimizer: Optimizer, total_steps: int, warmup_ratio: float) -> LambdaLR:
-    """Linear warm-up from 0 over ``warmup_ratio * total_steps``, then linear decay to 0."""
+def warmup_linear(optimizer: Optimizer, total_steps: int, warmup_ratio: float,
+                  decay: str = "linear") -> LambdaLR:
+    """Linear warm-up from 0 over ``warmup_ratio * total_steps``, then linear decay to 0
+    (``decay="linear"``) or the learning rate held (``decay="constant"``: the DFP starter
+    code's fixed rate, which reports that state one learning rate and no schedule use)."""
+    if decay not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {decay!r}; choose one of {LR_SCHEDULES}")
     warmup = int(round(total_steps * warmup_ratio))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
+        if decay == "constant":
+            return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return LambdaLR(optimizer, factor)
+
+
+LR_SCHEDULES = ("linear", "constant")

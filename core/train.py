@@ -139,6 +139,24 @@ def set_encoder_dropout(encoder: torch.nn.Module, p: float) -> None:
             module.p = p
 
 
+def graph_leaves(output: torch.Tensor) -> set[int]:
+    """``id`` of every leaf tensor (parameter) the autograd graph of ``output`` reaches:
+    the parameters ``output.backward()`` would give a gradient."""
+    leaves: set[int] = set()
+    seen: set = set()
+    stack = [output.grad_fn] if output.grad_fn is not None else []
+    while stack:
+        fn = stack.pop()
+        if fn in seen:
+            continue
+        seen.add(fn)
+        variable = getattr(fn, "variable", None)   # AccumulateGrad: the leaf it accumulates into
+        if variable is not None:
+            leaves.add(id(variable))
+        stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+    return leaves
+
+
 def encoder_checksum(model: MultitaskBert) -> float:
     """A fingerprint of the encoder weights (logged at stage boundaries)."""
     with torch.no_grad():
@@ -260,26 +278,63 @@ class Trainer:
             self._load_resume_state()
 
     def _param_groups(self, stage: Stage) -> list[dict]:
+        """The optimizer's groups: exactly the parameters the stage's objective depends on
+        (:meth:`_trained_parameters`), by learning rate (encoder: ``lr``, one rate per layer
+        with ``layer_decay`` < 1; everything else, heads, report 002's shared projection and
+        learned task weights included: ``head_lr``) and weight decay (none on biases,
+        LayerNorm and the learned task weights)."""
         cfg, groups = stage.train, []
-        no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n
-        encoder = [] if cfg.freeze_encoder else list(self.model.bert.named_parameters())
-        heads = [] if not stage.supervised else \
-            [(f"{t}.{n}", p) for t in stage.streams for n, p in self.model.heads[t].named_parameters()]
-        # encoder parameters by learning rate (layer_decay < 1: one rate per layer)
+        no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n or n.startswith("uncertainty.")
         n_layers = self.model.bert.config.num_hidden_layers
+        encoder = {id(p) for p in self.model.bert.parameters()}
         by_lr: dict[float, list] = {}
-        for n, p in encoder:
-            by_lr.setdefault(cfg.lr * cfg.layer_decay ** (n_layers - encoder_depth(n, n_layers)), []).append((n, p))
-        by_lr.setdefault(cfg.head_lr or cfg.lr, []).extend(heads)
+        for name, p in self._trained_parameters(stage):
+            if id(p) in encoder:
+                depth = encoder_depth(name.removeprefix("bert."), n_layers)
+                lr = cfg.lr * cfg.layer_decay ** (n_layers - depth)
+            else:
+                lr = cfg.head_lr or cfg.lr
+            by_lr.setdefault(lr, []).append((name, p))
         for lr, params in by_lr.items():
             decay = [p for n, p in params if not no_decay(n)]
             plain = [p for n, p in params if no_decay(n)]
             groups += [{"params": decay, "lr": lr, "weight_decay": cfg.weight_decay},
                        {"params": plain, "lr": lr, "weight_decay": 0.0}]
-        if self.uncertainty is not None:
-            groups.append({"params": list(self.uncertainty.parameters()), "lr": cfg.head_lr or cfg.lr,
-                           "weight_decay": 0.0})
         return [g for g in groups if g["params"]]
+
+    def _trained_parameters(self, stage: Stage) -> list[tuple[str, torch.nn.Parameter]]:
+        """``(name, parameter)`` of every parameter the stage's objective depends on, in
+        model order: the leaves of the autograd graph of the objective on a probe batch of
+        each of the stage's streams (its first examples), through the same code path as a
+        training step (task losses, regularizers, task weighting). Nothing is stepped or
+        back-propagated; the random generators and the model's buffers (batch-norm
+        statistics) are restored, so the run continues exactly as without the probe.
+        A frozen encoder (``requires_grad`` off) is not in the graph, hence in no group."""
+        named = list(self.model.named_parameters())
+        if self.uncertainty is not None:
+            named += [(f"uncertainty.{n}", p) for n, p in self.uncertainty.named_parameters()]
+        buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        used: set[int] = set()
+        devices = [self.device] if self.device.type == "cuda" else []
+        self._train_mode(stage.train)
+        with torch.random.fork_rng(devices=devices):
+            for task, stream in stage.streams.items():
+                idx = list(range(min(len(stream.features), stream.batch_size)))
+                _, total = self._task_objective(task, idx, len(idx), {})
+                used |= graph_leaves(total)
+        with torch.no_grad():
+            for n, b in self.model.named_buffers():
+                b.copy_(buffers[n])
+        params = [(n, p) for n, p in named if id(p) in used]
+        if not params:
+            raise MinbertError(f"stage {stage.name!r} trains nothing: its loss depends on no parameter "
+                               f"(frozen encoder and no head with weights?)")
+        return params
+
+    def _train_mode(self, cfg: TrainConfig) -> None:
+        self.model.train()
+        if cfg.freeze_encoder:
+            self.model.bert.eval()  # frozen: no dropout noise in the features either
 
     def _cache_encodings(self, stream: TaskStream) -> None:
         """Frozen encoder: encode every training input once; heads then train on vectors."""
@@ -315,7 +370,7 @@ class Trainer:
         # on 2 CPU cores 33 ms a step for MiniLM vs 336 ms for torch's default foreach)
         self.optimizer = make_optimizer(cfg.optimizer, self._param_groups(stage), cfg.lr,
                                         cfg.weight_decay, fused=self.device.type in ("cuda", "cpu"))
-        self.scheduler = warmup_linear(self.optimizer, stage.total_steps, cfg.warmup_ratio)
+        self.scheduler = warmup_linear(self.optimizer, stage.total_steps, cfg.warmup_ratio, cfg.lr_schedule)
 
     # -------------------------------------------------------------- training
     def local_indices(self, idx: list[int]) -> list[int]:
@@ -390,9 +445,7 @@ class Trainer:
         in the order of ``tasks`` (the learning-rate schedule still moves once a step)."""
         cfg = self.stage.train
         tasks = tuple(self.streams) if tasks is None else tasks
-        self.model.train()
-        if cfg.freeze_encoder:
-            self.model.bert.eval()  # frozen: no dropout noise in the features either
+        self._train_mode(cfg)
         losses, aux, n_examples, shares = {}, {}, 0, {}
         # The global batch of every task in this step, then this process's share of it.
         batches = []
@@ -423,6 +476,15 @@ class Trainer:
     def _backward(self, task: str, idx: list[int], n_global: int, aux: dict) -> torch.Tensor:
         """Forward and backward of one task batch (this process's share ``idx``); returns
         the task's own loss (for logging)."""
+        loss, total = self._task_objective(task, idx, n_global, aux)
+        # data parallel: this share's weight in the global batch mean (1 alone)
+        (total * self.dist.loss_scale(len(idx), n_global)).backward()
+        return loss
+
+    def _task_objective(self, task: str, idx: list[int], n_global: int, aux: dict) \
+            -> tuple[torch.Tensor, torch.Tensor]:
+        """(the task's own loss, what the batch adds to the step's objective: its loss
+        modules and regularizers, task-weighted) of one task batch."""
         cfg = self.stage.train
         stream = self.streams[task]
         bf16 = self.config.train.precision == "bf16"
@@ -437,10 +499,9 @@ class Trainer:
             else:
                 batch = stream.features.batch(idx, self.device)
                 loss = total = objective_loss(self.model, cfg.objective, batch, cfg.contrastive,
-                                              gather=self.dist.gather_rows if self.dist.enabled else None)
-        # data parallel: this share's weight in the global batch mean (1 alone)
-        (total * self.dist.loss_scale(len(idx), n_global)).backward()
-        return loss
+                                              gather=self.dist.gather_rows if self.dist.enabled else None,
+                                              n_global=n_global if self.dist.enabled else None)
+        return loss, total
 
     def _update(self) -> None:
         """Average the gradients over processes, clip, step the optimizer, move the teacher."""
@@ -543,8 +604,11 @@ class Trainer:
         bar = tqdm(total=start + len(plan), initial=start, desc=f"{label}epoch {epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, dynamic_ncols=True, leave=True)
         steps = StepLog(self.events, cfg.log_every)
+        self._epoch_losses: dict[str, list[float]] = {}
         for i, tasks in enumerate(plan):
             out = self.train_step(tasks)
+            for name, value in out["losses"].items():
+                self._epoch_losses.setdefault(name, []).append(value)
             bar.update(1)
             bar.set_postfix({t: f"{v:.3f}" for t, v in out["losses"].items()})
             extra = {"aux": out["aux"]} if out["aux"] else {}
@@ -557,6 +621,11 @@ class Trainer:
                 self._checkpoint_resume(epoch, start + i + 1, self.elapsed_before + time.time() - t0)
         bar.close()
 
+    def _epoch_loss_mean(self) -> dict[str, float]:
+        """Each loss's mean over the steps of the epoch just trained (since the resume, for
+        an epoch resumed mid-way): the per-epoch training loss report 001 §6.1 follows."""
+        return {name: round(float(np.mean(v)), 6) for name, v in getattr(self, "_epoch_losses", {}).items() if v}
+
     def _dev_weights(self, epoch: int) -> dict[str, float]:
         """loss_weighting 'dev': weights from this stage's last dev evaluation."""
         last = [r for r in self.history if r.get("stage") == self.stage.name]
@@ -566,16 +635,23 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, t0: float) -> None:
         stage = self.stage
+        stage_over = epoch + 1 >= stage.train.epochs or self.stage_step >= stage.total_steps
+        last_stage = stage.index == len(self.stages) - 1
+        if stage.train.dev_eval == "stage_end" and not stage_over:
+            # no dev evaluation this epoch (train.dev_eval): its mean training loss, resume state
+            self.events.write("epoch_done", epoch=epoch + 1, step=self.step, stage=stage.name,
+                              train_loss=self._epoch_loss_mean())
+            self._checkpoint_resume(epoch + 1, 0, self.elapsed_before + time.time() - t0)
+            return
         # rank 0 evaluates; every rank gets its metrics, so all take the same decisions
         metrics, frames = self.evaluate() if self.dist.is_main else (None, {})
         metrics = self.dist.broadcast_object(metrics)
         score = self._score(metrics)
         record = {"epoch": epoch + 1, "step": self.step, "score": score, "stage": stage.name, **metrics}
         self.history.append(record)
-        last_stage = stage.index == len(self.stages) - 1
         # the checkpoint: the last stage's best epoch (train.select 'mean'), or its last ('last')
         improved = last_stage and (score > self.best_score or stage.train.select == "last")
-        self.events.write("eval", **record, best=improved)
+        self.events.write("eval", **record, best=improved, train_loss=self._epoch_loss_mean())
         wall = self.elapsed_before + time.time() - t0
         if improved:
             self.best_score = score
@@ -591,7 +667,7 @@ class Trainer:
             self.events.write("checkpoint", step=self.step, epoch=epoch + 1, path=str(self.out), score=score)
         else:
             self._write_metrics(wall, finished=False)
-        run_over = last_stage and (epoch + 1 >= stage.train.epochs or self.stage_step >= stage.total_steps)
+        run_over = last_stage and stage_over
         if not run_over:   # after the very last epoch there is nothing to resume
             self._checkpoint_resume(epoch + 1, 0, wall)
 

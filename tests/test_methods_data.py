@@ -89,8 +89,10 @@ def test_build_set_shuffles_caps_and_refuses_tiny_sets():
 
 
 def test_report_triplets_every_sentence_once_three_own_negatives_one_from_each_other_dataset():
-    """Report 001's layout (issue 11): "3 from the anchor's dataset plus one from each other
-    dataset, and every sentence once as anchor"."""
+    """Report 001 §4.2.1: SST and STS sentences each once as anchor, Quora anchors only from
+    paraphrase pairs; positive = same SST label / same STS range (0-2 or 3-5) / the
+    paraphrase; three negatives from the anchor's own set (other labels / the opposite
+    range / non-paraphrase pairs) and one from each of the other two sets."""
     from core.contrastive import report_triplets
     cfg = ContrastiveConfig(sts_positive=3.0, sts_negative=2.0, negatives=3, triplet_layout="report")
     trip = report_triplets(TRAIN, cfg, random.Random(0))
@@ -100,22 +102,41 @@ def test_report_triplets_every_sentence_once_three_own_negatives_one_from_each_o
         for s in d.texts_a + (d.texts_b or []):
             origin.setdefault(s, set()).add(t)
     label = {ex.text_a: ex.label for ex in SST.examples}
+    high = {"a man sings", "a man is singing", "kids play", "children are playing"}     # pairs 4.6, 3.4
+    low = {"a dog runs", "a cat sleeps", "it rains", "the stock fell"}                 # pairs 0.4, 1.8
+    non_paraphrase = {"how old are you", "where do you live", "best phone", "best laptop"}
+    paraphrase_of = {"how old are you": "what is your age", "what is your age": "how old are you",
+                     "why is the sky blue": "what makes the sky blue", "what makes the sky blue": "why is the sky blue"}
     assert len(set(trip.parts["a"])) == len(trip.parts["a"])              # each anchor once
     for i, source in enumerate(trip.sources):
-        a = trip.parts["a"][i]
+        a, p = trip.parts["a"][i], trip.parts["p"][i]
         own = [trip.parts[f"n{k}"][i] for k in range(3)]
         other = [trip.parts[f"n{k}"][i] for k in (3, 4)]
-        assert all(source in origin[n] for n in own)
+        assert all(source in origin[n] for n in own) and a not in own and p != a
         assert sorted(t for n in other for t in origin[n] if t != source) == sorted(t for t in TRAIN if t != source)
         if source == "sst":
-            assert all(label[n] != label[a] for n in own)
-    # every sentence with a positive is an anchor: SST all but "fine" (the only neutral
-    # review); both sides of the Quora duplicates; both sides of STS pairs >= 3
+            assert label[p] == label[a] and all(label[n] != label[a] for n in own)
+        if source == "sts":
+            same, opposite = (high, low) if a in high else (low, high)
+            assert p in same and all(n in opposite for n in own)
+        if source == "qqp":
+            assert p == paraphrase_of[a] and all(n in non_paraphrase and n != p for n in own)
+    # anchors: SST all but "fine" (the only neutral review: no positive); every STS
+    # sentence (all four pairs are in a range); the four sentences of Quora duplicates
     anchors = set(trip.parts["a"])
     assert {"great fun", "a joy", "dull", "boring mess"} <= anchors and "fine" not in anchors
-    assert {"how old are you", "what is your age", "why is the sky blue", "what makes the sky blue"} <= anchors
-    assert {"a man sings", "a man is singing", "kids play", "children are playing"} <= anchors
-    assert trip.counts() == {"sst": 4, "qqp": 4, "sts": 4}
-    # a pair sentence's labelled negative partner comes first among its own negatives
-    i = trip.parts["a"].index("how old are you")
-    assert "where do you live" in [trip.parts[f"n{k}"][i] for k in range(3)]
+    assert set(paraphrase_of) <= anchors and not {"where do you live", "best phone"} & anchors
+    assert high | low <= anchors
+    assert trip.counts() == {"sst": 4, "qqp": 4, "sts": 8}
+
+
+def test_report_triplets_leave_out_sts_pairs_between_the_two_ranges():
+    """0-2 and 3-5 (§4.2.1): a sentence of a pair scoring 2.5 is in neither range."""
+    from core.contrastive import report_triplets
+    cfg = ContrastiveConfig(sts_positive=3.0, sts_negative=2.0, negatives=3, triplet_layout="report")
+    sts = _task("sts", [("a man sings", "a man is singing", 4.6), ("a dog runs", "a cat sleeps", 0.4),
+                        ("it rains", "the sun shines", 2.5)])
+    trip = report_triplets({"sts": sts}, cfg, random.Random(0))
+    assert set(trip.parts["a"]) == {"a man sings", "a man is singing", "a dog runs", "a cat sleeps"}
+    used = {x for k, v in trip.parts.items() for x in v}
+    assert not {"it rains", "the sun shines"} & used

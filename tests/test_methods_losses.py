@@ -92,6 +92,27 @@ def test_triplet_loss_by_hand_and_zero_when_the_margin_holds():
     assert set(OBJECTIVE_LOSSES) == {"mnrl", "simcse_unsup", "simcse_sup", "triplet"}
 
 
+def test_triplet_loss_is_a_sum_over_the_minibatch_anchors():
+    """Report 001, Eq. 1: L_minibatch = sum_i^A max(0, d(x_i, y_i) - log sum_j^N exp d(x_i, z_j))."""
+    anchors = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    positives = torch.tensor([[3.0, 4.0], [0.0, 6.0], [0.3, 0.4]])          # d = 5, 6, 0.5
+    negatives = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]] * 3)                # d = 1, 2 for each anchor
+    lse = math.log(math.exp(1) + math.exp(2))                               # 2.3133
+    # by hand: (5 - 2.3133) + (6 - 2.3133) + max(0, 0.5 - 2.3133) = 2.6867 + 3.6867 + 0
+    expected = (5.0 - lse) + (6.0 - lse) + 0.0
+    assert triplet_loss(anchors, positives, negatives).item() == pytest.approx(expected, rel=1e-6)
+    # doubling the minibatch doubles the loss: a sum, not a mean
+    twice = triplet_loss(anchors.repeat(2, 1), positives.repeat(2, 1), negatives.repeat(2, 1, 1))
+    assert twice.item() == pytest.approx(2 * expected, rel=1e-6)
+    # the per-anchor gaps logsumexp - d_pos: an anchor is active at margin m iff its gap < m
+    from core.losses import triplet_gaps
+    gaps = triplet_gaps(anchors, positives, negatives)
+    assert gaps.tolist() == pytest.approx([lse - 5.0, lse - 6.0, lse - 0.5], rel=1e-6)
+    # bf16 inputs are scored in float32 (a bf16 logsumexp near 2.3 is off by up to 0.008)
+    bf16 = triplet_loss(anchors.bfloat16(), positives.bfloat16(), negatives.bfloat16())
+    assert bf16.dtype == torch.float32 and bf16.item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_task_losses_are_the_baselines():
     logits, labels = torch.tensor([[2.0, 0.0, 0.0, 0.0, 0.0]]), torch.tensor([0])
     assert task_loss("sst", logits, labels).item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 4)))
