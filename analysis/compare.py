@@ -8,6 +8,11 @@ reads these files only, so it is instant for any number of checkpoints.
     checkpoint_table(root)          one row per checkpoint: dev metrics, recipe, time
     qqp_precision_recall(df)        precision/recall curve over thresholds + the 0.5 point
 
+    python -m analysis.compare A B --out DIR [--format md|html] [--no-behaviour] [--resamples N]
+        the comparison report of two checkpoints (analysis/report.py): dev metrics, A - B
+        with 95 % paired-bootstrap intervals and McNemar per metric and slice, seed noise,
+        calibration, behaviour tests; figures as PNG + SVG, tables as CSV
+
 Reading the per-example predictions and deciding which dev examples two checkpoints
 disagree on is analysis/predictions.py; confusion matrices are analysis/mistakes.py.
 
@@ -142,3 +147,33 @@ def qqp_precision_recall(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         rows.append({"threshold": float(threshold), "precision": p, "recall": r, "f1": f})
     p, r, f = precision_recall_f1(labels, (probs >= 0.5).astype(int))
     return pd.DataFrame(rows), {"precision": p, "recall": r, "f1": f}
+
+
+# ----------------------------------------------------------------------- CLI
+def main(argv=None) -> int:
+    """``python -m analysis.compare A B --out DIR``: write the comparison report."""
+    import argparse
+
+    from analysis.report import FORMATS, write_report
+    from analysis.significance import N_RESAMPLES
+    from core.errors import run_command
+    parser = argparse.ArgumentParser(prog="python -m analysis.compare",
+                                     description="Write the comparison report of two checkpoints.")
+    parser.add_argument("a", help="checkpoint A: a name under the checkpoints folder (study/<row>-s<seed> too) or a path")
+    parser.add_argument("b", help="checkpoint B")
+    parser.add_argument("--out", required=True, help="folder to write report.md / report.html, figures/, tables/")
+    parser.add_argument("--format", choices=FORMATS, default="md", help="report format (default: %(default)s)")
+    parser.add_argument("--no-behaviour", action="store_true", help="skip the behaviour tests (they run the models)")
+    parser.add_argument("--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        path = write_report(args.a, args.b, args.out, fmt=args.format, behaviour=not args.no_behaviour,
+                            n_resamples=args.resamples)
+        print(path)
+        return 0
+    return run_command(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -159,7 +159,10 @@ def _draw_scatter(ax, tr: dict, ctx: _Context, i: int, mfig) -> None:
     if "markers" in mode:
         c = marker.get("color")
         size = float(np.mean(marker.get("size"))) if marker.get("size") is not None else 6.0
-        if c is not None and not isinstance(c, str) and len(np.atleast_1d(c)) == len(x):
+        if c is not None and not isinstance(c, str) and any(isinstance(v, str) for v in np.atleast_1d(c)):
+            ax.scatter(x, y, color=[_mpl_color(v) for v in c], s=size ** 2, alpha=marker.get("opacity", 0.9),
+                       label=label)
+        elif c is not None and not isinstance(c, str) and len(np.atleast_1d(c)) == len(x):
             points = ax.scatter(x, y, c=np.asarray(c, dtype=float), cmap=_cmap(marker.get("colorscale")),
                                 s=size ** 2, alpha=marker.get("opacity", 0.9), label=label)
             if marker.get("showscale"):
@@ -240,13 +243,24 @@ DRAWERS = {"scatter": _draw_scatter, "scattergl": _draw_scatter, "scatter3d": _d
 
 
 # ------------------------------------------------------------------- frame
-PLOT_BOX = (0.09, 0.12, 0.97, 0.86)   # left, bottom, right, top of the plotting area (figure fraction)
+MARGINS = (64, 56, 24, 64)     # left, bottom, right, top of the plotting area, in pixels
 
 
-def _box(layout: dict, xkey: str, ykey: str) -> list[float]:
+def _plot_box(width: float, height: float, ctx: "_Context", layout: dict) -> tuple:
+    """The plotting area as figure fractions: fixed pixel margins, the left one widened
+    for long category / tick labels on a y axis (a forest plot's row names)."""
+    labels = [str(c) for key, cats in ctx.categories.items() if key.startswith("yaxis") for c in cats]
+    labels += [str(t) for key, axis in layout.items() if key.startswith("yaxis") and isinstance(axis, dict)
+               for t in (axis.get("ticktext") or [])]
+    longest = max((len(_text(t)) for t in labels), default=0)
+    left = min(0.45 * width, max(MARGINS[0], 14 + 6.2 * longest))
+    return (left / width, MARGINS[1] / height, 1 - MARGINS[2] / width, 1 - MARGINS[3] / height)
+
+
+def _box(layout: dict, xkey: str, ykey: str, plot_box: tuple) -> list[float]:
     x0, x1 = _get(layout, xkey, "domain", default=[0, 1])
     y0, y1 = _get(layout, ykey, "domain", default=[0, 1])
-    left, bottom, right, top = PLOT_BOX
+    left, bottom, right, top = plot_box
     w, h = right - left, top - bottom
     return [left + x0 * w, bottom + y0 * h, (x1 - x0) * w, (y1 - y0) * h]
 
@@ -292,8 +306,8 @@ def _shapes(mfig, layout: dict, axes: dict) -> None:
                            linestyle=DASHES.get(line.get("dash"), "-"), linewidth=line.get("width", 1)))
 
 
-def _annotations(mfig, layout: dict) -> None:
-    left, bottom, right, top = PLOT_BOX
+def _annotations(mfig, layout: dict, plot_box: tuple) -> None:
+    left, bottom, right, top = plot_box
     for note in layout.get("annotations") or []:
         if note.get("xref") == "paper" and note.get("yref") == "paper" and note.get("text"):
             mfig.text(left + note["x"] * (right - left), bottom + note["y"] * (top - bottom) + 0.01,
@@ -327,23 +341,24 @@ def render(fig):
     mfig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     Canvas(mfig)
     ctx, axes = _Context(layout, data), {}
+    box = _plot_box(width, height, ctx, layout)
     for i, tr in enumerate(data):
         kind = tr.get("type") or "scatter"
         keys = (_axis_key(tr.get("xaxis"), "x"), _axis_key(tr.get("yaxis"), "y"))
         if keys not in axes:
-            axes[keys] = mfig.add_axes(_box(layout, *keys))
+            axes[keys] = mfig.add_axes(_box(layout, *keys, box))
         if kind not in DRAWERS:
             ctx.skipped.append(kind)
             continue
         DRAWERS[kind](axes[keys], tr, ctx, i, mfig)
     if not axes:
-        axes[("xaxis", "yaxis")] = mfig.add_axes(_box(layout, "xaxis", "yaxis"))
+        axes[("xaxis", "yaxis")] = mfig.add_axes(_box(layout, "xaxis", "yaxis", box))
     for (xkey, ykey), ax in axes.items():
         _style(ax, layout, xkey, ykey, ctx)
         if ctx.legend and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, title=_text(_get(layout, "legend", "title")) or None, loc="best")
     _shapes(mfig, layout, axes)
-    _annotations(mfig, layout)
+    _annotations(mfig, layout, box)
     mfig.suptitle(_text(layout.get("title")), fontsize=11)
     notes = ([f"not drawn: {', '.join(sorted(set(ctx.skipped)))} trace(s)"] if ctx.skipped else []) + (
         ["3-D scatter shown as its x-y view"] if any(tr.get("type") == "scatter3d" for tr in data) else [])

@@ -239,7 +239,10 @@ def difference_figure(table, names: Sequence[str] = ("A", "B"), title: str = "")
     fig.add_shape(type="line", xref="x", yref="y domain", x0=0, x1=0, y0=0, y1=1,
                   line=dict(color="crimson", dash="dash", width=1))
     fig.update_yaxes(autorange="reversed", title="")
-    fig.update_xaxes(title=f"{names[0]} − {names[1]} (95 % paired-bootstrap interval)")
+    lo, hi = min(0.0, float(np.nanmin(table["low"]))), max(0.0, float(np.nanmax(table["high"])))
+    pad = 0.06 * (hi - lo or 1.0)
+    fig.update_xaxes(title=f"{names[0]} − {names[1]} (95 % paired-bootstrap interval)",
+                     range=[lo - pad, hi + pad])          # 0 ("no difference") always in view
     fig.update_layout(title=title, height=max(260, 26 * len(labels) + 110), showlegend=False,
                       margin=dict(l=10, r=10, t=50, b=40))
     return fig

@@ -206,6 +206,13 @@ def mcnemar(correct_a, correct_b) -> dict:
     return {"b": b, "c": c, "p_value": p}
 
 
+def format_p(p) -> str:
+    """A p-value as people read it: 4 decimals, or 2 significant digits below 0.001."""
+    if p is None or p != p:
+        return ""
+    return f"{p:.4f}" if p >= 0.001 else f"{p:.1e}"
+
+
 # ------------------------------------------------------------ a task's table
 def paired_frame(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str) -> pd.DataFrame:
     """The dev examples both prediction frames have (matched by ``id``): A's frame with

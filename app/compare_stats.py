@@ -79,8 +79,8 @@ def shown_table(table: pd.DataFrame, names: tuple[str, str]) -> pd.DataFrame:
         "task": table["task"].map(TASK_TITLES), "slice": table["slice"], "value": table["value"],
         "metric": table["metric"], "n": table["n"], names[0]: table["a"], names[1]: table["b"],
         "A − B [95 % interval]": table.apply(_interval, axis=1) if len(table) else [],
-        "verdict": table["verdict"], f"only {names[0]} right": table["only_a_right"],
-        f"only {names[1]} right": table["only_b_right"], "McNemar p": table["p_value"],
+        "verdict": table["verdict"], f"only {names[0]} right": table["only_a_right"].astype("Int64"),
+        f"only {names[1]} right": table["only_b_right"].astype("Int64"), "McNemar p": table["p_value"].map(S.format_p),
         f"seed sd {names[0]}": table["seed_sd_a"], f"seed sd {names[1]}": table["seed_sd_b"]})
     return out.dropna(axis=1, how="all")
 
@@ -151,9 +151,9 @@ def render_paired_comparison(model_a: str, model_b: str, key: str = "pc",
     shown = shown_table(rows, names)
     fmt = {c: st.column_config.NumberColumn(c, format="%.3f") for c in shown.columns
            if c in names or c.startswith("seed sd")}
-    fmt["McNemar p"] = st.column_config.NumberColumn("McNemar p", format="%.4f",
-                                                      help="Exact two-sided binomial test on the examples exactly "
-                                                           "one of the two gets right (accuracies only).")
+    fmt["McNemar p"] = st.column_config.TextColumn("McNemar p",
+                                                    help="Exact two-sided binomial test on the examples exactly "
+                                                         "one of the two gets right (accuracies only).")
     fmt["metric"] = st.column_config.TextColumn("metric", help="Higher is better, except mae (mean absolute "
                                                 "error of STS label slices): lower is better.")
     fmt["verdict"] = st.column_config.TextColumn("verdict", help="'no difference' when the interval contains 0.")

@@ -13,9 +13,9 @@ deferred download: pages do not pay for them on every rerun).
 
 Tables: CSV through the formula-cell neutraliser (OWASP CSV injection: a cell starting
 with ``=``, ``+``, ``-``, ``@``, tab or carriage return is prefixed with ``'`` so a
-spreadsheet shows it as text). The project's one neutraliser is expected in
-core/inputs.py or core/predict.py (another engineer adds it); until it exists the rule
-is applied here by :func:`_neutralise_here`, and :func:`neutraliser` says which is used.
+spreadsheet shows it as text): :func:`analysis.csv_export.csv_bytes`, which uses core's
+neutraliser once core/inputs.py or core/predict.py has it and the same rule until then
+(``neutraliser()`` says which).
 """
 from __future__ import annotations
 
@@ -24,51 +24,11 @@ import re
 import pandas as pd
 import streamlit as st
 
-# Names the project's neutraliser may have, looked up in core.inputs then core.predict.
-NEUTRALISER_NAMES = ("neutralize_csv", "neutralise_csv", "neutralize_formulas", "neutralise_formulas",
-                     "neutralize_cells", "neutralise_cells", "csv_safe", "safe_csv")
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+from analysis.csv_export import csv_bytes, neutraliser  # noqa: F401  (the one CSV writer; re-exported)
+
 CSV_HELP = ("CSV (UTF-8). Cells that start with =, +, -, @, tab or carriage return get a leading ' so a "
             "spreadsheet shows them as text instead of running them as formulas.")
 IMAGE_HELP = "Drawn offline from the figure's data with matplotlib (no browser): the same numbers, plainer styling."
-
-
-def _neutralise_here(df: pd.DataFrame) -> pd.DataFrame:
-    """The OWASP rule on every text cell (and the column names) of ``df``."""
-    def fix(value):
-        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
-    out = df.copy()
-    out.columns = [fix(str(c)) for c in out.columns]
-    for column in out.columns:
-        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
-            out[column] = out[column].map(fix)
-    return out
-
-
-def neutraliser():
-    """(function, where it comes from): the project's neutraliser if core has one by a
-    name in :data:`NEUTRALISER_NAMES`, else this module's own rule."""
-    import importlib
-    for module in ("core.inputs", "core.predict"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:   # pragma: no cover - core is always importable
-            continue
-        for name in NEUTRALISER_NAMES:
-            fn = getattr(mod, name, None)
-            if callable(fn):
-                return fn, f"{module}.{name}"
-    return _neutralise_here, "app.exports._neutralise_here"
-
-
-def csv_bytes(df: pd.DataFrame) -> bytes:
-    """``df`` as UTF-8 CSV bytes, formula cells neutralised (see the module docstring).
-    The project's neutraliser may return a frame or the CSV text itself: both work."""
-    fn, _ = neutraliser()
-    safe = fn(df)
-    if isinstance(safe, pd.DataFrame):
-        return safe.to_csv(index=False).encode("utf-8")
-    return safe.encode("utf-8") if isinstance(safe, str) else bytes(safe)
 
 
 def file_stem(name: str) -> str:
