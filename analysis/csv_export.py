@@ -56,5 +56,6 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
     fn, _ = neutraliser()
     safe = fn(df)
     if isinstance(safe, pd.DataFrame):
-        return safe.to_csv(index=False).encode("utf-8")
+        # CRLF rows (RFC 4180): then a cell holding a carriage return or a newline is quoted
+        return safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
     return safe.encode("utf-8") if isinstance(safe, str) else bytes(safe)

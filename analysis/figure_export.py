@@ -368,9 +368,11 @@ def render(fig):
 
 
 def _save(fig, fmt: str, scale: float = 1.0) -> bytes:
-    mfig = render(fig)
-    buf = io.BytesIO()
-    mfig.savefig(buf, format=fmt, dpi=DPI * scale)
+    import matplotlib
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "minbert"}):   # SVG text stays text
+        mfig = render(fig)
+        buf = io.BytesIO()
+        mfig.savefig(buf, format=fmt, dpi=DPI * scale, metadata={"Date": None} if fmt == "svg" else None)
     return buf.getvalue()
 
 
@@ -380,5 +382,5 @@ def to_png(fig, scale: float = 2.0) -> bytes:
 
 
 def to_svg(fig) -> bytes:
-    """The figure as SVG bytes (vector; text kept as paths-free text where fonts allow)."""
+    """The figure as SVG bytes (vector; labels kept as text, so they can be searched and edited)."""
     return _save(fig, "svg")
