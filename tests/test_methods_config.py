@@ -3,6 +3,7 @@ validated, round-tripped, and overridable from the command line."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from core.config import Config
 from core.errors import ConfigError
@@ -68,3 +69,40 @@ def test_train_overrides_hold_for_every_stage():
     assert all(train.smart.weight == 0.0 for _, train in plan)
     assert plan[1][1].tasks == ["qqp"]                      # what was not overridden stays per stage
     assert cfg.stages[0] == {"name": "simcse", "objective": "simcse_unsup"}   # config.json shows what ran
+
+
+def test_a_stage_field_is_set_by_the_stage_name():
+    raw = {"train": {"batch_size": 32}, "stages": [{"name": "triplet", "objective": "triplet"}, {"name": "joint"}]}
+    # train.* first (every stage), then one stage by its name: in order, the later wins there
+    cfg = Config.from_dict(raw).with_overrides(["train.batch_size=8", "stages.triplet.batch_size=48",
+                                                "stages.triplet.contrastive.margin=0.5"])
+    (_, triplet), (_, joint) = cfg.stage_plan()
+    assert (triplet.batch_size, joint.batch_size) == (48, 8)
+    assert triplet.contrastive.margin == 0.5 and joint.contrastive.margin == 0.0
+    with pytest.raises(ConfigError, match="no stage named 'tripelt'; its stages: triplet, joint"):
+        Config.from_dict(raw).with_overrides(["stages.tripelt.batch_size=4"])
+    with pytest.raises(ConfigError, match="has no stages"):
+        Config.from_dict({}).with_overrides(["stages.joint.lr=1e-5"])
+    with pytest.raises(ConfigError, match="cannot be set per stage"):
+        Config.from_dict(raw).with_overrides(["stages.joint.max_steps=3"])
+
+
+def test_constant_learning_rate_after_the_warm_up():
+    from core.optim import warmup_linear
+    w = torch.nn.Parameter(torch.zeros(1))
+    rates = {}
+    for decay in ("linear", "constant"):
+        opt = torch.optim.SGD([w], lr=1.0)
+        sched = warmup_linear(opt, total_steps=10, warmup_ratio=0.2, decay=decay)
+        seen = []
+        for _ in range(10):
+            seen.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        rates[decay] = seen
+    # warm-up of round(10 * 0.2) = 2 steps: (s + 1) / 3; then linear: (10 - s) / 8, or 1
+    assert rates["linear"] == pytest.approx([1 / 3, 2 / 3, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
+    assert rates["constant"] == pytest.approx([1 / 3, 2 / 3] + [1.0] * 8)
+    assert Config.from_dict({"train": {"lr_schedule": "constant"}}).train.lr_schedule == "constant"
+    with pytest.raises(ConfigError, match="lr_schedule must be one of"):
+        Config.from_dict({"train": {"lr_schedule": "cosine"}})

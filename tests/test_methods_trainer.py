@@ -174,3 +174,49 @@ def test_resume_across_stages_equals_an_uninterrupted_run(tiny_encoder, tmp_path
     assert resumed.step == full.step == 8
     kinds = [e["event"] for e in _events(out)]
     assert kinds.count("resume") == 2 and kinds.count("cancelled") == 2 and kinds[-1] == "done"
+
+
+def test_stage_end_evaluation_and_epoch_training_loss(tiny_encoder, tmp_path):
+    cfg = _config(tiny_encoder, {"train": {"steps_per_epoch": 2},
+                                 "stages": [{"name": "pre", "objective": "mnrl", "tasks": ["qqp", "sts"],
+                                             "epochs": 3, "dev_eval": "stage_end",
+                                             "contrastive": {"sts_positive": 3.0}},
+                                            {"name": "joint", "epochs": 2}]})
+    Trainer(cfg, tmp_path / "run", progress=False).run()
+    events = _events(tmp_path / "run")
+    pre = [(e["event"], e["epoch"]) for e in events if e.get("stage") == "pre" and e["event"] in ("eval", "epoch_done")]
+    assert pre == [("epoch_done", 1), ("epoch_done", 2), ("eval", 3)]        # dev only after its last epoch
+    joint = [e["epoch"] for e in events if e["event"] == "eval" and e["stage"] == "joint"]
+    assert joint == [1, 2]                                                     # 'epoch' (default): every epoch
+    # each epoch's mean training loss, from the step events of that epoch (log_every 1)
+    steps = [e for e in events if e["event"] == "step"]
+    for e in (x for x in events if x["event"] in ("eval", "epoch_done")):
+        mine = [s["loss"] for s in steps if s["stage"] == e["stage"] and s["epoch"] == e["epoch"]]
+        for name in mine[0]:
+            assert e["train_loss"][name] == pytest.approx(sum(m[name] for m in mine) / len(mine), rel=1e-5)
+
+
+def test_optimizer_groups_come_from_the_loss_graph_and_leave_no_trace(tiny_encoder, tmp_path):
+    """The groups are what the stage's loss reaches (report 002's shared projection, a
+    stage's own heads; not the encoder's unused pooler, not another stage's heads), and
+    finding them changes neither the random generators nor batch-norm statistics."""
+    cfg = _config(tiny_encoder, {"model": {"shared_projection": 40, "sts": {"mode": "cosine", "arch": "pooled_cnn",
+                                                                             "hidden": 8}},
+                                 "train": {"tasks": ["sts"], "max_steps": 1, "lr": 1e-4, "head_lr": 5e-3}})
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.setup()
+    stage = trainer.stages[0]
+    rng = torch.get_rng_state()
+    buffers = {n: b.clone() for n, b in trainer.model.named_buffers()}
+    trainer.start_stage(stage)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(b, buffers[n]) for n, b in trainer.model.named_buffers())
+    assert any("running_mean" in n for n in buffers)                          # the CNN's batch norm
+    grouped = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    names = {n for n, p in trainer.model.named_parameters() if id(p) in grouped}
+    assert {"shared_projection.weight", "shared_projection.bias"} <= names
+    assert not any(n.startswith("bert.pooler.") for n in names)
+    assert any(n.startswith("heads.sts.") for n in names) and any(n.startswith("bert.encoder.") for n in names)
+    lrs = {round(g["lr"], 8) for g in trainer.optimizer.param_groups for p in g["params"]
+           if p is trainer.model.shared_projection.weight}
+    assert lrs == {5e-3}                                                       # head_lr, like the heads
