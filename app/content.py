@@ -86,10 +86,10 @@ def sentiment_reading(probs: Sequence[float]) -> dict:
     p1, p2 = float(probs[top]), float(probs[second])
     if normalized_entropy(probs) >= NEAR_UNIFORM:
         return {"value": "uncertain", "low": True,
-                "note": f"near-uniform: no clear sentiment (top {SENTIMENT_LABELS[top]} {p1:.0%})"}
+                "note": f"not confident: near-uniform (top {SENTIMENT_LABELS[top]} {p1:.0%})"}
     if p1 < CONFIDENT:
         return {"value": SENTIMENT_LABELS[top], "low": True,
-                "note": f"low confidence: {p1:.0%} ({SENTIMENT_LABELS[second]} {p2:.0%})"}
+                "note": f"only {p1:.0%} confident ({SENTIMENT_LABELS[second]} {p2:.0%})"}
     return {"value": SENTIMENT_LABELS[top], "low": False, "note": f"{p1:.0%} confident"}
 
 

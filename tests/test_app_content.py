@@ -26,7 +26,7 @@ def test_a_near_uniform_sentiment_says_so():
     #        = (0.3612 + 0.3466 + 0.3219 + 0.2846 + 0.2303) / 1.6094 = 0.960 >= 0.9
     probs = [0.1, 0.15, 0.2, 0.3, 0.25]          # top: index 3, "positive"
     r = C.sentiment_reading(probs)
-    assert r["value"] == "uncertain" and r["low"] and "positive 30%" in r["note"]
+    assert r["value"] == "uncertain" and r["low"] and r["note"] == "not confident: near-uniform (top positive 30%)"
 
 
 def test_a_low_confidence_sentiment_names_the_runner_up():
@@ -35,7 +35,7 @@ def test_a_low_confidence_sentiment_names_the_runner_up():
     probs = [0.45, 0.40, 0.10, 0.03, 0.02]
     assert entropy(probs) / math.log(5) < 0.9
     r = C.sentiment_reading(probs)
-    assert r == {"value": "very negative", "low": True, "note": "low confidence: 45% (negative 40%)"}
+    assert r == {"value": "very negative", "low": True, "note": "only 45% confident (negative 40%)"}
 
 
 def test_a_clear_sentiment_is_a_label_with_its_confidence():

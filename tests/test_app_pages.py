@@ -91,7 +91,7 @@ def test_predict_sentence_as_typed(env, tiny_model):
     probs = tiny_model.predict_sentiment([text])[0]
     h = scipy_entropy(probs) / np.log(5)
     if h >= 0.95:
-        assert metric.value == "uncertain" and "near-uniform" in metric.delta
+        assert metric.value == "uncertain" and "not confident: near-uniform" in metric.delta
     elif h <= 0.85 and probs.max() >= 0.55:
         assert metric.value == SENTIMENT_LABELS[int(probs.argmax())] and "confident" in metric.delta
     # "A gorgeous, witty, seductive movie." = a gorgeous , witty , seductive movie . (8 wordpieces)
