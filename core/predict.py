@@ -5,10 +5,14 @@ model a server loads for them.
     predict_one(model, task, a, b=None)     -> {"probs": [5]} | {"prob": p} | {"score": s},
                                                + "tokens" read, "windows", "max_len"
     predict_frame({name: model}, task, df, col_a, col_b) -> df with prediction columns
+    estimate_windows(model, task, a, b)     -> windows each input will be read in
+    csv_export_bytes(df)                    -> the download: formula cells neutralized
 
 The app's Predict page (and anything else that takes text from a user) goes through
 here; the inputs are checked by core/inputs.py (``check_text``, ``read_csv_upload``,
-``guess_columns``), whose names import from here too.
+``guess_columns``, ``csv_export_bytes``), whose names import from here too. Cost is
+bounded per input (``MAX_TEXT_CHARS`` characters, ``MAX_WINDOWS`` windows) and per
+upload (``MAX_BATCH_WINDOWS``).
 """
 from __future__ import annotations
 
@@ -21,9 +25,10 @@ import torch
 
 from core.data import PAIR_TASKS, TASK_LABELS, TASK_NAMES, canonical_task, has_visible_text
 from core.errors import DataError, MinbertError
-from core.inputs import (MAX_BATCH_ROWS, MAX_TEXT_CHARS, check_text, guess_columns,  # noqa: F401
+from core.inputs import (EXPORT_HELP, MAX_BATCH_ROWS, MAX_BATCH_WINDOWS, MAX_TEXT_CHARS,  # noqa: F401
+                         MAX_WINDOWS, check_text, csv_export_bytes, guess_columns, neutralize_cell,
                          read_csv_upload, text_columns)
-from core.model import MultitaskBert
+from core.model import MAX_READ_TOKENS, MultitaskBert
 from core.precision import quantize_model, resolve_mode
 
 SENTIMENT_LABELS = TASK_LABELS["sst"]
@@ -45,6 +50,9 @@ def predict_one(model, task: str, text_a: str, text_b: str | None = None) -> dic
     task = canonical_task(task)
     a = check_text(text_a, "first sentence" if task in PAIR_TASKS else "sentence")
     b = check_text(text_b, "second sentence") if task in PAIR_TASKS else None
+    windows = estimate_windows(model, task, [a], [b] if b is not None else None)[0]
+    if windows > MAX_WINDOWS:
+        raise MinbertError(_too_many_windows(model, task, windows))
     values, info = model.predict_task(task, [a], [b] if b is not None else None, return_info=True)
     read = {"tokens": int(info["read_tokens"][0]), "windows": int(info["windows"][0]),
             "max_len": int(info["max_len"])}
@@ -54,6 +62,39 @@ def predict_one(model, task: str, text_a: str, text_b: str | None = None) -> dic
     if task == "qqp":
         return {"prob": float(values[0]), **read}
     return {"score": float(values[0]), **read}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def token_counts(model, texts) -> list[int]:
+    """Tokens of each text (no special tokens), from the model's own tokenizer."""
+    return [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False, truncation=False,
+                                                verbose=False)["input_ids"]]
+
+
+def estimate_windows(model, task: str, texts_a, texts_b=None) -> list[int]:
+    """Windows ``model.predict_task`` will read for each input, from token counts alone
+    (the windowing rule of :meth:`core.model.MultitaskBert._predict_windows`: one text in
+    half-overlapping windows of the window budget; a pair that does not fit one input in
+    end-to-end windows of each text, every window of one with every window of the other)."""
+    n_a = token_counts(model, texts_a)
+    budget = model._window_budget(task)
+    if texts_b is None:
+        return [1 if n <= budget else _ceil_div(n - budget, max(1, budget // 2)) + 1 for n in n_a]
+    n_b = token_counts(model, texts_b)
+    caps = model._capacities(task)
+    return [1 if model._pair_fits(caps, a, b) else max(1, _ceil_div(a, budget)) * max(1, _ceil_div(b, budget))
+            for a, b in zip(n_a, n_b)]
+
+
+def _too_many_windows(model, task: str, windows: int) -> str:
+    max_len = model.config.model.max_len
+    how = ("every window of one sentence with every window of the other" if task in PAIR_TASKS
+           else "overlapping windows")
+    return (f"this input would be read in {windows:,} windows of {max_len} tokens ({how}); the limit is "
+            f"{MAX_WINDOWS} windows per prediction: shorten the text" + ("s" if task in PAIR_TASKS else ""))
 
 
 # --------------------------------------------------------------------- serving
@@ -113,6 +154,7 @@ def predict_frame(models: Mapping[str, object], task: str, df: pd.DataFrame, col
         note[~visible.astype(bool)] = f"{what} has no readable characters"
         note[series == ""] = f"empty {what}"
         note[series.str.len() > MAX_TEXT_CHARS] = f"{what} longer than {MAX_TEXT_CHARS:,} characters"
+    _note_costly_rows(models, task, a, b, note)
     ok = (note == "").to_numpy()
     rows = np.flatnonzero(ok)
     tokens = pd.Series(pd.NA, index=df.index, dtype="Int64")
@@ -145,3 +187,30 @@ def predict_frame(models: Mapping[str, object], task: str, df: pd.DataFrame, col
     out.attrs["max_len"] = max((int(m.config.model.max_len) for m in models.values()
                                 if hasattr(m, "config")), default=None)
     return out
+
+
+def _note_costly_rows(models: Mapping[str, object], task: str, a: pd.Series, b: pd.Series | None,
+                      note: pd.Series) -> None:
+    """Rows whose texts are over ``MAX_READ_TOKENS`` tokens or ``MAX_WINDOWS`` windows (for
+    any of ``models``) get a note instead of a prediction; the remaining rows together may
+    take at most ``MAX_BATCH_WINDOWS`` windows (else DataError: split the file)."""
+    idx = np.flatnonzero((note == "").to_numpy())
+    if not len(idx):
+        return
+    texts_a = a.iloc[idx].tolist()
+    texts_b = b.iloc[idx].tolist() if b is not None else None
+    total = 0
+    for model in models.values():
+        if not hasattr(model, "tokenizer"):
+            continue
+        longest = np.maximum(token_counts(model, texts_a),
+                             token_counts(model, texts_b) if texts_b is not None else 0)
+        windows = np.array(estimate_windows(model, task, texts_a, texts_b))
+        over_tokens, over_windows = longest > MAX_READ_TOKENS, windows > MAX_WINDOWS
+        note.iloc[idx[over_tokens]] = f"longer than {MAX_READ_TOKENS:,} tokens"
+        note.iloc[idx[over_windows & ~over_tokens]] = f"too long: more than {MAX_WINDOWS} windows"
+        total += int(windows[~(over_tokens | over_windows)].sum())
+    if total > MAX_BATCH_WINDOWS:
+        raise DataError(f"the file's texts would be read in {total:,} windows of the models' max_len tokens; "
+                        f"the limit per upload is {MAX_BATCH_WINDOWS:,} (minutes of CPU): split the file, "
+                        f"shorten the texts, or pick fewer checkpoints")
