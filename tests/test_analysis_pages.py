@@ -200,7 +200,93 @@ def test_pages_are_in_the_app_navigation(root, repo, monkeypatch):
     at.session_state["em_method"] = "pca"
     at.run()
     assert not at.exception
-    for page in ("4_Attention_and_saliency.py", "5_Errors.py", "6_Embeddings.py"):
+    for page in ("4_Attention_and_saliency.py", "5_Errors.py", "6_Embeddings.py", "7_Calibration.py",
+                 "8_Behaviour_tests.py"):
         at.switch_page(f"views/{page}").run()
         assert not at.exception, page
-        assert at.title[0].value.split()[-1] in ("saliency", "Errors", "Embeddings")
+        assert at.title[0].value.split()[-1] in ("saliency", "Errors", "Embeddings", "Calibration", "tests")
+
+
+def test_saliency_page_opens_a_link_with_both_models(app):
+    """?task=&a=&b=&m1=&m2= (app/links.py) fills the inputs and picks both checkpoints; the
+    page's own URL follows later edits."""
+    at = app("4_Attention_and_saliency.py")
+    at.query_params.update({"task": "qqp", "a": "How do I cook rice?", "b": "What is the best way to cook rice?",
+                            "m1": "tiny", "m2": "other", "view": "saliency"})
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="as_task").value == "qqp"
+    assert (at.text_input(key="as_text_a").value, at.text_input(key="as_text_b").value) == (
+        "How do I cook rice?", "What is the best way to cook rice?")
+    assert at.multiselect(key="as_ckpts").value == ["tiny", "other"]
+    assert list(at.dataframe[0].value["checkpoint"]) == ["tiny", "other"] and _charts(at) == 1
+    at.text_input(key="as_text_a").set_value("How do I boil rice?").run()
+    assert at.query_params["a"] == "How do I boil rice?" and at.query_params["m2"] == "other"
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"task": "sst", "a": "fine", "m1": "nope"}, "unknown checkpoint 'nope'"),
+    ({"task": "qqp", "a": "only one sentence"}, "needs the second sentence"),
+    ({"task": "sst", "a": "x" * 100_000}, "characters long"),
+])
+def test_a_bad_link_is_one_clear_message(app, query, message):
+    at = app("4_Attention_and_saliency.py")
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error if "could not be opened" in e.value]
+    assert len(errors) == 1 and message in errors[0], [e.value for e in at.error]
+
+
+def test_errors_page_names_classes_orders_labels_and_compares_slices(app):
+    at = app("5_Errors.py")
+    at.query_params.update({"m1": "tiny", "m2": "other"})      # a link picks both
+    at.run()
+    assert not at.exception and not at.error
+    assert at.multiselect(key="er_ckpts").value == ["tiny", "other"]
+    names = {"very negative", "negative", "neutral", "positive", "very positive"}
+    tables = [d.value for d in at.dataframe]
+    disagree = next(t for t in tables if "pred_other" in t.columns)
+    assert set(disagree["pred_tiny"]) <= names and set(disagree["pred_other"]) <= names and len(disagree) == 2
+    at.selectbox(key="er_slice").set_value("label").run()
+    assert not at.exception
+    slices = next(d.value for d in at.dataframe if "label" in d.value.columns and "accuracy_low" in d.value.columns)
+    order = ["very negative", "negative", "neutral", "positive", "very positive"]
+    assert list(slices["label"]) == [c for c in order if c in set(slices["label"])]
+    assert "macro_f1" not in slices.columns and (slices["accuracy_low"] <= slices["accuracy"]).all()
+    paired = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    assert set(paired["label"]) - {"all"} == set(slices["label"]) and "McNemar p" in paired.columns
+    assert any(b.label == "CSV" for b in at.get("download_button"))
+
+
+def test_calibration_page(app):
+    at = app("7_Calibration.py")
+    at.query_params.update({"m1": "tiny", "task": "qqp"})     # the Predict page's link
+    at.run()
+    assert not at.exception and not at.error
+    assert at.multiselect(key="ca_ckpts").value == ["tiny"] and at.radio(key="ca_task").value == "qqp"
+    at.multiselect(key="ca_ckpts").set_value(["tiny", "other"])
+    at.radio(key="ca_task").set_value("sst").run()
+    assert not at.exception and not at.error and _charts(at) == 1
+    eces = [float(m.value) for m in at.metric if m.label == "ECE ↓"]
+    assert len(eces) == 2 and all(0 <= e <= 1 for e in eces)
+
+
+def test_behaviour_page_runs_the_suite_and_offers_weights_only(tiny_checkpoint, repo, tmp_path, monkeypatch):
+    from analysis.behaviour import load_suite
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    (root / "tiny").symlink_to(tiny_checkpoint, target_is_directory=True)
+    kept = root / "kept"
+    kept.mkdir()
+    shutil.copytree(tiny_checkpoint / "predictions", kept / "predictions")
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
+    monkeypatch.chdir(repo)
+    at = AppTest.from_file(str(repo / "app" / "views" / "8_Behaviour_tests.py"), default_timeout=TIMEOUT)
+    at.query_params["m1"] = "kept"                             # a results-only run asked for by a link
+    at.run()
+    assert not at.exception
+    assert any("weights not available" in i.value for i in at.info)
+    assert "kept" not in at.multiselect(key="bt_ckpts").options and at.multiselect(key="bt_ckpts").value == ["tiny"]
+    summary = at.dataframe[0].value
+    assert list(summary["id"]) == [t.id for t in load_suite().tests] and summary["tiny"].between(0, 1).all()
