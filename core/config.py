@@ -136,6 +136,12 @@ class ModelConfig:
     shared_projection: int | None = opt(None, help=(
         "report 002: one linear layer shared by all tasks maps the pooled vector to this many "
         "features (the report's 768 -> 400; here 384 -> 400) before the pooled_* heads; null = none."))
+    shared_projection_bias: bool = opt(True, help=(
+        "Whether the shared projection has a bias (report 002's 768 x 400 = 307,200 parameters: none)."))
+    shared_upscale: bool = opt(False, help=(
+        "report 002: ONE convolutional upscaling (filter upscale_kernel, one vector -> `vectors` "
+        "vectors) followed by ReLU, shared by every pooled_cnn / pooled_bilstm head; false = each "
+        "such head upscales on its own (no ReLU)."))
 
     def pooling_of(self, task: str) -> str:
         """The pooling a task's head reads (its own, else the model's)."""
@@ -155,6 +161,12 @@ class ModelConfig:
                f"model.encoder_dropout must be in [0, 1) or null, got {self.encoder_dropout}")
         _check(self.shared_projection is None or self.shared_projection >= 1,
                f"model.shared_projection must be >= 1 or null, got {self.shared_projection}")
+        if self.shared_upscale:
+            readers = [getattr(self, t) for t in ALL_TASKS if getattr(self, t).arch in ("pooled_cnn", "pooled_bilstm")]
+            _check(bool(readers), "model.shared_upscale needs a pooled_cnn or pooled_bilstm head to read its vectors")
+            shapes = {(h.vectors, h.upscale_kernel) for h in readers}
+            _check(len(shapes) == 1, f"model.shared_upscale: the heads that read it must agree on vectors and "
+                                     f"upscale_kernel, got {sorted(shapes)}")
         self.prompts.validate()
         if self.prompts.enabled:
             for task in ("qqp", "sts"):
@@ -229,11 +241,12 @@ class ContrastiveConfig:
                "train.contrastive.max_examples must be >= 2 or null")
 
 
-LossName = Literal["ce", "bce", "mse", "mse_cosine", "mnrl"]
+LossName = Literal["ce", "bce", "mse", "mse_cosine", "bce_score", "mnrl"]
 # Which loss modules each task's batch may combine (core/losses.py), and which one of
 # them every task needs: MNRL is only ever *added* to a task's own loss (report 004,
 # experiment 3: MNRL as the paraphrase loss itself failed).
-_KIND_LOSSES = {"multiclass": ({"ce"}, "ce"), "binary": ({"bce"}, "bce"), "regression": ({"mse", "mse_cosine"}, "mse")}
+_KIND_LOSSES = {"multiclass": ({"ce"}, "ce"), "binary": ({"bce"}, "bce"),
+                "regression": ({"mse", "mse_cosine", "bce_score"}, "mse")}
 TASK_BASE_LOSSES = {t: _KIND_LOSSES[s.kind][0] for t, s in TASK_SPECS.items()}
 TASK_LOSSES = {t: TASK_BASE_LOSSES[t] | ({"mnrl"} if s.pair else set()) for t, s in TASK_SPECS.items()}
 DEFAULT_LOSS = {t: _KIND_LOSSES[s.kind][1] for t, s in TASK_SPECS.items()}
@@ -245,7 +258,9 @@ class LossTerm:
     name: LossName = opt("mse", help=(
         "ce = cross-entropy (SST); bce = binary cross-entropy with logits (Quora); mse = squared "
         "error of the 0-5 score (STS); mse_cosine = squared error of cos(u, v) against score / 5 "
-        "(sentence-transformers' CosineSimilarityLoss); mnrl = multiple negatives ranking on the "
+        "(sentence-transformers' CosineSimilarityLoss); bce_score = binary cross-entropy of the "
+        "score / 5 against the label / 5 (report 002's cross entropy for every task); mnrl = "
+        "multiple negatives ranking on the "
         "batch's positive pairs (added to a task's own loss, never instead of it)."))
     weight: float = opt(1.0, help="The term's weight in the task's loss.")
     symmetric: bool = opt(False, help="mnrl: also rank the anchors for each positive and average both "
@@ -332,10 +347,11 @@ class TrainConfig:
     resume_every: int = opt(200, help=(
         "Save resume state (resume/, used by --resume) every N optimizer steps as well as at each "
         "epoch end (200 steps: a few minutes on 2 CPU cores, one ~100 MB write)."))
-    dev_eval: Literal["epoch", "stage_end"] = opt("epoch", help=(
-        "When the stage is evaluated on dev: after every epoch, or only after its last ('stage_end': "
-        "a stage whose epochs are not checkpoint candidates, e.g. an encoder pre-training stage; "
-        "the other epochs log their mean training loss in an epoch_done event)."))
+    dev_eval: Literal["epoch", "stage_end", "none"] = opt("epoch", help=(
+        "When the stage is evaluated on dev: after every epoch, only after its last ('stage_end': "
+        "a stage whose epochs are not checkpoint candidates, e.g. an encoder pre-training stage), "
+        "or never ('none': a stage before the last); epochs without one log their mean training "
+        "loss in an epoch_done event."))
     select: Literal["mean", "last"] = opt("mean", help=(
         "Which epoch of the last stage becomes the checkpoint: 'mean' = the best mean dev score of "
         "the trained tasks; 'last' = the last epoch (no choice on dev)."))
@@ -424,6 +440,8 @@ class Config:
         self.data.validate()
         self.train.validate()
         plan = self.stage_plan()
+        _check(plan[-1][1].dev_eval != "none",
+               "the last stage's epochs are the checkpoint candidates: its train.dev_eval cannot be 'none'")
         for name, train in plan:
             where = f"stage {name!r}: " if self.stages else ""
             if train.objective == "supervised":

@@ -158,12 +158,13 @@ class PooledReader(nn.Module):
     ARCHS = ("pooled_linear", "pooled_cnn", "pooled_bilstm")
 
     def __init__(self, arch: str, in_dim: int, hidden: int = 32, n_vectors: int = 8, upscale_kernel: int = 3,
-                 dropout: float = 0.1, out_features: int | None = None):
+                 dropout: float = 0.1, out_features: int | None = None, shared_upscale: bool = False):
         super().__init__()
         if arch not in self.ARCHS:
             raise ValueError(f"{arch!r} is not a pooled head; choose one of {self.ARCHS}")
         self.arch = arch
-        self.upscale = None if arch == "pooled_linear" else ConvUpscale(n_vectors, upscale_kernel)
+        # shared_upscale: the model's one upscaling gives the vectors (MultitaskBert._project)
+        self.upscale = None if arch == "pooled_linear" or shared_upscale else ConvUpscale(n_vectors, upscale_kernel)
         if arch == "pooled_cnn":
             self.reader = VectorCNN(in_dim, hidden, 3, dropout)
         elif arch == "pooled_bilstm":
@@ -174,15 +175,22 @@ class PooledReader(nn.Module):
         self.project = nn.Linear(dim, out_features) if out_features else None
         self.output_dim = out_features or dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [B, D]; ``vectors`` [B, n, D]: the shared upscaling's (read instead of this
+        reader's own upscaling when it has none)."""
         if self.reader is not None:
-            x = self.reader(self.upscale(x))
+            if self.upscale is not None:
+                vectors = self.upscale(x)
+            elif vectors is None:
+                raise ConfigError(f"head arch {self.arch!r} reads the model's shared upscaling, which this model "
+                                  f"does not have (model.shared_upscale)")
+            x = self.reader(vectors)
         return x if self.project is None else self.project(x)
 
 
-def make_pooled_reader(cfg, in_dim: int) -> PooledReader | None:
+def make_pooled_reader(cfg, in_dim: int, shared_upscale: bool = False) -> PooledReader | None:
     """The report-002 reader of a head config (``arch`` pooled_*), or None."""
     if cfg.arch not in PooledReader.ARCHS:
         return None
     return PooledReader(cfg.arch, in_dim, cfg.hidden, cfg.vectors, cfg.upscale_kernel, cfg.dropout,
-                        cfg.out_features)
+                        cfg.out_features, shared_upscale)

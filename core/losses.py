@@ -13,6 +13,8 @@ returns a scalar:
   ``mse`` :class:`MSELoss` (STS score 0..5);
 * ``mse_cosine`` :class:`CosineMSELoss`: ``(cos(u, v) - y / 5)^2`` (sentence-transformers'
   CosineSimilarityLoss);
+* ``bce_score`` :class:`ScoreBCELoss`: binary cross-entropy of score / 5 against y / 5
+  (report 002: cross entropy for every task);
 * ``mnrl`` :class:`MultipleNegativesRankingLoss`: MNRL on the batch's positive pairs,
   optionally symmetric and with the batch's negative pairs as hard negatives. It is
   only ever added to a task's own loss (report 004, experiment 3; enforced by the config).
@@ -207,6 +209,23 @@ class CosineMSELoss(nn.Module):
         return F.mse_loss(cos, batch.labels.float() / self.max_score)
 
 
+class ScoreBCELoss(nn.Module):
+    """Binary cross-entropy of the predicted score scaled to [0, 1] against the label
+    scaled the same way: ``-(t log p + (1 - t) log(1 - p))``, p = score / 5, t = y / 5
+    (report 002 §3: cross entropy for every task, STS's 0-5 score included). p is
+    clamped to [1e-6, 1 - 1e-6]; computed in float32."""
+    name = "bce_score"
+
+    def __init__(self, max_score: float = 5.0, eps: float = 1e-6):
+        super().__init__()
+        self.max_score, self.eps = max_score, eps
+
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        p = (batch.output.float() / self.max_score).clamp(self.eps, 1.0 - self.eps)
+        t = batch.labels.float() / self.max_score
+        return -(t * p.log() + (1.0 - t) * (1.0 - p).log()).mean()
+
+
 class MultipleNegativesRankingLoss(nn.Module):
     """MNRL on a supervised pair batch: the positive pairs (Quora duplicates, STS scores
     >= ``sts_positive``) are (anchor, positive); every other positive of the (global)
@@ -246,7 +265,7 @@ class MultipleNegativesRankingLoss(nn.Module):
                   normalizer=normalizer)
 
 
-LOSS_MODULES = {m.name: m for m in (CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, CosineMSELoss,
+LOSS_MODULES = {m.name: m for m in (CrossEntropyLoss, BCEWithLogitsLoss, MSELoss, CosineMSELoss, ScoreBCELoss,
                                     MultipleNegativesRankingLoss)}
 
 

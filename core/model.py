@@ -146,6 +146,8 @@ class Encoding:
     # hybrid heads only: the cross-encoding of the joint "[CLS] a [SEP] b [SEP]" input,
     # carried by the first sentence's Encoding (the second one is the pair's other side)
     joint: "Encoding | None" = None
+    # report 002's shared upscaling (model.shared_upscale): [B, n, D] vectors of ``pooled``
+    vectors: torch.Tensor | None = None
 
 
 # Which encoded parts each head mode reads ("a", "b": the sentences alone; "ab": the
@@ -190,7 +192,7 @@ class TaskHead(nn.Module):
     uses_tokens = False  # heads that read token states (not only pooled) set this
 
     def __init__(self, cfg: HeadConfig, in_dim: int, out_dim: int, token_dim: int | None = None,
-                 task: str | None = None):
+                 task: str | None = None, shared_upscale: bool = False):
         super().__init__()
         from core.heads import DeepFFN, make_pooled_reader, make_reducer
         self.mode = cfg.mode
@@ -201,7 +203,7 @@ class TaskHead(nn.Module):
             if task == "qqp":
                 self.cosine_logit = CosineLogit()
         # report 002's heads read the pooled vector through a reader (core/heads.py)
-        self.reader = make_pooled_reader(cfg, in_dim)
+        self.reader = make_pooled_reader(cfg, in_dim, shared_upscale)
         self.reducer = None if self.reader is not None else \
             make_reducer(cfg.arch, token_dim or in_dim, cfg.hidden, cfg.kernel_sizes)
         if self.reader is not None:
@@ -235,7 +237,7 @@ class TaskHead(nn.Module):
         head has one), or the token-state reducer's."""
         if self.reducer is not None:
             return self.reducer(enc.tokens, enc.mask)
-        return enc.pooled if self.reader is None else self.reader(enc.pooled)
+        return enc.pooled if self.reader is None else self.reader(enc.pooled, enc.vectors)
 
     def forward(self, a: Encoding, b: Encoding | None = None) -> torch.Tensor:
         return self.branches(a, b)["output"]
@@ -314,9 +316,16 @@ class MultitaskBert(nn.Module):
             if len(pooled_dims) > 1:
                 raise MinbertError("model.shared_projection needs one pooled width for every task: use "
                                    "per-task poolings of equal width (mean_max is twice the others)")
-            self.shared_projection = nn.Linear(pooled_dims.pop(), width)
+            self.shared_projection = nn.Linear(pooled_dims.pop(), width, bias=config.model.shared_projection_bias)
+        self.shared_upscale = None
+        if config.model.shared_upscale:   # report 002: one upscaling (+ ReLU) for every head that reads vectors
+            from core.heads import ConvUpscale
+            readers = [getattr(config.model, t) for t in TASKS
+                       if getattr(config.model, t).arch in ("pooled_cnn", "pooled_bilstm")]
+            self.shared_upscale = ConvUpscale(readers[0].vectors, readers[0].upscale_kernel)
         dims = {t: width or self.pooling_for(t).output_dim(hidden) for t in TASKS}
-        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dims[t], HEAD_OUT_DIMS[t], hidden, task=t)
+        self.heads = nn.ModuleDict({t: TaskHead(getattr(config.model, t), dims[t], HEAD_OUT_DIMS[t], hidden, task=t,
+                                             shared_upscale=config.model.shared_upscale)
                                     for t in tasks})
 
     def pooling_for(self, task: str | None) -> Pooling:
@@ -399,7 +408,7 @@ class MultitaskBert(nn.Module):
         if task not in self.heads:
             return {"output": self._zero_shot(task, a, b)}
         mode = self.head_mode(task)
-        if self.shared_projection is not None:
+        if self.shared_projection is not None or self.shared_upscale is not None:
             a, b = self._project(a), None if b is None else self._project(b)
         out = self.heads[task].branches(a, b)
         if task == "sst":
@@ -456,9 +465,12 @@ class MultitaskBert(nn.Module):
         return np.concatenate(out).astype(np.float32)
 
     def _project(self, enc: Encoding) -> Encoding:
-        """The pooled vectors through the shared projection (report 002)."""
+        """The pooled vectors through report 002's shared layers: the projection, and the
+        upscaling (+ ReLU) to ``vectors`` vectors that its CNN / BiLSTM heads read."""
         joint = None if enc.joint is None else self._project(enc.joint)
-        return Encoding(enc.tokens, enc.mask, self.shared_projection(enc.pooled), joint=joint)
+        pooled = enc.pooled if self.shared_projection is None else self.shared_projection(enc.pooled)
+        vectors = None if self.shared_upscale is None else torch.relu(self.shared_upscale(pooled))
+        return Encoding(enc.tokens, enc.mask, pooled, joint=joint, vectors=vectors)
 
     def _encode_two(self, a: dict, b: dict, task: str | None = None) -> tuple[Encoding, Encoding]:
         """Encode both sides of a bi-encoder pair in one encoder call."""

@@ -637,7 +637,8 @@ class Trainer:
         stage = self.stage
         stage_over = epoch + 1 >= stage.train.epochs or self.stage_step >= stage.total_steps
         last_stage = stage.index == len(self.stages) - 1
-        if stage.train.dev_eval == "stage_end" and not stage_over:
+        skip = stage.train.dev_eval == "none" or (stage.train.dev_eval == "stage_end" and not stage_over)
+        if skip:
             # no dev evaluation this epoch (train.dev_eval): its mean training loss, resume state
             self.events.write("epoch_done", epoch=epoch + 1, step=self.step, stage=stage.name,
                               train_loss=self._epoch_loss_mean())

@@ -24,6 +24,21 @@ def test_cosine_mse_by_hand():
     assert CosineMSELoss()(batch).item() == pytest.approx(0.125, abs=1e-7)
 
 
+def test_score_bce_by_hand():
+    """Report 002 §3: cross entropy for every task; for STS's 0-5 score, binary cross-entropy
+    of score / 5 against label / 5."""
+    from core.losses import ScoreBCELoss
+    batch = LossBatch("sts", torch.tensor([2.5, 4.0]), torch.tensor([5.0, 1.0]))
+    # p = 0.5, t = 1: -log 0.5;  p = 0.8, t = 0.2: -(0.2 log 0.8 + 0.8 log 0.2)
+    expected = (-math.log(0.5) - (0.2 * math.log(0.8) + 0.8 * math.log(0.2))) / 2
+    assert ScoreBCELoss()(batch).item() == pytest.approx(expected, rel=1e-6)
+    # least at p = t (where the BCE is the entropy of t): the score moves toward the label
+    grad_at = lambda score: torch.autograd.functional.jacobian(
+        lambda x: ScoreBCELoss()(LossBatch("sts", x, torch.tensor([3.0]))), torch.tensor([score]))
+    assert grad_at(2.0).item() < 0 < grad_at(4.0).item()
+    assert [t.name for t in TrainConfig(losses={"sts": [LossTerm("bce_score")]}).task_losses("sts")] == ["bce_score"]
+
+
 def test_symmetric_mnrl_by_hand():
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     p = torch.tensor([[1.0, 0.0], [1.0, 0.0]])

@@ -197,6 +197,38 @@ def test_report_002_model_shares_one_projection_and_saves(tmp_path):
                           torch.as_tensor(model.predict_similarity(["a dog runs"], ["a cat runs"])))
 
 
+def test_report_002_shared_upscaling_by_hand():
+    """§3.2.1-3.2.2: one convolutional upscaling (filter 3, one vector -> 8) + ReLU after the
+    shared projection (no bias: 768 x 400 = 307,200 parameters, §3.1), read by every head
+    that reads vectors; a linear head reads the projected vector itself."""
+    cfg = Config.from_dict({"model": {
+        "max_len": 16, "shared_projection": 20, "shared_projection_bias": False, "shared_upscale": True,
+        "sst": {"mode": "single", "arch": "pooled_cnn", "hidden": 6, "dropout": 0.0},
+        "qqp": {"mode": "cross", "arch": "pooled_linear"},
+        "sts": {"mode": "cross", "arch": "pooled_bilstm", "hidden": 4}}})
+    model = _tiny_model(cfg)
+    assert model.shared_projection.bias is None and model.shared_projection.weight.numel() == 16 * 20
+    keys = [k for k in model.state_dict() if "upscale" in k]
+    assert keys == ["shared_upscale.conv.weight", "shared_upscale.conv.bias"]       # one, not per head
+    pooled = torch.randn(3, 16)
+    projected = pooled @ model.shared_projection.weight.T
+    conv = model.shared_upscale.conv
+    by_hand = torch.stack([torch.relu(torch.nn.functional.conv1d(projected.unsqueeze(1), conv.weight[i:i + 1],
+                                                                  conv.bias[i:i + 1], padding=1)).squeeze(1)
+                           for i in range(8)], dim=1)                            # [3, 8, 20]
+    head = model.heads["sst"]
+    expected = head.ffn(head.reader.reader(by_hand))
+    assert torch.allclose(model.head_forward("sst", Encoding(None, None, pooled)), expected, atol=1e-6)
+    qqp = model.heads["qqp"]
+    assert torch.allclose(model.head_forward("qqp", Encoding(None, None, pooled)), qqp.ffn(projected).reshape(-1),
+                          atol=1e-6)
+    with pytest.raises(ConfigError, match="must agree"):
+        Config.from_dict({"model": {"shared_upscale": True, "sst": {"mode": "single", "arch": "pooled_cnn"},
+                                    "sts": {"mode": "cosine", "arch": "pooled_bilstm", "vectors": 4}}})
+    with pytest.raises(ConfigError, match="needs a pooled_cnn or pooled_bilstm head"):
+        Config.from_dict({"model": {"shared_upscale": True}})
+
+
 def test_per_task_pooling_changes_only_that_task():
     base = {"max_len": 16, "pooling": "mean", "sts": {"mode": "cosine"}, "qqp": {"mode": "bi"}}
     torch.manual_seed(0)

@@ -191,23 +191,56 @@ def test_report_000_mtdnn_with_per_task_pooling_and_mt_plus_x():
 
 
 # ------------------------------------------------------------------ report 002
-def test_report_002_heads_read_the_pooled_vector():
-    cfg = recipe("report-002-cnn-heads")
+R002 = ("report-002-baseline", "report-002-recurrent", "report-002-cnn-heads")
+
+
+@pytest.mark.parametrize("name", R002)
+def test_report_002_shared_setup(name):
+    cfg = recipe(name)
     m = cfg.model
-    # issue 11: "a shared 768->400 linear layer" (MiniLM: 384 -> 400)
-    assert m.shared_projection == 400
-    # "a convolutional 'upscaling' (filter size 3) that turns the one vector into 8 vectors"
+    # §3.1: a linear layer with 307,200 parameters from 768 to 400 features: 768 x 400, no bias
+    assert m.shared_projection == 400 and 768 * 400 == 307_200 and m.shared_projection_bias is False
+    plan = stages(cfg)
+    assert list(plan) == ["pretrain", "finetune"]                 # §4.3: two phases, in this order
+    pre, fine = plan["pretrain"], plan["finetune"]
+    # §4.3: pre-training batch 64, lr 0.001, ten epochs; fine-tuning batch 8, lr 10^-6, 25 epochs; AdamW
+    assert (pre.batch_size, pre.lr, pre.epochs) == (64, 0.001, 10)
+    assert (fine.batch_size, fine.lr, fine.epochs) == (8, 1e-6, 25)
+    assert pre.optimizer in ("adamw", "torch_adamw") and fine.optimizer == pre.optimizer
+    assert pre.head_lr is None and fine.head_lr is None            # one learning rate per phase
+    # §4.1.2: a representative Quora subset of 8,544 training pairs per epoch (= SST's 8,544)
+    assert pre.steps_per_epoch * pre.batch_size >= 8_544 > (pre.steps_per_epoch - 1) * pre.batch_size
+    assert fine.steps_per_epoch * fine.batch_size == 8_544
+    # §3: cross entropy for every task
+    assert [t.name for task in ("sst", "qqp", "sts") for t in fine.task_losses(task)] == ["ce", "bce", "bce_score"]
+
+
+def test_report_002_baseline_is_linear_with_a_13_feature_cosine():
+    m = recipe("report-002-baseline").model
+    # §3.1: only linear layers per task; STS: 13 features, cosine similarity
+    assert [getattr(m, t).arch for t in ("sst", "qqp", "sts")] == ["pooled_linear"] * 3
+    assert m.sst.layers == 1 and m.qqp.layers == 1
+    assert m.sts.mode == "cosine" and m.sts.out_features == 13 and m.sts.cosine_map == "affine"
+    assert not m.shared_upscale
+
+
+@pytest.mark.parametrize("name", ["report-002-recurrent", "report-002-cnn-heads"])
+def test_report_002_upscaling_and_dropout(name):
+    m = recipe(name).model
+    # §3.2.1: convolutional upscaling, filter size 3, the one embedding into 8; shared (§3.2.2)
+    assert m.shared_upscale
     for task in ("sst", "sts"):
         assert getattr(m, task).upscale_kernel == 3 and getattr(m, task).vectors == 8
-    # "a BiLSTM (32 features, final hidden state -> linear) for STS"; "STS scored by cosine
-    # of 13-feature projections scaled to 0-5"
-    assert m.sts.arch == "pooled_bilstm" and m.sts.hidden == 32
-    assert m.sts.mode == "cosine" and m.sts.out_features == 13
-    # "CNN heads ... for SST"; "a linear Quora head"
-    assert m.sst.arch == "pooled_cnn"
+    # §4.3: dropout 0.3 for both architectures; §3.2.2: Quora "just employed a linear model"
+    assert all(getattr(m, t).dropout == 0.3 for t in ("sst", "qqp", "sts"))
     assert m.qqp.arch == "pooled_linear" and m.qqp.layers == 1
-    # "two phases (heads trained on the frozen encoder, then full fine-tuning at a much
-    # smaller learning rate)"
-    (heads, heads_cfg), (full, full_cfg) = cfg.stage_plan()
-    assert heads_cfg.freeze_encoder and not full_cfg.freeze_encoder
-    assert full_cfg.lr <= heads_cfg.lr / 10
+
+
+def test_report_002_recurrent_and_convolutional_heads():
+    rec = recipe("report-002-recurrent").model
+    # §3.2.1: bidirectional LSTM into 32 features, final hidden state, a linear layer to a single output
+    assert rec.sts.arch == "pooled_bilstm" and rec.sts.hidden == 32 and rec.sts.mode != "cosine"
+    conv = recipe("report-002-cnn-heads").model
+    # §3.2.2: convolutional SST and STS; STS by cosine (of 13 features, §5)
+    assert conv.sst.arch == "pooled_cnn" and conv.sts.arch == "pooled_cnn"
+    assert conv.sts.mode == "cosine" and conv.sts.out_features == 13
