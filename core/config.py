@@ -352,9 +352,11 @@ class TrainConfig:
         "a stage whose epochs are not checkpoint candidates, e.g. an encoder pre-training stage), "
         "or never ('none': a stage before the last); epochs without one log their mean training "
         "loss in an epoch_done event."))
-    select: Literal["mean", "last"] = opt("mean", help=(
+    select: Literal["mean", "last", "majority"] = opt("mean", help=(
         "Which epoch of the last stage becomes the checkpoint: 'mean' = the best mean dev score of "
-        "the trained tasks; 'last' = the last epoch (no choice on dev)."))
+        "the trained tasks; 'last' = the last epoch (no choice on dev); 'majority' = an epoch "
+        "replaces the checkpoint when it is better on more than half of the trained tasks' primary "
+        "metrics (report 000 §5.2: two of three)."))
 
     def batch_size_of(self, task: str) -> int:
         return self.task_batch_size.get(task, self.batch_size)

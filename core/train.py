@@ -651,7 +651,7 @@ class Trainer:
         record = {"epoch": epoch + 1, "step": self.step, "score": score, "stage": stage.name, **metrics}
         self.history.append(record)
         # the checkpoint: the last stage's best epoch (train.select 'mean'), or its last ('last')
-        improved = last_stage and (score > self.best_score or stage.train.select == "last")
+        improved = last_stage and self._improves(stage.train.select, score, metrics)
         self.events.write("eval", **record, best=improved, train_loss=self._epoch_loss_mean())
         wall = self.elapsed_before + time.time() - t0
         if improved:
@@ -671,6 +671,22 @@ class Trainer:
         run_over = last_stage and stage_over
         if not run_over:   # after the very last epoch there is nothing to resume
             self._checkpoint_resume(epoch + 1, 0, wall)
+
+    def _improves(self, select: str, score: float, metrics: dict) -> bool:
+        """Whether this epoch's dev metrics replace the checkpoint (``train.select``): 'last'
+        always; 'mean' on a higher mean score; 'majority' when more than half of the trained
+        tasks' primary metrics beat the checkpoint's (report 000 §5.2: two of three). The
+        first evaluated epoch of the last stage always does."""
+        best = getattr(self, "best", None)
+        if select == "last":
+            return True
+        if select == "mean":
+            return score > self.best_score
+        if best is None:
+            return True
+        tasks = [t for t in self.streams if PRIMARY.get(t) in metrics]
+        better = sum(metrics[PRIMARY[t]] > best.get(PRIMARY[t], -math.inf) for t in tasks)
+        return better * 2 > len(tasks)
 
     def _checkpoint_resume(self, epoch: int, epoch_step: int, wall: float) -> None:
         """Resume state: continue at step ``epoch_step`` of ``epoch`` (0-based)."""

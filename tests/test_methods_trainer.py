@@ -220,3 +220,24 @@ def test_optimizer_groups_come_from_the_loss_graph_and_leave_no_trace(tiny_encod
     lrs = {round(g["lr"], 8) for g in trainer.optimizer.param_groups for p in g["params"]
            if p is trainer.model.shared_projection.weight}
     assert lrs == {5e-3}                                                       # head_lr, like the heads
+
+
+def test_majority_checkpoint_rule_two_of_three():
+    """Report 000 §5.2: after each epoch's evaluation the model is saved if it is better on
+    two of the three tasks (here 'majority'; 'mean' compares the mean score)."""
+    trainer = Trainer.__new__(Trainer)
+    trainer.streams = {"sst": None, "qqp": None, "sts": None}
+    trainer.best = {"sst_acc": 0.50, "qqp_acc": 0.70, "sts_pearson": 0.60}
+    trainer.best_score = (0.50 + 0.70 + 0.60) / 3
+    one_of_three = {"sst_acc": 0.60, "qqp_acc": 0.69, "sts_pearson": 0.59}     # mean 0.6267 > 0.6
+    two_of_three = {"sst_acc": 0.51, "qqp_acc": 0.69, "sts_pearson": 0.61}     # mean 0.6033
+    mean = lambda m: sum(m.values()) / 3
+    assert trainer._improves("mean", mean(one_of_three), one_of_three)
+    assert not trainer._improves("majority", mean(one_of_three), one_of_three)
+    assert trainer._improves("majority", mean(two_of_three), two_of_three)
+    assert trainer._improves("last", 0.0, one_of_three)
+    trainer.streams = {"sts": None}                                             # one task: better on it
+    assert trainer._improves("majority", 0.61, {"sts_pearson": 0.61})
+    assert not trainer._improves("majority", 0.59, {"sts_pearson": 0.59})
+    trainer.best = None                                                         # the first epoch is saved
+    assert trainer._improves("majority", 0.1, {"sts_pearson": 0.1})

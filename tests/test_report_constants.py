@@ -175,19 +175,39 @@ def test_mnrl_is_only_ever_added_to_bce():
 
 
 # ------------------------------------------------------------------ report 000
-def test_report_000_mtdnn_with_per_task_pooling_and_mt_plus_x():
+def test_report_000_mtdnn():
     cfg = recipe("report-000-mtdnn")
-    plan = stages(cfg)
-    first, last = list(plan.values())[0], list(plan.values())[-1]
-    # issue 3: "MT-DNN: all tasks' mini-batches merged and shuffled each epoch, one task per step"
-    assert first.schedule == "mtdnn" and first.tasks == ["sst", "qqp", "sts"]
-    # issue 11: "the report compares poolings per task": every head names its own pooling
-    assert all(getattr(cfg.model, t).pooling is not None for t in ("sst", "qqp", "sts"))
-    # issue 3: "STS as scaled cosine, (1+cos)*5/2 (000)"; "MT+X" = single-task fine-tuning after joint
-    assert cfg.model.sts.mode == "cosine" and cfg.model.sts.cosine_map == "affine"
-    assert len(last.tasks) == 1
-    # issue 11 does not state the report's checkpoint rule: the header must say so
-    assert "NOT stated in the issue" in (CONFIGS / "report-000-mtdnn.yaml").read_text()
+    m, (train,) = cfg.model, stages(cfg).values()
+    # Eq. 1: softmax(W_SST^T x), x the [CLS] embedding: one linear layer
+    assert (m.sst.mode, m.sst.layers, m.pooling_of("sst")) == ("single", 1, "cls")
+    # Eq. 2: softmax(W_para^T [x1; x2]): one linear layer on the two embeddings concatenated
+    assert (m.qqp.mode, m.qqp.features, m.qqp.layers) == ("bi", ["u", "v"], 1)
+    # Eq. 3: Sim = (1 + cos-sim(x1, x2)) * 5 / 2; §4.1: mean squared error; §6.2: [CLS] by default
+    assert (m.sts.mode, m.sts.cosine_map, m.pooling_of("sts")) == ("cosine", "affine", "cls")
+    assert [t.name for t in train.task_losses("sts")] == ["mse"]
+    # Algorithm 1: merge all tasks' mini-batches, shuffle, one task's batch per update
+    assert train.schedule == "mtdnn" and train.tasks == ["sst", "qqp", "sts"]
+    # §4.2, §5.2: truncated to the same length as the smallest dataset (1:1:1, Table 4)
+    assert train.task_sampling == "truncate"
+    # §5.2: dropout 0.3, batch size 8, learning rate 1e-5
+    assert (m.sst.dropout, m.qqp.dropout) == (0.3, 0.3)
+    assert (train.batch_size, train.lr, train.head_lr) == (8, 1e-5, None)
+    # §5.2: saved when better on two out of three tasks
+    assert train.select == "majority"
+
+
+def test_report_000_study_ratios_are_table_4s():
+    import yaml
+    rows = {r["name"]: r for r in yaml.safe_load((CONFIGS / "study" / "000.yaml").read_text())["rows"]}
+    # Table 4: "1:x:1 indicates the ratio of samples in SST:Quora:STS"
+    assert "train.task_ratio={sst: 1, qqp: 2, sts: 1}" in rows["000-mt-1:2:1"]["set"]
+    assert "train.task_ratio={sst: 1, qqp: 4, sts: 1}" in rows["000-mt-1:4:1"]["set"]
+    # Table 5 poolings on STS alone (§6.2: "for individual tasks")
+    for name, pooling in (("000-sts-mean", "mean"), ("000-sts-max", "max"), ("000-sts-mean-max", "mean_max")):
+        assert rows[name]["set"] == ["train.tasks=[sts]", f"model.pooling={pooling}"]
+    # Table 6: lr 1e-4, 1e-6, 1e-7 and 2 / 3 fc layers on SST alone
+    assert {r["set"][1] for n, r in rows.items() if n.startswith("000-sst-")} == {
+        "model.sst.layers=2", "model.sst.layers=3", "train.lr=1.0e-4", "train.lr=1.0e-6", "train.lr=1.0e-7"}
 
 
 # ------------------------------------------------------------------ report 002
