@@ -5,6 +5,11 @@
 #
 # Inside the container the server listens on 0.0.0.0 (the only way a published port
 # reaches it); publish it on 127.0.0.1 as above unless you put authentication in front.
+# The Train page is read-only by default here (MINBERT_READ_ONLY=1: jobs can be watched,
+# not started, cancelled or resumed). To train from the browser, give it a shared secret:
+#   docker run ... -e MINBERT_READ_ONLY=0 -e MINBERT_SECRET="$(openssl rand -hex 16)" minbert-studio
+# (python -m app.serve refuses 0.0.0.0 with an open Train page unless MINBERT_ALLOW_OPEN_TRAIN=1.)
+# Every response carries X-Frame-Options: DENY and CSP frame-ancestors 'none' (app/serve.py).
 #
 # CUDA: a CUDA runtime base image and the matching PyTorch wheel index, e.g.
 #   docker build -t minbert-studio:cuda \
@@ -18,7 +23,8 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS runtime
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
+    MINBERT_READ_ONLY=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # tini reaps orphaned trainer processes (PID 1); python3-venv only where the base image
 # has no Python of its own (CUDA images)
@@ -45,8 +51,7 @@ EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["streamlit", "run", "app/main.py", "--server.address=0.0.0.0", "--server.port=8501", \
-     "--server.headless=true", "--browser.gatherUsageStats=false"]
+CMD ["python3", "-m", "app.serve", "--address", "0.0.0.0", "--port", "8501"]
 
 FROM runtime AS test
 USER 0

@@ -125,7 +125,7 @@ def _check_model_fields(meta: dict, path: Path) -> None:
     try:
         Config.from_dict(meta["config"])
         BertConfig.from_dict(meta["encoder_config"])
-    except (MinbertError, TypeError, ValueError) as e:
+    except (MinbertError, TypeError, ValueError, OverflowError) as e:   # OverflowError: float(10**400)
         raise CheckpointError(f"{path} is corrupt or from an incompatible version: {e}") from None
 
 

@@ -39,11 +39,16 @@ starts the run again with ``--overwrite``).
 
 Progress, ETA, loss curves and dev metrics are read from the checkpoint's
 ``train_log.jsonl`` (events ``start``, ``step``, ``eval``, ``checkpoint``, ``done``,
-``error``, ``cancelled``; see ``core.train``). Dead local workers are noticed by the
-process that launched them (a watcher thread), by every :meth:`JobManager.refresh`, and
-when a process (the app) first opens the job root: a pid that no longer exists, is a
-zombie, or now belongs to another process (its start time differs) marks the job failed,
-with the last lines of its log as the reason. Stopping a job stops every process that
+``error``, ``cancelled``; see ``core.train``). A dead local worker is noticed without
+anyone asking: the kernel sends its trainer SIGTERM the moment the worker dies
+(``PR_SET_PDEATHSIG``), and every worker has a *watchdog* (``python -m core.jobs
+_watchdog``, in a session of its own, so a kill of the worker's process group spares it)
+that waits on the worker's pid and, when it dies, stops whatever the job left running,
+marks the job failed (or resumes it, ``--auto-resume``) and starts the next queued job.
+As fallbacks the launching process watches its worker (a thread), and every
+:meth:`JobManager.refresh` and the first open of a job root settle dead workers too: a
+pid that no longer exists, is a zombie, or now belongs to another process (its start
+time differs) marks the job failed, with the last lines of its log as the reason. Stopping a job stops every process that
 carries the job's token in its environment (the worker, torchrun, and torchrun's
 workers, which run in sessions of their own), then the worker's process group.
 
@@ -52,11 +57,13 @@ No Streamlit here: the app's Train page and this command line share this module.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hmac
 import json
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import sqlite3
@@ -71,9 +78,11 @@ from typing import Iterator, Sequence
 
 from core.config import Config
 from core.errors import ConfigError, JobError, MinbertError  # noqa: F401 (ConfigError: re-exported)
+from core.limits import check_fits
+from core.settings import env_bool, env_float, env_int, env_path, env_secret
 from core.train_log import read_jsonl
 from core.slurm import (BACKENDS, EXIT_FILE, REQUEUE_STATES, STATE_TEXT, Cluster, Resources, SlurmClient,
-                        batch_script, load_cluster, map_state)
+                        batch_script, load_cluster, map_state, mem_bytes)
 
 REPO = Path(__file__).resolve().parents[1]
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -91,6 +100,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # and the job root's own files.
 RESERVED_NAMES = frozenset({"pretrained", "minbert-multitask", "jobs", DB_NAME, "cluster.yaml"})
 MAX_PROCS_PER_NODE = 64
+PID_MAX = 2**22           # Linux's largest pid_max (/proc/sys/kernel/pid_max)
 DEFAULT_MAX_QUEUED = 10
 
 _SCHEMA = """
@@ -123,8 +133,9 @@ _ADDED_COLUMNS = (("backend", "TEXT NOT NULL DEFAULT 'local'"), ("cluster_id", "
 
 
 def default_root() -> Path:
-    """``$MINBERT_JOBS_ROOT`` if set, else the repository's ``checkpoints/``."""
-    return Path(os.environ.get("MINBERT_JOBS_ROOT") or REPO / "checkpoints").resolve()
+    """``$MINBERT_JOBS_ROOT`` if set, else the repository's ``checkpoints/`` (a value that
+    names a file, or holds a NUL byte, is a ConfigError: core/settings.py)."""
+    return env_path("MINBERT_JOBS_ROOT", REPO / "checkpoints").resolve()
 
 
 # --------------------------------------------------------------------- progress
@@ -283,13 +294,45 @@ class Job:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
+        """A job from its database row. The row is data someone may have altered: a
+        column of the wrong type (SQLite keeps whatever it is given) or JSON that does not
+        parse becomes its empty value and the job's message says which column was
+        damaged; it never raises (the worker refuses to run such a job: ``_paths``)."""
         d = dict(row)
-        d["overrides"] = json.loads(d["overrides"])
-        d["command"] = json.loads(d["command"] or "[]")
-        d["resources"] = json.loads(d.get("resources") or "{}")
+        damaged = []
+        for name, kind, default in _JSON_COLUMNS:
+            try:
+                value = json.loads(d.get(name) or default) if len(str(d.get(name) or "")) <= 1_000_000 else None
+            except (TypeError, ValueError, RecursionError):
+                value = None
+            if not isinstance(value, kind):
+                damaged.append(name)
+                value = json.loads(default)
+            d[name] = value
+        for name, kinds in _TYPED_COLUMNS.items():
+            value = d.get(name)
+            bad = isinstance(value, bool) or not isinstance(value, kinds)
+            if value is not None and (bad or (name in ("pid", "train_pid") and not 1 <= value <= PID_MAX)
+                                      or not -2**62 <= value <= 2**62):
+                damaged.append(name)
+                d[name] = 0 if name in ("gpus", "attempt") else None
+        for name in ("name", "state", "recipe", "device", "checkpoint", "job_dir", "message", "backend", "token"):
+            if d.get(name) is not None and not isinstance(d[name], str):
+                damaged.append(name)
+                d[name] = str(d[name])
         d["auto_resume"] = bool(d.get("auto_resume"))
+        if damaged:
+            d["message"] = (f"this job's database row was altered (unreadable: {', '.join(damaged)}); "
+                            f"submit the job again. " + (d.get("message") or "")).strip()
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Columns of the jobs table that hold JSON (type, default) and numbers.
+_JSON_COLUMNS = (("overrides", list, "[]"), ("command", list, "[]"), ("resources", dict, "{}"))
+_TYPED_COLUMNS = {"id": int, "gpus": int, "attempt": int, "pid": int, "pid_start": int, "train_pid": int,
+                  "train_pid_start": int, "returncode": int, "created": (int, float), "started": (int, float),
+                  "finished": (int, float)}
 
 
 def resume_args(checkpoint: str | Path) -> list[str]:
@@ -325,31 +368,26 @@ def check_app_overrides(overrides: Sequence[str]) -> None:
                            f"for other keys)")
 
 
-def _truthy(value: str | None) -> bool:
-    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def access_mode(env: dict | None = None) -> str:
     """``read-only`` (``MINBERT_READ_ONLY=1``: nobody submits, cancels or resumes from the
     app), ``secret`` (``MINBERT_SECRET`` set: those actions need the secret typed on the
-    Train page) or ``open``."""
-    env = os.environ if env is None else env
-    if _truthy(env.get("MINBERT_READ_ONLY")):
+    Train page) or ``open``. A value that is neither 1/0 (true/false, yes/no, on/off) nor
+    blank, or a secret shorter than 8 characters, is a ConfigError (core/settings.py)."""
+    if env_bool("MINBERT_READ_ONLY", False, env):
         return "read-only"
-    if env.get("MINBERT_SECRET"):
+    if env_secret("MINBERT_SECRET", env):
         return "secret"
     return "open"
 
 
 def check_access(typed_secret: str | None, env: dict | None = None) -> None:
     """Raise :class:`JobError` unless the app may change jobs (see :func:`access_mode`)."""
-    env = os.environ if env is None else env
     mode = access_mode(env)
     if mode == "read-only":
         raise JobError("this deployment is read-only (MINBERT_READ_ONLY is set): jobs cannot be submitted, "
                        "cancelled or resumed from the app")
     if mode == "secret":
-        expected = env["MINBERT_SECRET"].encode()
+        expected = env_secret("MINBERT_SECRET", env).encode()
         if not typed_secret or not hmac.compare_digest(str(typed_secret).encode(), expected):
             raise JobError("the access secret is missing or wrong: type the deployment's MINBERT_SECRET "
                            "in the Access secret field first")
@@ -439,7 +477,7 @@ def _signal_group(pid: int, sig: int) -> None:
 def _stop_processes(pids: Sequence[tuple[int | None, int | None]], grace_s: float) -> None:
     """SIGTERM each live (pid, start) process group, then SIGKILL what is left after
     ``grace_s`` seconds."""
-    live = [(p, s) for p, s in pids if pid_alive(p, s)]
+    live = [(p, s) for p, s in pids if _identified(p, s)]
     for pid, _ in live:
         _signal_group(pid, signal.SIGTERM)
     deadline = time.time() + grace_s
@@ -477,15 +515,24 @@ def token_pids(token: str) -> list[int]:
     return found
 
 
+def _identified(pid: int | None, start: int | None) -> bool:
+    """Whether a recorded (pid, start time) is a live process we may signal: on a system
+    with /proc only when its start time was recorded and matches (a row that names a pid
+    without one, e.g. an altered job table, never gets another process killed)."""
+    if start is None and Path("/proc/self/stat").exists():
+        return False
+    return pid_alive(pid, start)
+
+
 def stop_job_processes(group: tuple[int | None, int | None], token: str, grace_s: float,
                        extra: Sequence[tuple[int | None, int | None]] = ()) -> None:
     """SIGTERM the worker's process group (``group``: leader pid and its start time), every
     process carrying the job's ``token`` and ``extra`` processes; SIGKILL whatever is left
     after ``grace_s`` seconds."""
     leader, leader_start = group
-    leader_alive = pid_alive(leader, leader_start)
+    leader_alive = _identified(leader, leader_start)
     targets = [(p, pid_start_time(p)) for p in token_pids(token)]
-    targets += [(p, s) for p, s in extra if pid_alive(p, s)]
+    targets += [(p, s) for p, s in extra if _identified(p, s)]
 
     def send(sig: int) -> None:
         if leader_alive and leader:
@@ -659,8 +706,8 @@ class JobManager:
                  python: str | None = None, max_queued: int | None = None,
                  backends: dict[str, Backend] | None = None, sweep: bool = True):
         self.root = Path(root).resolve() if root is not None else default_root()
-        self.max_running = max_running or int(os.environ.get("MINBERT_MAX_RUNNING_JOBS", "1"))
-        self.max_queued = max_queued or int(os.environ.get("MINBERT_MAX_QUEUED_JOBS", str(DEFAULT_MAX_QUEUED)))
+        self.max_running = max_running or env_int("MINBERT_MAX_RUNNING_JOBS", 1, 1, 64)
+        self.max_queued = max_queued or env_int("MINBERT_MAX_QUEUED_JOBS", DEFAULT_MAX_QUEUED, 1, 1_000)
         self.python = python or sys.executable
         self.backends: dict[str, Backend] = {"local": LocalBackend(), "slurm": SlurmBackend(), **(backends or {})}
         self.root.mkdir(parents=True, exist_ok=True)
@@ -831,6 +878,9 @@ class JobManager:
         cfg = Config.from_yaml(recipe, overrides)  # raises ConfigError: nothing created yet
         if backend == "local" and train_device == "cuda":
             self._check_gpus(gpus)
+        memory, where = _memory_for(backend, res, gpus)
+        if memory is not None:
+            check_fits(cfg, memory, where)         # core/limits.py: a recipe too big is refused here
         reason = runner.unavailable()
         if reason:
             raise JobError(f"cannot submit to {backend}: {reason}")
@@ -984,11 +1034,26 @@ class JobManager:
             self._update(job_id, state="failed", finished=time.time(), message=f"could not start the job: {e}")
             return
         _CHILDREN[proc.pid] = proc
-        self._update(job_id, pid=proc.pid, pid_start=pid_start_time(proc.pid))
+        start = pid_start_time(proc.pid)
+        self._update(job_id, pid=proc.pid, pid_start=start)
+        self._spawn_watchdog(job_id, proc.pid, start, env)
         # The launcher watches its worker: one that dies without recording a result is
         # settled at once, not only at the next refresh.
         threading.Thread(target=self._watch_worker, args=(proc, job_id), daemon=True,
                          name=f"minbert-job-{job_id}-watch").start()
+
+    def _spawn_watchdog(self, job_id: int, pid: int, start: int | None, env: dict) -> None:
+        """The worker's watchdog (:func:`run_watchdog`): its own session, the job's token
+        in its environment (so cancel stops it with the rest of the job)."""
+        try:
+            watchdog = subprocess.Popen(
+                [self.python, "-m", "core.jobs", "--root", str(self.root), "_watchdog", str(job_id), str(pid),
+                 str(start if start is not None else -1)],
+                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True)
+        except OSError:
+            return   # the fallbacks (watcher thread, refresh) still settle the job
+        _CHILDREN[watchdog.pid] = watchdog
 
     def _watch_worker(self, proc: subprocess.Popen, job_id: int) -> None:
         proc.wait()
@@ -1123,7 +1188,7 @@ class JobManager:
         self._update(job.id, command=json.dumps(command))
         try:
             proc = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
-                                    preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+                                    preexec_fn=_trainer_preexec(os.getpid()))
         except OSError as e:
             self._update(job.id, ["running"], state="failed", finished=time.time(),
                          message=f"could not start the trainer: {e}")
@@ -1157,6 +1222,77 @@ class JobManager:
                 self._maybe_auto_resume(job, f"the trainer was killed by {signal.Signals(-rc).name}")
         self.start_queued()
         return 0
+
+
+# ----------------------------------------------------------------- watchdog
+_PR_SET_PDEATHSIG = 1
+try:   # resolved before any fork: preexec_fn runs between fork and exec
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):   # not Linux
+    _prctl = None
+
+
+def _trainer_preexec(worker_pid: int):
+    """In the trainer, before exec: SIGTERM back to its default, and the kernel's
+    parent-death signal set to SIGTERM, so the trainer stops the moment its worker dies
+    (a worker that died before this line ran is caught by the ppid check)."""
+    def run() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() != worker_pid:
+                os.kill(os.getpid(), signal.SIGTERM)
+    return run
+
+
+def wait_for_exit(pid: int, start: int | None, poll_s: float) -> None:
+    """Block until process ``pid`` (started at ``start``) has ended: on a pidfd where the
+    kernel offers one (woken at the exit itself), else by polling every ``poll_s`` s."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    try:
+        while pid_alive(pid, start):
+            if fd is not None:
+                select.select([fd], [], [], poll_s)
+            else:
+                time.sleep(poll_s)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def run_watchdog(jm: "JobManager", job_id: int, pid: int, start: int | None) -> int:
+    """Body of a job's watchdog (``python -m core.jobs _watchdog ID PID START``): wait
+    for the worker ``pid`` to end; if the job still says running with that worker, the
+    worker died without recording a result: settle it (:meth:`JobManager._settle_dead`
+    stops the orphaned trainer and every process with the job's token, marks the job
+    failed or resumes it). Then start queued jobs (nobody else will)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    wait_for_exit(pid, start, env_float("MINBERT_WATCHDOG_S", 1.0, 0.05, 60.0))
+    try:
+        job = jm.get(job_id)
+        if job.state == "running" and job.pid == pid:
+            jm._settle_dead(job)
+        jm.start_queued()
+    except MinbertError:
+        return 1
+    return 0
+
+
+def _memory_for(backend: str, resources: dict, procs: int) -> tuple[int | None, str]:
+    """(bytes one training process may use, where) for the fit check at submission: this
+    machine's memory shared by ``procs`` processes (local), the Slurm job's ``--mem`` per
+    node shared by its processes (slurm; no check when no --mem is asked for)."""
+    from core.limits import machine_memory
+    if backend == "slurm":
+        mem = resources.get("mem")
+        if not mem:
+            return None, ""
+        per_node = max(1, int(resources.get("gpus_per_node") or procs))
+        return mem_bytes(mem) // per_node, f"the Slurm job's --mem {mem} per process"
+    return machine_memory() // max(1, procs), "this machine" + (f" per process ({procs})" if procs > 1 else "")
 
 
 # --------------------------------------------------------------------- CLI
@@ -1227,15 +1363,21 @@ def make_parser() -> argparse.ArgumentParser:
     lg.add_argument("-n", type=int, default=40)
     w = sub.add_parser("_worker", help=argparse.SUPPRESS)
     w.add_argument("id", type=int)
+    wd = sub.add_parser("_watchdog", help=argparse.SUPPRESS)
+    wd.add_argument("id", type=int)
+    wd.add_argument("pid", type=int)
+    wd.add_argument("start", type=int)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        jm = JobManager(args.root, sweep=args.command != "_worker")
+        jm = JobManager(args.root, sweep=args.command not in ("_worker", "_watchdog"))
         if args.command == "_worker":
             return jm.run_worker(args.id)
+        if args.command == "_watchdog":
+            return run_watchdog(jm, args.id, args.pid, None if args.start < 0 else args.start)
         if args.command == "submit":
             resources = {k: getattr(args, k) for k in ("nodes", "gpus_per_node", "cpus_per_task", "mem", "time",
                                                        "partition") if getattr(args, k) is not None}

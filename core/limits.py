@@ -122,11 +122,30 @@ def parse_override_value(key: str, text: str) -> Any:
         raise ConfigError(f"--set {key}: the value is {len(text):,} characters long; the limit is "
                           f"{PATH + TEXT:,}")
     try:
-        return safe_yaml_load(text)
+        value = safe_yaml_load(text)
     except yaml.YAMLError:
         return text
     except ConfigError as e:
         raise ConfigError(f"--set {key}: {e}") from None
+    if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > INT_MAX for v in _leaves(value)):
+        raise ConfigError(f"--set {key}: {text[:40]!r}{'...' if len(text) > 40 else ''} holds an integer beyond "
+                          f"+-2**63, which no setting takes")
+    return value
+
+
+INT_MAX = 2**63 - 1          # no declared range reaches it; a float field cannot convert far more
+
+
+def _leaves(value):
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        else:
+            yield v
 
 
 class _NoAliasLoader(yaml.SafeLoader):

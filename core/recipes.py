@@ -18,6 +18,7 @@ import yaml
 
 from core.config import Config, option_help
 from core.errors import ConfigError
+from core.limits import parse_override_value
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,18 +110,21 @@ def to_overrides(fields: list[FieldSpec], values: dict[str, Any]) -> list[str]:
         new = values[spec.key]
         if spec.kind == "yaml":
             text = str(new).strip()
-            try:
-                parsed = yaml.safe_load(text) if text else None
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{spec.key}: {text!r} is not a valid value ({e})") from None
+            try:   # the same parser as --set (core/limits.py): no aliases, huge numbers refused
+                parsed = parse_override_value(spec.key, text) if text else None
+            except ConfigError as e:
+                raise ConfigError(str(e)) from None
             if parsed != spec.value:
                 out.append(f"{spec.key}={text if text else 'null'}")
             continue
         if spec.kind == "multichoice":
             new = list(new)
         if spec.kind == "float" and new is not None and spec.value is not None:
-            if float(new) == float(spec.value):
-                continue
+            try:
+                if float(new) == float(spec.value):
+                    continue
+            except (TypeError, ValueError):
+                raise ConfigError(f"{spec.key} must be a number, got {str(new)[:40]!r}") from None
         if new != spec.value:
             out.append(f"{spec.key}={_yaml_scalar(new)}")
     return out
@@ -130,6 +134,8 @@ def parse_override_lines(text: str) -> list[str]:
     """Free-form overrides, one ``key=value`` per line (blank lines and ``#`` comments
     are skipped). A line without ``=`` raises :class:`ConfigError`."""
     out = []
+    if len(text or "") > 100_000:
+        raise ConfigError(f"the overrides are {len(text):,} characters long; the limit is 100,000")
     for i, line in enumerate((text or "").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):

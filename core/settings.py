@@ -126,6 +126,7 @@ SETTINGS = {
     "MINBERT_BACKEND": lambda env: env_choice("MINBERT_BACKEND", "local", ("local", "slurm"), env),
     "MINBERT_MEMORY_GB": lambda env: env_float("MINBERT_MEMORY_GB", None, 0.1, 1e6, env),
     "MINBERT_WATCHDOG_S": lambda env: env_float("MINBERT_WATCHDOG_S", 1.0, 0.05, 60.0, env),
+    "MINBERT_ALLOW_OPEN_TRAIN": lambda env: env_bool("MINBERT_ALLOW_OPEN_TRAIN", False, env),
 }
 
 

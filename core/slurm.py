@@ -93,18 +93,29 @@ def map_state(slurm_state: str) -> str:
 # sbatch(1) --time: "minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
 # "days-hours:minutes" and "days-hours:minutes:seconds".
 _TIME_RE = re.compile(r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
-                      r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$")
+                      r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$", re.ASCII)
 # sbatch(1) --mem: "Default units are megabytes. Different units can be specified using
 # the suffix [K|M|G|T]."
-_MEM_RE = re.compile(r"^\d+[KMGT]?$")
+_MEM_RE = re.compile(r"^[0-9]{1,12}[KMGT]?$")
+_MEM_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def mem_bytes(text: str) -> int:
+    """Bytes of a Slurm ``--mem`` size ("32G"; a bare number is megabytes, sbatch(1))."""
+    text = str(text).strip().upper()
+    if not _MEM_RE.match(text):
+        raise JobError(f"memory {text[:40]!r} is not a Slurm size: a number of megabytes, or with K, M, G or T "
+                       f"(e.g. 32G)")
+    unit = text[-1] if text[-1] in _MEM_UNITS else "M"
+    return int(text.rstrip("KMGT")) * _MEM_UNITS[unit]
 _PARTITION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}(,[A-Za-z0-9_.-]{1,64})*$")
 
 
 def time_limit_seconds(text: str) -> int:
     """Seconds in a Slurm time limit; :class:`JobError` for text Slurm would not take."""
-    m = _TIME_RE.match(str(text).strip())
+    m = _TIME_RE.match(str(text).strip()) if len(str(text)) <= 32 else None
     if not m:
-        raise JobError(f"time limit {text!r} is not a Slurm time: use minutes, MM:SS, HH:MM:SS, D-HH, "
+        raise JobError(f"time limit {str(text)[:40]!r} is not a Slurm time: use minutes, MM:SS, HH:MM:SS, D-HH, "
                        f"D-HH:MM or D-HH:MM:SS (e.g. 4:00:00 for four hours)")
     g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
     if "d" in g:
@@ -133,7 +144,7 @@ class Resources:
                 try:
                     value = int(str(value).strip())
                 except ValueError:
-                    raise JobError(f"{name} must be a whole number, got {value!r}") from None
+                    raise JobError(f"{name} must be a whole number, got {str(value)[:40]!r}") from None
                 setattr(self, name, value)
             if not lo <= value <= hi:
                 raise JobError(f"{name} must be between {lo} and {hi}, got {value}")
@@ -145,7 +156,7 @@ class Resources:
         if self.mem is not None:
             self.mem = self.mem.upper()
             if not _MEM_RE.match(self.mem):
-                raise JobError(f"memory {self.mem!r} is not a Slurm size: a number of megabytes, or with "
+                raise JobError(f"memory {self.mem[:40]!r} is not a Slurm size: a number of megabytes, or with "
                                f"K, M, G or T (e.g. 32G)")
         if self.time is not None:
             time_limit_seconds(self.time)

@@ -136,6 +136,62 @@ def test_killed_worker_is_detected_after_restart(tmp_path):
     wait_for(lambda: not pid_alive(job.train_pid, job.train_pid_start), timeout=20)
 
 
+def _submit_from_another_process(root: Path, name: str) -> int:
+    env = {**os.environ, "MINBERT_JOBS_ROOT": str(root), "MINBERT_WATCHDOG_S": "0.2"}
+    out = subprocess.run([sys.executable, "-m", "core.jobs", "submit", "--config", str(QUICK), "--name", name,
+                          *sum((["--set", o] for o in SLOW), [])],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def _state_in_db(root: Path, job_id: int) -> str:
+    """The row as stored: no refresh(), list() or status call, nothing that settles jobs."""
+    import sqlite3
+    with sqlite3.connect(root / "jobs.sqlite") as db:
+        return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("how", ["worker", "process group"])
+def test_a_killed_worker_is_settled_by_its_watchdog_without_any_call(tmp_path, how):
+    """Issue 24: the launcher is gone (a CLI that exited), nobody lists or asks for the job;
+    SIGKILL its worker (or the worker's whole process group, trainer included): the job's
+    watchdog marks it failed and its trainer is stopped, within seconds."""
+    root = tmp_path / "ckpts"
+    job_id = _submit_from_another_process(root, "orphan")
+    jm = JobManager(root, sweep=False)
+    job = wait_for(lambda: (j := jm.get(job_id)).train_pid and j, timeout=300)
+    watchdogs = [p for p in token_pids(job.token) if p not in (job.pid, job.train_pid)]
+    assert watchdogs and all(os.getsid(p) != os.getsid(job.pid) for p in watchdogs)   # its own session
+    if how == "worker":
+        os.kill(job.pid, signal.SIGKILL)
+    else:
+        os.killpg(job.pid, signal.SIGKILL)
+    wait_for(lambda: _state_in_db(root, job_id) == "failed", timeout=60, every=0.2)
+    wait_for(lambda: not pid_alive(job.train_pid, job.train_pid_start), timeout=30)
+    failed = jm.get(job_id)
+    assert f"pid {job.pid}" in failed.message and "died without reporting a result" in failed.message
+    wait_for(lambda: not token_pids(job.token), timeout=30)        # the watchdog is gone too
+
+
+def test_the_trainer_dies_with_its_worker_by_the_kernels_parent_death_signal(tmp_path):
+    """No watchdog, no refresh: the trainer alone still stops when its worker is killed."""
+    from core.jobs import _trainer_preexec
+    if core.jobs._prctl is None:
+        pytest.skip("PR_SET_PDEATHSIG is Linux only")
+    script = ("import os, subprocess, sys, time; from core.jobs import _trainer_preexec; "
+              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
+              "preexec_fn=_trainer_preexec(os.getpid())); print(p.pid, flush=True); time.sleep(300)")
+    worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = int(worker.stdout.readline())
+    assert pid_alive(child)
+    worker.kill()
+    worker.wait()
+    wait_for(lambda: not pid_alive(child), timeout=10, every=0.05)
+    assert callable(_trainer_preexec)
+
+
 def test_reused_pid_counts_as_dead(jm):
     """A row whose pid now belongs to another process (different start time) is dead."""
     with jm._db() as db:
@@ -353,17 +409,68 @@ def test_app_override_allow_list():
 def test_read_only_and_secret_modes():
     assert access_mode({}) == "open"
     check_access(None, {})
-    ro = {"MINBERT_READ_ONLY": "1", "MINBERT_SECRET": "s3cret"}
+    ro = {"MINBERT_READ_ONLY": "1", "MINBERT_SECRET": "s3cret-42"}
     assert access_mode(ro) == "read-only"
     with pytest.raises(JobError, match="read-only"):
-        check_access("s3cret", ro)
-    sec = {"MINBERT_SECRET": "s3cret"}
+        check_access("s3cret-42", ro)
+    sec = {"MINBERT_SECRET": "s3cret-42"}
     assert access_mode(sec) == "secret"
-    for typed in (None, "", "s3cre", "s3cret "):
+    for typed in (None, "", "s3cret-4", "s3cret-42 "):
         with pytest.raises(JobError, match="secret is missing or wrong"):
             check_access(typed, sec)
-    check_access("s3cret", sec)
+    check_access("s3cret-42", sec)
     assert access_mode({"MINBERT_READ_ONLY": "0"}) == "open"
+    assert access_mode({"MINBERT_READ_ONLY": "TRUE"}) == access_mode({"MINBERT_READ_ONLY": " yes "}) == "read-only"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MINBERT_READ_ONLY": "maybe"}, r"\$MINBERT_READ_ONLY='maybe': it must be 1 or 0"),
+    ({"MINBERT_SECRET": "abc"}, r"\$MINBERT_SECRET is 3 characters long; a shared secret needs at least 8"),
+])
+def test_bad_access_settings_are_one_config_error(env, message):
+    with pytest.raises(ConfigError, match=message):
+        access_mode(env)
+    with pytest.raises(ConfigError, match=message):
+        check_access("anything", env)
+
+
+@pytest.mark.parametrize("var, value, message", [
+    ("MINBERT_MAX_RUNNING_JOBS", "two", "a whole number from 1 to 64"),
+    ("MINBERT_MAX_RUNNING_JOBS", "0", "a whole number from 1 to 64"),
+    ("MINBERT_MAX_QUEUED_JOBS", "9" * 100, "a whole number from 1 to 1,000"),
+    ("MINBERT_MAX_QUEUED_JOBS", "1e3", "a whole number"),
+], ids=["word", "zero", "100 digits", "float"])
+def test_bad_job_limits_in_the_environment_are_one_config_error(tmp_path, monkeypatch, var, value, message):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=rf"\${var}=.*{message}"):
+        JobManager(tmp_path / "ckpts")
+    monkeypatch.setenv(var, "")
+    JobManager(tmp_path / "ckpts")                         # blank: the default
+
+
+def test_bad_jobs_root_and_cli_exit_2(tmp_path, monkeypatch, capsys):
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    monkeypatch.setenv("MINBERT_JOBS_ROOT", str(afile))
+    with pytest.raises(ConfigError, match=r"\$MINBERT_JOBS_ROOT=.*a directory \(this path is a file\)"):
+        core.jobs.default_root()
+    monkeypatch.setenv("MINBERT_JOBS_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("MINBERT_MAX_RUNNING_JOBS", "lots")
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: $MINBERT_MAX_RUNNING_JOBS='lots'") and "Traceback" not in err
+
+
+def test_a_recipe_too_big_for_the_machine_is_refused_at_submission(jm, monkeypatch):
+    monkeypatch.setenv("MINBERT_MEMORY_GB", "2")
+    with pytest.raises(ConfigError, match=r"GiB to train .* more than the 2.0 GiB of this machine"):
+        jm.submit(QUICK, ["model.sst.layers=8", "model.sst.hidden=16384"], name="huge")
+    with pytest.raises(ConfigError, match=r"model\.sst\.layers = 1000000: out of range"):
+        jm.submit(QUICK, ["model.sst.layers=1000000"], name="huge")
+    assert jm.list() == [] and not (jm.root / "huge").exists()
+    from core.jobs import _memory_for
+    assert _memory_for("slurm", {"mem": "32G", "gpus_per_node": 4}, 4) == (8 * 2**30, "the Slurm job's --mem 32G per process")
+    assert _memory_for("slurm", {}, 1) == (None, "")
 
 
 def test_server_listens_locally_and_hides_error_details():
