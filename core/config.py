@@ -435,7 +435,8 @@ class Config:
     stages: list[dict[str, Any]] = opt(factory=list, help=(
         "A multi-stage recipe: each stage is a mapping with a name and any train fields to change "
         "for that stage, e.g. {name: quora, tasks: [qqp], epochs: 1}; every stage starts from the "
-        "previous stage's weights. Empty: one stage = train."))
+        "previous stage's weights; skip: true leaves a stage out (--set stages.NAME.skip=true). "
+        "Empty: one stage = train."))
 
     def validate(self) -> "Config":
         self.model.validate()
@@ -481,7 +482,11 @@ class Config:
                    f"{where} needs a name, e.g. {{name: joint, tasks: [sst, qqp, sts]}}")
             _check(name not in names, f"{where}: the stage name {name!r} is used twice")
             names.add(name)
-            fields = {k: v for k, v in stage.items() if k != "name"}
+            skip = stage.get("skip", False)
+            _check(isinstance(skip, bool), f"{where} ({name}): skip must be true or false, got {skip!r}")
+            if skip:   # a stage the recipe defines but this run leaves out (e.g. a Table 1 column off)
+                continue
+            fields = {k: v for k, v in stage.items() if k not in ("name", "skip")}
             fixed = sorted(set(fields) & set(RUN_LEVEL_TRAIN_FIELDS))
             _check(not fixed, f"{where} ({name}): {', '.join(fixed)} cannot be set per stage; "
                               f"set them under train: (a --max-steps limit applies to every stage)")
@@ -491,6 +496,7 @@ class Config:
             except ConfigError as e:
                 raise ConfigError(f"{where} ({name}): {e}") from None
             plan.append((name, train))
+        _check(bool(plan), "every stage is skipped: a recipe needs at least one stage to run")
         return plan
 
     def head_tasks(self) -> list[str]:

@@ -106,3 +106,17 @@ def test_constant_learning_rate_after_the_warm_up():
     assert Config.from_dict({"train": {"lr_schedule": "constant"}}).train.lr_schedule == "constant"
     with pytest.raises(ConfigError, match="lr_schedule must be one of"):
         Config.from_dict({"train": {"lr_schedule": "cosine"}})
+
+
+def test_a_skipped_stage_is_left_out_and_can_be_switched_on():
+    raw = {"stages": [{"name": "ucl", "objective": "simcse_unsup", "skip": True}, {"name": "joint"}]}
+    cfg = Config.from_dict(raw)
+    assert [n for n, _ in cfg.stage_plan()] == ["joint"]
+    assert [n for n, _ in cfg.with_overrides(["stages.ucl.skip=false"]).stage_plan()] == ["ucl", "joint"]
+    with pytest.raises(ConfigError, match="skip must be true or false"):
+        Config.from_dict({"stages": [{"name": "a", "skip": "yes"}]})
+    with pytest.raises(ConfigError, match="every stage is skipped"):
+        Config.from_dict({"stages": [{"name": "a", "skip": True}]})
+    with pytest.raises(ConfigError, match="cannot be 'none'"):
+        Config.from_dict({"train": {"dev_eval": "none"}})
+    assert Config.from_dict({"stages": [{"name": "a", "dev_eval": "none"}, {"name": "b"}]}).stage_plan()[0][1].dev_eval == "none"

@@ -113,34 +113,49 @@ def test_report_001_eq1_is_a_sum_over_anchors():
 # ------------------------------------------------------------------ report 003
 def test_report_003_is_table_1_run_0():
     cfg = recipe("report-003-smart-simcse")
+    m = cfg.model
     plan = stages(cfg)
-    joint = list(plan.values())[-1]
-    # issue 11: "SMART weighted 0.5 (symmetric KL for classification, MSE for regression)"
-    assert joint.smart.weight == 0.5
-    # "encoder dropout 0.3"; "mean pooling"
-    assert cfg.model.encoder_dropout == 0.3
-    assert cfg.model.pooling == "mean"
-    # "joint loss with fixed weights w = 1" (uncertainty weights were tried and rejected)
+    # Table 1 run 0: pre-QQP ✓, MEAN, joint-loss ✓, SMART ✓, U-CL ×, S-CL ✓
+    assert list(plan) == ["supervised-cl", "quora", "joint"]
+    assert m.pooling == "mean"
+    assert "unsupervised-cl" in [s["name"] for s in cfg.stages if s.get("skip")]      # defined, off
+    joint = plan["joint"]
+    # §3: SST one layer -> 5 logits; Quora one layer on [s1, s2, |s1 - s2|]; STS imitates it
+    assert m.sst.layers == 1
+    for task in ("qqp", "sts"):
+        head = getattr(m, task)
+        assert (head.mode, head.features, head.layers, head.cosine_feature) == ("bi", ["u", "v", "abs_diff"], 1, False)
+    # §3: cross-entropy, binary cross-entropy, mean squared error
+    assert [[t.name for t in joint.task_losses(k)] for k in ("sst", "qqp", "sts")] == [["ce"], ["bce"], ["mse"]]
+    # §3.3: L = w1 L_SST + w2 L_STS + w3 L_QQP, w1 = w2 = w3 = 1
     assert joint.loss_weighting == "fixed" and joint.loss_weights == {"sst": 1.0, "qqp": 1.0, "sts": 1.0}
     assert joint.backward == "joint" and joint.schedule == "round_robin"
-    assert joint.tasks == ["sst", "qqp", "sts"]
-    # "pre-finetune on Quora" before the joint stage
-    names = list(plan)
-    assert any(plan[n].tasks == ["qqp"] and plan[n].objective == "supervised" for n in names[:-1])
-    # "supervised contrastive learning ... no unsupervised SimCSE"; issue 3: "τ = 0.05"
-    objectives = [t.objective for t in plan.values()]
-    assert "simcse_sup" in objectives and "simcse_unsup" not in objectives
-    assert plan[names[objectives.index("simcse_sup")]].contrastive.temperature == 0.05
+    # §3.2: n batches of each task per epoch, n the smallest loader's
+    assert joint.steps_per_epoch == "min"
+    # §4.3: 20 epochs, fixed lr 1e-5, dropout 0.3, batch 8, AdamW with weight decay 0.001
+    assert (joint.epochs, joint.lr, joint.batch_size, joint.weight_decay) == (20, 1e-5, 8, 0.001)
+    assert joint.lr_schedule == "constant" and joint.warmup_ratio == 0.0
+    assert m.encoder_dropout == 0.3 and all(getattr(m, t).dropout == 0.3 for t in ("sst", "qqp", "sts"))
+    # §3.6, §4.3: SMART weighted 0.5, with Bregman proximal point optimization
+    assert joint.smart.weight == 0.5 and joint.smart.bregman_weight > 0
+    # §4.3: pre-training on QQP for 10 epochs of 1000 iterations
+    assert plan["quora"].tasks == ["qqp"] and (plan["quora"].epochs, plan["quora"].steps_per_epoch) == (10, 1000)
+    # §3.5: supervised SimCSE, one epoch, batch 16, lr 3e-5, tau 0.05
+    scl = plan["supervised-cl"]
+    assert (scl.objective, scl.epochs, scl.batch_size, scl.lr, scl.contrastive.temperature) == (
+        "simcse_sup", 1, 16, 3e-5, 0.05)
+    # §3.4: unsupervised SimCSE, one epoch, batch 64, lr 3e-5, tau 0.05
+    ucl = dict(cfg.with_overrides(["stages.unsupervised-cl.skip=false"]).stage_plan())["unsupervised-cl"]
+    assert (ucl.objective, ucl.epochs, ucl.batch_size, ucl.lr, ucl.contrastive.temperature) == (
+        "simcse_unsup", 1, 64, 3e-5, 0.05)
     # no MNRL and no cosine features: those are report 004's
-    assert "mnrl" not in objectives
     assert all(term.name != "mnrl" for t in plan.values() if t.objective == "supervised"
                for task in t.tasks for term in t.task_losses(task))
-    assert not cfg.model.qqp.cosine_feature and not cfg.model.sts.cosine_feature
 
 
 def test_smart_divergences_are_symmetric_kl_and_mse():
     from core.smart import TASK_DIVERGENCE
-    # issue 11: "symmetric KL for classification, MSE for regression"
+    # §3.6: symmetrized KL for classification, mean squared error for regression (STS)
     assert TASK_DIVERGENCE == {"sst": "categorical", "qqp": "bernoulli", "sts": "mse"}
 
 
