@@ -56,7 +56,9 @@ PROBES = ("The worst film I have seen this year.",
 def export(src: str | Path, dst: str | Path, dtype: str = "float16", data_dir: str | Path = "data",
            eval_limit: int | None = None) -> dict:
     """Write the checkpoint at ``src`` to ``dst`` with ``dtype`` weights; returns the dev
-    metrics of the exported weights."""
+    metrics of the exported weights (on the full dev sets; ``eval_limit``: on a marked
+    stratified sample of each, for tests)."""
+    from core.data import load_subset
     from core.evaluate import evaluate_model, write_predictions
     from core.model import MultitaskBert, read_checkpoint_meta
     src, dst = Path(src), Path(dst)
@@ -74,7 +76,10 @@ def export(src: str | Path, dst: str | Path, dtype: str = "float16", data_dir: s
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         probe = Path(tmp) / "probe"
         model.save(probe, extra=extra, dtype=DTYPES[dtype])
-        metrics, frames = evaluate_model(MultitaskBert.load(probe), data_dir=data_dir, limit=eval_limit)
+        exported = MultitaskBert.load(probe)
+        # eval_limit: a stratified sample of each dev file, its figures marked as a subset
+        datasets = {t: load_subset(t, "dev", data_dir, eval_limit) for t in exported.served_tasks()}
+        metrics, frames = evaluate_model(exported, datasets=datasets)
     summary = json.loads((src / "metrics.json").read_text()) if (src / "metrics.json").is_file() else {}
     summary["training_dev"] = summary.get("dev")
     summary["dev"] = metrics
