@@ -245,8 +245,10 @@ def runs_signature(root: Path | None = None) -> tuple:
 @st.cache_data(show_spinner="Reading checkpoints…", max_entries=8)
 def _run_tables(root: str, signature: tuple):
     from analysis.compare import checkpoint_table
-    from app.content import group_table
+    from app.content import group_table, task_mean
     table = checkpoint_table(root)
+    if len(table):   # one mean everywhere: of the primary dev figures a run has (a staged run's own can cover one)
+        table["mean_score"] = [task_mean(r) for r in table.to_dict("records")]
     return table, group_table(table)
 
 
@@ -271,7 +273,7 @@ def pick_run(label: str, groups, key: str, default: str | None = None, container
     runs = dict(zip(groups["name"], groups["runs"]))
     first = run_group(default)[0] if default else None
     group = where.selectbox(label, names, index=names.index(first) if first in names else 0, key=key,
-                            format_func=lambda g: g if len(runs[g]) == 1 else f"{g} ({len(runs[g])} seeds)")
+                            format_func=lambda g: runs[g][0] if len(runs[g]) == 1 else f"{g} ({len(runs[g])} seeds)")
     members = list(runs[group])
     if len(members) == 1:
         return members[0]

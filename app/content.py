@@ -154,10 +154,12 @@ def dev_subset(record: Mapping, full: Mapping[str, int] | None = None) -> dict[s
     return {t: int(n) for t, n in counts.items() if t in full and n and int(n) < full[t]}
 
 
+NAMES = {"sst": "SST", "qqp": "Quora", "sts": "STS"}
+
+
 def subset_label(subset: Mapping[str, int]) -> str:
     """``"dev subset: SST n=300, Quora n=300"``; empty for full dev sets."""
-    names = {"sst": "SST", "qqp": "Quora", "sts": "STS"}
-    return ("dev subset: " + ", ".join(f"{names[t]} n={n:,}" for t, n in subset.items())) if subset else ""
+    return ("dev subset: " + ", ".join(f"{NAMES[t]} n={n:,}" for t, n in subset.items())) if subset else ""
 
 
 PRIMARY_METRICS = ("sst_acc", "qqp_acc", "sts_pearson")
@@ -194,7 +196,7 @@ def _merged_subset(subsets: Sequence[Mapping[str, int]]) -> dict[str, int]:
 
 
 GROUP_COLUMNS = ["name", "kind", "seeds", "runs", *[c for m in ("mean_score", *METRIC_NAMES) for c in (m, f"{m}_sd")],
-                 "train_time_s", "subset", "dev set", "weights", "tasks", "recipe", "path"]
+                 "train_time_s", "subset", "dev set", "n_tasks", "scored", "weights", "tasks", "recipe", "path"]
 
 
 def group_table(table: pd.DataFrame, full: Mapping[str, int] | None = None) -> pd.DataFrame:
@@ -215,13 +217,14 @@ def group_table(table: pd.DataFrame, full: Mapping[str, int] | None = None) -> p
                "runs": tuple(sorted(members["name"], key=lambda n: (run_group(n)[1] or 0, n))), "train_time_s": _mean_sd(members["train_time_s"])[0],
                "subset": subset, "dev set": subset_label(subset) or "full",
                "weights": bool(members["weights"].astype(bool).any()), "tasks": members["tasks"].iloc[0],
-               "_n": int(members["_tasks"].max()),
+               "n_tasks": int(members["_tasks"].max()),
+               "scored": ", ".join(NAMES[t] for t, m in zip(TASKS, PRIMARY_METRICS) if members[m].notna().any()),
                "recipe": members["recipe"].iloc[0], "path": members["path"].iloc[0]}
         for m in ("mean_score", *METRIC_NAMES):
             row[m], row[f"{m}_sd"] = _mean_sd(members[m]) if m in members else (math.nan, math.nan)
         rows.append(row)
-    out = pd.DataFrame(rows, columns=[*GROUP_COLUMNS, "_n"])
-    order = out.assign(_sub=out["subset"].map(bool), _n=-out["_n"], _m=-out["mean_score"].fillna(-math.inf))
+    out = pd.DataFrame(rows, columns=GROUP_COLUMNS)
+    order = out.assign(_sub=out["subset"].map(bool), _n=-out["n_tasks"], _m=-out["mean_score"].fillna(-math.inf))
     return (order.sort_values(["_sub", "_n", "_m"], kind="stable")
             .drop(columns=["_sub", "_n", "_m"]).reset_index(drop=True))
 

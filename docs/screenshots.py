@@ -1,33 +1,45 @@
-"""Screenshots of the analysis pages for the README, taken in a real headless browser.
+"""The README's and docs/'s screenshots, taken in a real headless browser: one command.
 
-    python docs/screenshots.py                     # checkpoint "quick" if it exists, else "pretrained"
-    python docs/screenshots.py --checkpoint pretrained --sample-size 100
+    python docs/screenshots.py                       # every page, on the shipped model and the real study runs
+    python docs/screenshots.py --pages predict compare phone
+    python docs/screenshots.py --checkpoint pretrained --pages attention errors embeddings
 
-Starts ``streamlit run app/main.py`` (headless, on a free localhost port), drives Debian's
-``/usr/bin/chromium`` with Playwright for Python, the same way tests/test_e2e_browser.py
-does, and writes full-page PNGs to ``docs/screenshots/``:
+Starts ``streamlit run app/main.py`` (headless, on a free localhost port) on the
+repository's own checkpoints folder, as a fresh clone serves it: the shipped model
+(``checkpoints/minbert-multitask``) is every page's default, and the studies' results-only
+runs (``checkpoints/study*/``, ``checkpoints/reproduce/``) are the runs Compare groups;
+jobs go to a temporary folder. It drives Debian's ``/usr/bin/chromium`` with Playwright for
+Python and writes PNGs to ``docs/screenshots/``:
 
+    predict.png              Predict, the shipped model, a typed pair: paraphrase and
+                             similarity first, then the first sentence's sentiment
+    predict_review.png       Predict, the shipped model, a long review in the multi-line
+                             box: its sentiment and how many tokens / windows it read
+    train.png                Train as it opens: the quickest recipe, the jobs list
+    compare.png              Compare as it opens: the shipped model beside the best study
+                             row (mean ± sd over seeds), the two side by side below
+    compare_all.png          Compare with every run shown and every seed (a hundred runs)
+    compare_phone.png        Compare on a 390-px-wide screen
+    compare_reproduction.png  (``reproduction``) the recipe panel on report 004's recipe
+                             re-run at a new seed (checkpoints/reproduce/): does it
+                             reproduce its study row (``core.study --check``)?
+    compare_claim.png        (``reproduction``) the same panel on a study row: the report's
+                             claim beside our mean ± sd over seeds and the verdict
     attention_saliency.png   Integrated Gradients saliency of an example, with the attention
                              heatmap of the same input (last layer, head 0) below it
-    errors.png               the Errors page: dev metrics, confusion / residuals, worst
-                             predictions, per-slice metrics
-    embeddings.png           the Embeddings page: a UMAP of a small dev sample and the
-                             alignment / uniformity / kNN purity / STS Spearman numbers
-    embeddings_objectives.png  (``--pages objectives``) the Embeddings page after its "Show
-                             ... side by side" button: the reproduction study's training
-                             objectives (plain, triplet, SimCSE, MNRL), from the study's
-                             kept embedding samples; this one serves the repository's own
-                             checkpoints folder, where the study's runs are
-    compare_reproduction.png  (``--pages reproduction``, the same server) the Compare page's
-                             recipe panel on report 004's recipe re-run at a new seed
-                             (checkpoints/reproduce/): does it reproduce its study row
-                             (``core.study --check``)?
+    errors.png               Errors: dev metrics, confusion, worst predictions, slices
+    embeddings.png           Embeddings: a UMAP of a small dev sample and the alignment /
+                             uniformity / kNN purity / STS Spearman numbers
+    embeddings_objectives.png  (``objectives``) Embeddings after its "Show ... side by side"
+                             button: the study's training objectives (plain, triplet,
+                             SimCSE, MNRL), from the runs' kept embedding samples
 
-The app sees a temporary checkpoints folder that holds only the chosen checkpoint (a
-symlink), so it is every page's default choice, and no job database is written next to
-the real checkpoints. The geometry cache is shared with ``checkpoints/.cache``.
-When the checkpoint is still being trained (``metrics.json`` without ``"finished": true``),
-the script waits for it (``--wait`` seconds at most).
+``--checkpoint`` other than the shipped model: the analysis shots (attention, errors,
+embeddings) are taken on a server whose checkpoints folder holds only that checkpoint (a
+symlink), so it is those pages' default. The geometry cache is shared with
+``checkpoints/.cache``. A checkpoint still being trained (``metrics.json`` without
+``"finished": true``) is waited for (``--wait`` seconds at most). No test runs this
+script; every shot fails loudly rather than save a picture of an error.
 
 Needs Debian's ``chromium`` (``.ci/install-browser.sh``) and Playwright for Python
 (requirements.txt); no ``playwright install``.
@@ -51,11 +63,26 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WIDTH = 1400
 PRETRAINED = "pretrained"
+SHIPPED = "minbert-multitask"
+PHONE = 390
+STUDIO_PAGES = ("predict", "train", "compare", "phone", "reproduction", "objectives")
+ANALYSIS_PAGES = ("attention", "errors", "embeddings")
+PAIR = ("How do I learn Python quickly?", "What is the fastest way to learn Python?")
+REVIEW = (  # an invented review, long enough to be read in several windows of the model's 64 tokens
+    "I went in expecting another tired heist picture and came out grinning. The first half hour is slow, and "
+    "the dialogue in the opening scenes is stiff enough that I checked my watch twice. But once the crew is "
+    "assembled the film finds its rhythm: the jokes land, the plan is clever without being smug, and the "
+    "lead gives a warm, funny performance that holds the whole thing together. The score is a little loud "
+    "and one subplot about a rival gang goes nowhere, yet the final act is so well staged, so tense and so "
+    "generous to every character, that I forgave it everything. It is not a masterpiece, but it is the most "
+    "fun I have had at the cinema this year, and I would happily watch it again with friends.")
 # What the saliency / attention shot explains: the page's own examples for these tasks.
 PAIR_TASK = "Paraphrase"      # the pretrained encoder has no sentiment head
 SENTENCE_TASK = "Sentiment"
 # the Compare page's reproduction shot: report 004's own recipe re-run at a new seed (README)
 REPRODUCTION_RUN = "reproduce/004-e6-s3"
+# the Compare page's claim shot: a study row whose report claim has a verdict
+CLAIM_ROW = "study/004-e1"
 
 
 # ------------------------------------------------------------------ checkpoint
@@ -94,7 +121,8 @@ def checkpoint_root(name: str, tmp: Path) -> Path:
 def settle(pg, quiet_s: float = 2.0, timeout_s: float = 600.0) -> None:
     """Wait until the script run is over: no "Running…" status widget and no spinner
     for ``quiet_s`` seconds in a row."""
-    busy = '[data-testid="stStatusWidget"], [data-testid="stSpinner"]'
+    busy = ('[data-testid="stStatusWidget"], [data-testid="stSpinner"], '
+            '[data-testid="stMain"] [data-testid="stSkeleton"]')
     deadline = time.time() + timeout_s
     quiet_since = None
     while time.time() < deadline:
@@ -114,6 +142,11 @@ def no_exception(pg, page: str) -> None:
         box = pg.locator(f'[data-testid="{testid}"]')
         if box.count():
             sys.exit(f"{page}: the page shows an error:\n{box.first.inner_text()[:2000]}")
+
+
+def css_key(key: str) -> str:
+    """A widget key as it appears in its ``st-key-…`` CSS class, escaped for a selector."""
+    return "".join(c if c.isalnum() or c in "-_" else "\\" + c for c in key)
 
 
 def choose(pg, key: str, option: str) -> None:
@@ -147,16 +180,17 @@ def content_bottom(pg) -> int:
         e => e.closest('details:not([open])') || !e.checkVisibility() ? 0 : e.getBoundingClientRect().bottom))"""))
 
 
-def full_page(pg, margin: int = 40):
+def full_page(pg, margin: int = 40, width: int = WIDTH):
     """The whole page as a PIL image: grow the viewport to the content (twice, since
     plots re-layout when the viewport changes), scroll to the top, shoot, cut the empty
     space below the last element, shrink the viewport back."""
     from PIL import Image
     for _ in range(2):
-        pg.set_viewport_size({"width": WIDTH, "height": page_height(pg) + 40})
+        pg.set_viewport_size({"width": width, "height": page_height(pg) + 40})
         time.sleep(1.5)
+    settle(pg, quiet_s=1.0)
     pg.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
-    pg.mouse.move(WIDTH - 1, 1)  # no hover toolbar over a plot
+    pg.mouse.move(width - 1, 1)  # no hover toolbar over a plot
     time.sleep(0.5)
     img = Image.open(io.BytesIO(pg.screenshot())).convert("RGB")
     bottom = min(img.height, content_bottom(pg) + margin)
@@ -269,15 +303,95 @@ def shoot_embedding_objectives(pg, url: str, out: Path) -> None:
     save(full_page(pg), out / "embeddings_objectives.png")
 
 
+def shoot_predict(pg, url: str, out: Path) -> None:
+    """The shipped model on Predict: a typed pair (its results come first), then a long
+    review in the multi-line box."""
+    open_page(pg, url, "Predict", "Predict")
+    settle(pg)
+    for name, text in zip(("Sentence", "Second sentence (optional: paraphrase and similarity of the pair)"), PAIR):
+        box = pg.get_by_role("textbox", name=name, exact=True)
+        box.click()
+        box.type(text, delay=5)
+    pg.locator('[data-testid="stMetric"]').filter(has_text="/ 5").first.wait_for()
+    settle(pg)
+    pg.locator('[data-testid="stMetric"]').nth(2).wait_for()      # the first sentence's sentiment below
+    settle(pg)
+    no_exception(pg, "Predict (pair)")
+    save(full_page(pg), out / "predict.png")
+    pg.get_by_text("Long text", exact=True).click()
+    box = pg.get_by_role("textbox", name="Review or long text")
+    box.wait_for()
+    box.fill(REVIEW)
+    box.press("Control+Enter")
+    pg.get_by_text("windows of").first.wait_for()
+    settle(pg)
+    box.evaluate("e => e.blur()")
+    no_exception(pg, "Predict (review)")
+    save(full_page(pg), out / "predict_review.png")
+
+
+def shoot_train(pg, url: str, out: Path) -> None:
+    open_page(pg, url, "Train", "Train")
+    settle(pg)
+    pg.get_by_text("No jobs yet").first.wait_for()
+    no_exception(pg, "Train")
+    save(full_page(pg), out / "train.png")
+
+
+def _compare_open(pg, url: str) -> None:
+    open_page(pg, url, "Compare", "Compare checkpoints")
+    pg.locator(".st-key-cmp_chart .main-svg").first.wait_for()
+    settle(pg)
+
+
+def shoot_compare(pg, url: str, out: Path) -> None:
+    """Compare as it opens (the default selection), then with every run and seed."""
+    _compare_open(pg, url)
+    no_exception(pg, "Compare")
+    save(full_page(pg), out / "compare.png")
+    pg.locator(".st-key-cmp_all").get_by_text("All", exact=False).click()
+    settle(pg)
+    pg.locator(".st-key-cmp_seeds").get_by_text("Every seed").click()
+    settle(pg)
+    no_exception(pg, "Compare (every run)")
+    chart = pg.locator(".st-key-cmp_chart")
+    pg.set_viewport_size({"width": WIDTH, "height": page_height(pg) + 40})
+    time.sleep(1.5)
+    settle(pg, quiet_s=1.0)
+    pg.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
+    from PIL import Image
+    img = Image.open(io.BytesIO(pg.screenshot())).convert("RGB")
+    top = pg.locator(".st-key-cmp_shown").bounding_box()
+    box = chart.bounding_box()
+    x0 = int(pg.locator('[data-testid="stMain"]').bounding_box()["x"])
+    save(img.crop((x0, max(0, int(top["y"]) - 60), img.width, int(box["y"] + box["height"] + 16))),
+         out / "compare_all.png")
+    pg.set_viewport_size({"width": WIDTH, "height": 1000})
+
+
+def shoot_phone(pg, url: str, out: Path) -> None:
+    """Compare on a phone-sized screen (390 px wide)."""
+    pg.set_viewport_size({"width": PHONE, "height": 844})
+    _compare_open(pg, url)
+    no_exception(pg, "Compare (390 px)")
+    save(full_page(pg, width=PHONE), out / "compare_phone.png")
+
+
 def shoot_compare_reproduction(pg, url: str, out: Path, run: str = REPRODUCTION_RUN) -> None:
     """The Compare page's recipe panel on ``run``: the study row trained with its settings
     and whether it reproduces that row (every dev figure within 2 sd of the row's seeds)."""
     open_page(pg, url, "Compare", "Compare checkpoints")
     settle(pg, timeout_s=900)
-    panel = pg.locator('[data-testid="stExpander"]').filter(has_text="Recipes (the config")
-    panel.locator("summary").click()
-    choose(pg, "recipe_pick", run)
+    panel = pg.locator(".st-key-recipe_panel")
+    panel.locator("summary").click()       # the panel runs when it is opened
+    settle(pg, timeout_s=900)
+    group, seed = run.rsplit("-s", 1)
+    choose(pg, "recipe_pick", run)         # a row (here a re-run: a group of one, shown by its name), then its seed
     settle(pg)
+    seed_key = css_key(f"recipe_pick:seed:{group}")
+    if pg.locator(f".st-key-{seed_key}").count():
+        choose(pg, seed_key, f"seed {seed}")
+        settle(pg)
     panel.get_by_text("Study row").wait_for()
     no_exception(pg, "Compare")
     from PIL import Image
@@ -290,20 +404,33 @@ def shoot_compare_reproduction(pg, url: str, out: Path, run: str = REPRODUCTION_
     save(img.crop((int(top["x"]), int(top["y"]), int(top["x"] + top["width"]), int(end["y"] + end["height"] + 16))),
          out / "compare_reproduction.png")
     pg.set_viewport_size({"width": WIDTH, "height": 1000})
+    # a study row: the report's claim beside our mean ± sd and the verdict
+    choose(pg, "recipe_pick", f"{CLAIM_ROW} (3 seeds)")
+    settle(pg)
+    panel.get_by_text("Verdict", exact=True).wait_for()
+    no_exception(pg, "Compare (claim)")
+    pg.set_viewport_size({"width": WIDTH, "height": page_height(pg) + 40})
+    time.sleep(1.5)
+    pg.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
+    top = panel.bounding_box()
+    end = panel.locator('[data-testid="stCode"]').first.bounding_box()     # the claim sits above the config
+    img = Image.open(io.BytesIO(pg.screenshot())).convert("RGB")
+    save(img.crop((int(top["x"]), int(top["y"]), int(top["x"] + top["width"]), int(end["y"] - 8))),
+         out / "compare_claim.png")
+    pg.set_viewport_size({"width": WIDTH, "height": 1000})
 
 
 # ------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=None,
-                   help='a checkpoint under checkpoints/ or "pretrained" (default: quick when checkpoints/quick '
-                        'exists, else pretrained)')
+    p.add_argument("--checkpoint", default=SHIPPED,
+                   help=f'the analysis shots\' checkpoint: a name under checkpoints/ or "pretrained" (default {SHIPPED})')
     p.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots", help="where the PNGs go")
     p.add_argument("--sample-size", type=int, default=200, help="dev sentences on the Embeddings page (20..2000)")
     p.add_argument("--wait", type=float, default=3600, help="seconds to wait for an unfinished checkpoint")
-    p.add_argument("--pages", nargs="+", choices=["attention", "errors", "embeddings", "objectives", "reproduction"],
-                   default=["attention", "errors", "embeddings"])
+    p.add_argument("--pages", nargs="+", choices=[*STUDIO_PAGES, *ANALYSIS_PAGES],
+                   default=[*STUDIO_PAGES, *ANALYSIS_PAGES])
     args = p.parse_args(argv)
 
     if not Path(CHROMIUM).is_file():
@@ -312,37 +439,28 @@ def main(argv: list[str] | None = None) -> None:
         import playwright.sync_api  # noqa: F401  (present? the shots below import it)
     except ImportError:
         sys.exit("Playwright for Python is missing: pip install -r requirements.txt")
-
-    study_shots = {"objectives": shoot_embedding_objectives, "reproduction": shoot_compare_reproduction}
-    if set(study_shots) & set(args.pages):   # one server on the repository's checkpoints folder
-        def shoot_study(pg, url):
-            for page in (p for p in args.pages if p in study_shots):
-                study_shots[page](pg, url, args.out.resolve())
-        _browse(None, shoot_study)
-        args.pages = [p for p in args.pages if p not in study_shots]
-        if not args.pages:
-            return
-    name = args.checkpoint or ("quick" if (REPO / "checkpoints" / "quick").is_dir() else PRETRAINED)
+    name, out = args.checkpoint, args.out.resolve()
     if name != PRETRAINED:
         ckpt = REPO / "checkpoints" / name
         if not ckpt.is_dir():
             sys.exit(f"no checkpoint {ckpt}: train one (python -m core.train configs/quick.yaml) "
                      "or pass --checkpoint pretrained")
         wait_until_finished(ckpt, args.wait)
-    out = args.out.resolve()
-    print(f"checkpoint: {name}", flush=True)
-
-    def shoot(pg, url):
-        pg.get_by_role("link", name="Errors").first.wait_for()
-        if "attention" in args.pages:
-            shoot_attention_saliency(pg, url, name, out)
-        if "errors" in args.pages:
-            shoot_errors(pg, url, name, out)
-        if "embeddings" in args.pages:
-            shoot_embeddings(pg, url, name, out, args.sample_size)
-
-    with tempfile.TemporaryDirectory(prefix="minbert-root-") as tmp:
-        _browse(checkpoint_root(name, Path(tmp)), shoot)
+    studio = {"predict": shoot_predict, "train": shoot_train, "compare": shoot_compare, "phone": shoot_phone,
+              "reproduction": shoot_compare_reproduction, "objectives": shoot_embedding_objectives}
+    analysis = {"attention": lambda pg, url: shoot_attention_saliency(pg, url, name, out),
+                "errors": lambda pg, url: shoot_errors(pg, url, name, out),
+                "embeddings": lambda pg, url: shoot_embeddings(pg, url, name, out, args.sample_size)}
+    here = [lambda pg, url, f=studio[page]: f(pg, url, out) for page in args.pages if page in studio]
+    if name == SHIPPED:   # the repository's own folder: the shipped model is every page's default
+        here += [analysis[page] for page in args.pages if page in analysis]
+    print(f"analysis shots on: {name}", flush=True)
+    if here:
+        _browse(None, lambda pg, url: [shot(pg, url) for shot in here])
+    rest = [analysis[page] for page in args.pages if page in analysis and name != SHIPPED]
+    if rest:
+        with tempfile.TemporaryDirectory(prefix="minbert-root-") as tmp:
+            _browse(checkpoint_root(name, Path(tmp)), lambda pg, url: [shot(pg, url) for shot in rest])
 
 
 def _browse(root: Path | None, shoot) -> None:

@@ -15,7 +15,6 @@ from analysis.compare import history_long, qqp_precision_recall
 from analysis.mistakes import confusion
 from analysis.predictions import DISAGREE, agreement, disagreements, load_predictions, name_sentiment
 from app.analysis_common import run_safely
-from app.compare_stats import render_paired_comparison
 from app.common import (QUORA_CAPTION, ROOT, SHIPPED, STUDY_PLAN, checkpoints_root, fmt_duration, page_setup,
                         pick_run, run_tables, study_plan, study_texts)
 from app.content import fmt_mean_sd, run_group, subset_label
@@ -30,6 +29,9 @@ root = checkpoints_root()
 # the figures the overview shows (column, name); * marks the Quora caveat, said once below
 SHOWN = {"mean_score": "mean", "sst_acc": "SST acc", "qqp_acc": "Quora acc*", "sts_pearson": "STS r"}
 STUDY_KINDS = ("study", "study-best")
+# one colour per kind of run, the same in every view (any other folder: plotly's next colour)
+KIND_COLORS = {"shipped": "#d62728", "your run": "#2ca02c", "study": "#1f77b4", "study-best": "#9467bd",
+               "reproduce": "#ff7f0e", "zero-shot": "#7f7f7f"}
 
 
 def shown_path(path: str) -> str:
@@ -50,16 +52,22 @@ def default_selection(groups: pd.DataFrame) -> list[str]:
     return picked or list(groups["name"][:5])
 
 
-def label_of(name: str, subset: dict) -> str:
-    """A chart / table label: the run or row, with its dev-subset n when it has one."""
-    return f"{name} [{subset_label(subset)}]" if subset else name
+def label_of(line: pd.Series, metric: str) -> str:
+    """A chart label: the run or row, with its dev-subset n when it has one and, for the
+    mean, the tasks it covers when fewer than three (a mean over one task is not a mean
+    over three)."""
+    marks = [subset_label(line["subset"])] if line["subset"] else []
+    if metric == "mean_score" and line["n_tasks"] < 3:
+        marks.append(f"{line['scored']} only")
+    return f"{line['name']} [{'; '.join(marks)}]" if marks else line["name"]
 
 
 def overview_frame(groups: pd.DataFrame) -> pd.DataFrame:
     """The table's lines: mean ± sd cells, seeds, the dev set, training time."""
-    out = pd.DataFrame({"row / run": groups["name"], "kind": groups["kind"], "seeds": groups["seeds"]})
+    out = pd.DataFrame({"row / run": groups["name"]})
     for col, name in SHOWN.items():
         out[name] = [fmt_mean_sd(m, s) for m, s in zip(groups[col], groups[f"{col}_sd"])]
+    out["seeds"] = groups["seeds"]
     out["dev set"] = groups["dev set"]
     out["train time"] = groups["train_time_s"].map(lambda s: fmt_duration(s) if pd.notna(s) else "–")
     out["weights"] = groups["weights"]
@@ -82,15 +90,19 @@ def dot_chart(groups: pd.DataFrame, table: pd.DataFrame, metric: str, seeds: boo
     kinds only; the seeds as small grey dots when asked. Readable at a hundred lines
     and on a narrow screen (labels on the left, height grows with the lines)."""
     minutes = metric == "train_time_s"
-    d = groups.dropna(subset=[metric]).sort_values(metric, ascending=True).reset_index(drop=True)
-    d["label"] = [label_of(n, s) for n, s in zip(d["name"], d["subset"])]
+    d = groups.dropna(subset=[metric])
+    # bottom to top: dev-subset lines below full-dev ones, and (for the mean) fewer tasks below more
+    d = d.assign(_sub=~d["subset"].map(bool), _n=d["n_tasks"] if metric == "mean_score" else 0)
+    d = d.sort_values(["_sub", "_n", metric], ascending=True).reset_index(drop=True)
+    d["label"] = [label_of(line, metric) for _, line in d.iterrows()]
     scale = 1 / 60 if minutes else 1.0
     fig = go.Figure()
     for kind, part in d.groupby("kind", sort=False):
         sd = part[f"{metric}_sd"] if f"{metric}_sd" in part else pd.Series(np.nan, index=part.index)
         fig.add_trace(go.Scatter(
             x=part[metric] * scale, y=part["label"], mode="markers", name=kind,
-            marker=dict(size=9, symbol=["circle-open" if s else "circle" for s in part["subset"]]),
+            marker=dict(size=9, symbol=["circle-open" if s else "circle" for s in part["subset"]],
+                        color=KIND_COLORS.get(kind)),
             error_x=dict(type="data", array=(sd.fillna(0) * scale).tolist(), visible=True, thickness=1.5),
             customdata=np.stack([part["seeds"], sd.fillna(np.nan) * scale], axis=1),
             hovertemplate="%{y}: %{x:.3f} ± %{customdata[1]:.3f} (%{customdata[0]} seeds)<extra></extra>"))
@@ -179,7 +191,8 @@ def show_claim(claim: dict) -> None:
                    + (f" (expects {claim['expect']} than {claim['baseline']})" if claim.get("expect") and
                       claim.get("baseline") else ""))
     with c2:
-        st.markdown(f"**Ours** ({claim.get('metric', 'mean')}, {claim.get('seeds', '?')} seeds)")
+        metric = SHOWN.get(claim.get("metric"), claim.get("metric") or "mean")
+        st.markdown(f"**Ours** ({metric}, mean ± sd over {claim.get('seeds', '?')} seeds)")
         st.write(fmt_mean_sd(claim.get("mean"), claim.get("sd")))
         if claim.get("delta") is not None and claim.get("baseline"):
             st.caption(f"Δ vs {claim['baseline']}: {claim['delta']:+.3f}")
@@ -264,7 +277,7 @@ def sst_tab(preds: dict, a: str, b: str) -> None:
             labels = TASK_LABELS["sst"]
             fig = px.imshow(cm, x=labels, y=labels, text_auto=True, color_continuous_scale="Blues", height=380,
                             labels=dict(x="predicted", y="gold", color="count"),
-                            title=f"{n}: accuracy {acc:.3f} on {cm.sum()} sentences")
+                            title=f"{n.split('/')[-1]}: acc {acc:.3f}, n={cm.sum():,}")
             fig.update_layout(margin=dict(t=40, b=10), coloraxis_showscale=False)
             st.plotly_chart(fig, width="stretch", key=f"cm:{n}")
 
@@ -343,6 +356,7 @@ def side_by_side(table: pd.DataFrame, groups: pd.DataFrame, shown: pd.DataFrame,
                          key="cmp_paired", on_change="rerun", icon=":material/difference:")
     if paired.open:   # a paired bootstrap takes seconds: computed when opened (then cached)
         with paired:
+            from app.compare_stats import render_paired_comparison   # (its import alone takes ~2 s cold)
             render_paired_comparison(a, b, key="pc")   # its table sorts and filters
     preds = LazyPredictions(paths, signature)
     names = ["SST confusion", "STS predicted vs gold", "Quora* precision/recall", "Where they disagree"]
