@@ -16,8 +16,8 @@ returns a scalar:
 * ``bce_score`` :class:`ScoreBCELoss`: binary cross-entropy of score / 5 against y / 5
   (report 002: cross entropy for every task);
 * ``mnrl`` :class:`MultipleNegativesRankingLoss`: MNRL on the batch's positive pairs,
-  optionally symmetric and with the batch's negative pairs as hard negatives. It is
-  only ever added to a task's own loss (report 004, experiment 3; enforced by the config).
+  optionally symmetric and with the batch's negative pairs as hard negatives; added to a
+  pair task's own loss, or its only loss (report 004, experiment 3).
 
 Sentence-embedding objectives (by ``train.objective``; data built in core/contrastive.py):
 
@@ -252,8 +252,8 @@ class MultipleNegativesRankingLoss(nn.Module):
         dist = batch.dist
         enabled = dist is not None and dist.enabled
         n_positive = dist.sum_int(int(positive.sum())) if enabled else int(positive.sum())
-        if n_positive < 2:
-            return batch.output.new_zeros(())
+        if n_positive < 2:   # 0, still on the graph (MNRL alone: the step's backward needs one)
+            return batch.u.sum() * 0.0
         # data parallel: candidates from every rank; the sum over local anchors is divided
         # so that, after loss_scale and the gradient average, it is the mean over the
         # global batch's positives (as in one process)

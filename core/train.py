@@ -246,6 +246,7 @@ class Trainer:
         n_batches = {t: s.n_batches for t, s in streams.items()}
         schedule = train.schedule if train.objective == "supervised" else "round_robin"
         spe = steps_in_epoch(schedule, n_batches, train.steps_per_epoch, train.task_sampling, train.task_ratio)
+        spe = max(1, round(spe * train.epoch_fraction))   # a declared budget (1.0: the whole epoch)
         total = spe * train.epochs
         if train.max_steps:
             total = min(total, train.max_steps)

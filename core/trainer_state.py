@@ -111,7 +111,9 @@ class Stage:
         cfg = self.train
         if not self.supervised:
             return [(OBJECTIVE_STREAM,)] * self.steps_per_epoch
-        return epoch_plan(cfg.schedule, list(self.streams), self.n_batches(), cfg.steps_per_epoch,
+        # a fraction of the epoch (train.epoch_fraction): its steps, in the tasks' proportions
+        spe = cfg.steps_per_epoch if cfg.epoch_fraction == 1 else self.steps_per_epoch
+        return epoch_plan(cfg.schedule, list(self.streams), self.n_batches(), spe,
                           cfg.task_sampling, cfg.task_ratio, seed=cfg.seed * 10007 + 101 * self.index + epoch)
 
 

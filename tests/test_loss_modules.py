@@ -92,7 +92,7 @@ def test_default_losses_are_todays_behaviour():
 
 
 @pytest.mark.parametrize("losses,needle", [
-    ({"sts": [{"name": "mnrl"}]}, "never replace"),
+    ({"sts": []}, "is empty"),
     ({"sst": [{"name": "bce"}]}, "cannot train sst"),
     ({"qqp": [{"name": "bce"}, {"name": "bce"}]}, "twice"),
     ({"qqp": [{"name": "bce", "symmetric": True}]}, "options of mnrl"),

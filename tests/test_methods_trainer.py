@@ -10,6 +10,7 @@ import torch
 
 from conftest import REPO
 from core.config import Config
+from core.errors import ConfigError
 from core.evaluate import evaluate_model
 from core.model import MultitaskBert
 from core.train import Trainer
@@ -241,3 +242,20 @@ def test_majority_checkpoint_rule_two_of_three():
     assert not trainer._improves("majority", 0.59, {"sts_pearson": 0.59})
     trainer.best = None                                                         # the first epoch is saved
     assert trainer._improves("majority", 0.1, {"sts_pearson": 0.1})
+
+
+def test_epoch_fraction_shortens_every_epoch_keeping_the_task_proportions(tiny_encoder, tmp_path):
+    # 16 examples per task, batch 8: 2 batches each; a sequential epoch is 2 + 2 + 2 = 6 steps
+    cfg = _config(tiny_encoder, {"train": {"schedule": "sequential", "steps_per_epoch": "max", "epochs": 2,
+                                           "epoch_fraction": 0.5}})
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.setup()
+    stage = trainer.stages[0]
+    assert (stage.steps_per_epoch, stage.total_steps) == (3, 6)                 # round(6 * 0.5) = 3 a epoch
+    assert stage.plan(0) == [("sst",), ("qqp",), ("sts",)]                      # 1 of each: 2:2:2 kept
+    full = Trainer(_config(tiny_encoder, {"train": {"schedule": "sequential", "steps_per_epoch": "max"}}),
+                   tmp_path / "full", progress=False)
+    full.setup()
+    assert full.stages[0].steps_per_epoch == 6 and len(full.stages[0].plan(0)) == 6
+    with pytest.raises(ConfigError, match="epoch_fraction must be in"):
+        _config(tiny_encoder, {"train": {"epoch_fraction": 0.0}})

@@ -26,7 +26,7 @@ REPORTS = {"000": "report-000-mtdnn", "001": "report-001-qabert", "002": "report
            "003": "report-003-smart-simcse", "004": "report-004-rr-cosine"}
 # reports whose recipes have been rewritten from the report texts (issue 22): each recipe
 # header points to the report's fidelity table, docs/reports/00X.md
-FAITHFUL = ("000", "001", "002", "003")
+FAITHFUL = ("000", "001", "002", "003", "004")
 SMOKE = TINY + ["train.max_steps=1", f"data.dir={REPO / 'data'}"]
 
 
