@@ -23,9 +23,11 @@ their loss on a batch (``train.objective``). The losses themselves are in core/l
     ``sts_positive: 3, sts_negative: 2``); Quora - duplicates are (anchor, positive), the
     first negative a non-duplicate partner. The remaining ``negatives - 1`` negatives
     come from the *other* datasets (``contrastive.triplet_layout: mixed``, our earlier
-    layout). ``triplet_layout: report`` is report 001's own layout: every sentence once
-    as anchor, ``negatives`` (3) negatives from the anchor's dataset plus one from each
-    other dataset (:func:`report_triplets`). Only the encoder is trained.
+    layout). ``triplet_layout: report`` is report 001's own layout (§4.2.1): every SST
+    and STS sentence once as anchor (STS sentences labelled by their pair's range, 0-2 or
+    3-5), Quora anchors only from duplicate pairs, ``negatives`` (3) negatives from the
+    anchor's dataset plus one from each other dataset (:func:`report_triplets`). The loss
+    is Eq. 1, a sum over the batch's anchors (core/losses.py). Only the encoder is trained.
 
 Each set is shuffled with the run's seed and capped at ``contrastive.max_examples``.
 """
