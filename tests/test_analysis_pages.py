@@ -290,3 +290,39 @@ def test_behaviour_page_runs_the_suite_and_offers_weights_only(tiny_checkpoint, 
     assert "kept" not in at.multiselect(key="bt_ckpts").options and at.multiselect(key="bt_ckpts").value == ["tiny"]
     summary = at.dataframe[0].value
     assert list(summary["id"]) == [t.id for t in load_suite().tests] and summary["tiny"].between(0, 1).all()
+
+
+def _links(at) -> list[str]:
+    """The example links a bare page shows (markdown: no navigation outside the app)."""
+    return [m.value for m in at.markdown if m.value.startswith("[Open in ")]
+
+
+def test_a_selected_disagreement_links_to_both_models(app):
+    from urllib.parse import parse_qs, urlsplit
+    at = app("5_Errors.py")
+    at.session_state["er_ckpts"] = ["tiny", "other"]
+    at.run()
+    assert not _links(at)                                      # nothing selected yet
+    at.session_state["er_disagree"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception
+    links = _links(at)
+    assert [link.split("]")[0] for link in links] == ["[Open in Attention & saliency", "[Open in Predict"]
+    query = parse_qs(urlsplit(links[0].split("](", 1)[1].rstrip(")")).query)
+    disagree = next(d.value for d in at.dataframe if "pred_other" in d.value.columns)
+    assert query["m1"] == ["tiny"] and query["m2"] == ["other"] and query["task"] == ["sst"]
+    assert query["a"] == [disagree["sentence"].iloc[0]]
+
+
+def test_a_selected_behaviour_failure_links_to_its_inputs(app):
+    at = app("8_Behaviour_tests.py")
+    at.session_state["bt_ckpts"] = ["tiny"]
+    at.run()
+    fails = next((d.value for d in at.dataframe if "why" in d.value.columns), None)
+    if fails is None or fails.empty:
+        pytest.skip("the tiny checkpoint passed every behaviour case")
+    at.session_state["bt_fail_tiny"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception
+    kind = fails["kind"].iloc[0]
+    assert len(_links(at)) == (2 if kind == "MFT" else 4)      # original and edited input, each to both pages
