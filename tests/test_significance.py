@@ -43,9 +43,10 @@ def test_mcnemar_exact_p_values_by_hand(only_a, only_b, expected):
 
 
 def test_mcnemar_agrees_with_the_normal_approximation_on_a_textbook_table():
-    # Agresti, Categorical Data Analysis (2nd ed.), Table 10.1 (presidential approval, two
-    # surveys): discordant counts 150 and 86; the text's z = (86 - 150) / sqrt(236) = -4.17,
-    # two-sided p about 3e-5. The exact test on so many pairs must be close to it.
+    # Agresti, Categorical Data Analysis (2nd ed.), Table 10.1 (the Prime Minister's approval
+    # rating in two surveys of the same 1,600 people: 794, 150, 86, 570): discordant counts 150
+    # and 86; the text's z = (86 - 150) / sqrt(236) = -4.17, two-sided p about 3e-5. The exact
+    # test on so many pairs must be close to it.
     ca, cb = _correct(both=794, only_a=150, only_b=86, neither=570)
     z = (86 - 150) / math.sqrt(236)
     assert z == pytest.approx(-4.17, abs=0.01)
