@@ -8,8 +8,7 @@ content can be read, tested and edited on its own.
     paraphrase_reading(prob)     the same for a paraphrase probability
     run_group(name)              "study/000-mt-s1" -> ("study/000-mt", 1); a lone run: (name, None)
     run_kind(name)               shipped | zero-shot | your run | study | reproduction | <folder>
-    dev_sizes()                  full dev-set sizes per task (data/)
-    dev_subset(record)           {task: n} of the tasks a run was scored on a dev subset of
+    dev_subset(record)           the tasks a run was scored on part of the dev set (core.evaluate's rule)
     group_table(table)           analysis.compare.checkpoint_table, one line per study row
     recipe_time(path)            a recipe's expected time as its header states it
     keep_input_columns(...)      batch predictions joined back to every input column
@@ -18,14 +17,12 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
 
-from core.data import REPO_DATA_DIR, TASK_LABELS, load_task, task_file
-from core.errors import MinbertError
+from core.data import TASK_LABELS
 from core.model import PRETRAINED, SHIPPED
 from core.tasks import METRIC_NAMES, TASKS
 
@@ -123,43 +120,45 @@ def run_kind(name: str) -> str:
     return name.split("/", 1)[0] if "/" in name else "your run"
 
 
-@lru_cache(maxsize=4)
-def _dev_sizes(data_dir: str, stamp: tuple) -> dict[str, int]:
-    sizes = {}
-    for t in TASKS:
-        try:
-            sizes[t] = len(load_task(t, "dev", data_dir))
-        except MinbertError:   # no dev file here: nothing to measure a subset against
-            pass
-    return sizes
+def dev_subset(record: Mapping) -> dict[str, dict]:
+    """``{task: {"n", "of", "sampling", ...}}`` for each task whose dev figures come from
+    part of its dev file; ``{}`` for full-dev figures. core.evaluate owns the rule
+    (``dev_subsets``: the run's own ``subset`` mark, else its ``<task>_n`` against the dev
+    file's size); the mark is read from ``record["subset"]`` or, when a record of
+    ``analysis.compare.checkpoint_record`` does not carry it, from the run's metrics.json."""
+    from core.evaluate import SUBSET_KEY, dev_subsets
+    dev = {f"{t}_n": n for t, n in (record.get("dev_examples") or {}).items()}
+    mark = record.get(SUBSET_KEY)
+    if not isinstance(mark, Mapping) and record.get("path"):
+        mark = _stored_mark(str(record["path"]))
+    if isinstance(mark, Mapping) and mark:
+        dev[SUBSET_KEY] = dict(mark)
+    return dev_subsets(dev)
 
 
-def dev_sizes(data_dir: str | Path = REPO_DATA_DIR) -> dict[str, int]:
-    """Examples in each full dev set (what a run without ``data.eval_limit`` is scored on)."""
-    files = [Path(task_file(t, "dev", data_dir)) for t in TASKS]
-    stamp = tuple(f.stat().st_mtime_ns if f.is_file() else 0 for f in files)
-    return _dev_sizes(str(data_dir), stamp)
-
-
-def dev_subset(record: Mapping, full: Mapping[str, int] | None = None) -> dict[str, int]:
-    """``{task: n}`` for each task whose dev figures come from a subset of its dev set.
-    An explicit mark in the run's metrics (``dev_subset``: {task: n}) is read when
-    present; otherwise a task counts as a subset when its scored ``<task>_n`` is smaller
-    than the full dev set (:func:`dev_sizes`)."""
-    marked = record.get("dev_subset")
-    if isinstance(marked, Mapping):
-        return {t: int(n) for t, n in marked.items() if t in TASKS and n}
-    full = dev_sizes() if full is None else full
-    counts = record.get("dev_examples") or {}
-    return {t: int(n) for t, n in counts.items() if t in full and n and int(n) < full[t]}
+def _stored_mark(path: str) -> dict | None:
+    import json
+    try:
+        dev = json.loads((Path(path) / "metrics.json").read_text()).get("dev") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    mark = dev.get("subset") if isinstance(dev, dict) else None
+    return mark if isinstance(mark, dict) else None
 
 
 NAMES = {"sst": "SST", "qqp": "Quora", "sts": "STS"}
 
 
-def subset_label(subset: Mapping[str, int]) -> str:
-    """``"dev subset: SST n=300, Quora n=300"``; empty for full dev sets."""
-    return ("dev subset: " + ", ".join(f"{NAMES[t]} n={n:,}" for t, n in subset.items())) if subset else ""
+def subset_label(marks: Mapping[str, Mapping]) -> str:
+    """A dev-subset mark (:func:`dev_subset`) as a page says it, core.evaluate's wording:
+    ``"dev subset: Sentiment 300 of 1,101 (stratified, seed 0)"``; empty for full dev sets."""
+    from core.evaluate import subset_note
+    return subset_note(dict(marks))
+
+
+def subset_short(marks: Mapping[str, Mapping]) -> str:
+    """The same, short enough for a chart label: ``"dev subset n=300"`` (the smallest n)."""
+    return f"dev subset n={min(int(m['n']) for m in marks.values()):,}" if marks else ""
 
 
 PRIMARY_METRICS = ("sst_acc", "qqp_acc", "sts_pearson")
@@ -186,12 +185,13 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return mean, sd
 
 
-def _merged_subset(subsets: Sequence[Mapping[str, int]]) -> dict[str, int]:
-    """The tasks any member was scored on a subset of, with the smallest n."""
-    out: dict[str, int] = {}
+def _merged_subset(subsets: Sequence[Mapping[str, Mapping]]) -> dict[str, dict]:
+    """The tasks any member was scored on a subset of, each with its smallest-n mark."""
+    out: dict[str, dict] = {}
     for sub in subsets:
-        for t, n in sub.items():
-            out[t] = min(n, out.get(t, n))
+        for t, m in sub.items():
+            if t not in out or int(m["n"]) < int(out[t]["n"]):
+                out[t] = dict(m)
     return {t: out[t] for t in TASKS if t in out}
 
 
@@ -199,20 +199,19 @@ GROUP_COLUMNS = ["name", "kind", "seeds", "runs", *[c for m in ("mean_score", *M
                  "train_time_s", "subset", "dev set", "n_tasks", "scored", "weights", "tasks", "recipe", "path"]
 
 
-def group_table(table: pd.DataFrame, full: Mapping[str, int] | None = None) -> pd.DataFrame:
+def group_table(table: pd.DataFrame) -> pd.DataFrame:
     """One line per group of :func:`run_group` (a study row: mean and sample sd of every
     metric over its seeds; any other run: its own figures, sd NaN); ``mean_score`` is
     :func:`task_mean`. Full-dev figures rank first (more tasks scored first, then best
     mean); groups scored on a dev subset come after them, marked (``subset``, ``dev set``)."""
     if table.empty:
         return pd.DataFrame(columns=GROUP_COLUMNS)
-    full = dev_sizes() if full is None else full
     table = table.assign(mean_score=[task_mean(r) for r in table.to_dict("records")],
                          _tasks=[sum(r.get(m) is not None and not pd.isna(r.get(m)) for m in PRIMARY_METRICS)
                                  for r in table.to_dict("records")])
     rows = []
     for group, members in table.groupby(table["name"].map(lambda n: run_group(n)[0]), sort=False):
-        subset = _merged_subset([dev_subset(r, full) for r in members.to_dict("records")])
+        subset = _merged_subset([dev_subset(r) for r in members.to_dict("records")])
         row = {"name": group, "kind": run_kind(members["name"].iloc[0]), "seeds": len(members),
                "runs": tuple(sorted(members["name"], key=lambda n: (run_group(n)[1] or 0, n))), "train_time_s": _mean_sd(members["train_time_s"])[0],
                "subset": subset, "dev set": subset_label(subset) or "full",

@@ -63,19 +63,18 @@ def test_run_groups_follow_the_studys_directory_names():
                                                                 "reproduce"]
 
 
-def test_full_dev_sizes_are_the_data_files():
-    # data/README.md: ids-sst-dev.csv 1,101 rows, quora-dev.csv 2,000, sts-dev.csv 863
-    assert C.dev_sizes() == {"sst": 1101, "qqp": 2000, "sts": 863}
-
-
 def test_a_dev_subset_is_marked_with_its_n():
-    full = {"sst": 1101, "qqp": 2000, "sts": 863}
-    assert C.dev_subset({"dev_examples": {"sst": 300, "qqp": 2000, "sts": 863}}, full) == {"sst": 300}
-    assert C.dev_subset({"dev_examples": {"sst": 1101, "qqp": 2000, "sts": 863}}, full) == {}
-    # an explicit mark in the run's metrics wins over the comparison of sizes
-    assert C.dev_subset({"dev_subset": {"qqp": 500}, "dev_examples": {"qqp": 500}}, full) == {"qqp": 500}
-    assert C.subset_label({"sst": 300, "qqp": 1500}) == "dev subset: SST n=300, Quora n=1,500"
-    assert C.subset_label({}) == ""
+    # data/README.md: ids-sst-dev.csv has 1,101 rows; quora-dev.csv 2,000; sts-dev.csv 863
+    old = C.dev_subset({"dev_examples": {"sst": 300, "qqp": 2000, "sts": 863}})     # a run before the mark
+    assert old == {"sst": {"n": 300, "of": 1101, "sampling": "first rows"}}
+    assert C.subset_label(old) == "dev subset: Sentiment 300 of 1,101 (first rows)"
+    assert C.subset_short(old) == "dev subset n=300"
+    assert C.dev_subset({"dev_examples": {"sst": 1101, "qqp": 2000, "sts": 863}}) == {}
+    assert C.subset_label({}) == "" and C.subset_short({}) == ""
+    # a run's own mark (core.evaluate.with_subset_mark) says how the sample was drawn
+    mark = {"qqp": {"n": 500, "of": 2000, "sampling": "stratified", "seed": 0}}
+    marked = C.dev_subset({"dev_examples": {"qqp": 500}, "subset": mark})
+    assert C.subset_label(marked) == "dev subset: Paraphrase 500 of 2,000 (stratified, seed 0)"
 
 
 def _table(rows):
@@ -84,8 +83,7 @@ def _table(rows):
     return pd.DataFrame([{**base, **r} for r in rows])
 
 
-FULL = {"sst": 1101, "qqp": 2000, "sts": 863}
-FULL_N = {"dev_examples": FULL}
+FULL_N = {"dev_examples": {"sst": 1101, "qqp": 2000, "sts": 863}}   # data/README.md's dev sizes
 
 
 def test_a_study_row_is_one_line_with_mean_and_sample_sd():
@@ -94,7 +92,7 @@ def test_a_study_row_is_one_line_with_mean_and_sample_sd():
                      **FULL_N} for i, v in enumerate(seeds)]
                    + [{"name": "minbert-multitask", "mean_score": 0.735, "sst_acc": 0.48, "qqp_acc": 0.851,
                        "sts_pearson": 0.875, "weights": True, **FULL_N}])
-    groups = C.group_table(table, FULL).set_index("name")
+    groups = C.group_table(table).set_index("name")
     assert list(groups.index) == ["minbert-multitask", "study/row"]
     row = groups.loc["study/row"]
     assert row["seeds"] == 3 and row["runs"] == ("study/row-s0", "study/row-s1", "study/row-s2")
@@ -113,9 +111,11 @@ def test_dev_subset_figures_rank_after_full_dev_ones_and_say_so():
          "dev_examples": {"sst": 300, "qqp": 300, "sts": 300}},
         {"name": "full-low", "mean_score": 0.50, "sst_acc": 0.5, "qqp_acc": 0.5, "sts_pearson": 0.5, **FULL_N},
         {"name": "full-high", "mean_score": 0.60, "sst_acc": 0.6, "qqp_acc": 0.6, "sts_pearson": 0.6, **FULL_N}])
-    groups = C.group_table(table, FULL)
+    groups = C.group_table(table)
     assert list(groups["name"]) == ["full-high", "full-low", "starter"]
-    assert list(groups["dev set"]) == ["full", "full", "dev subset: SST n=300, Quora n=300, STS n=300"]
+    assert list(groups["dev set"][:2]) == ["full", "full"]
+    assert groups["dev set"].iloc[2] == ("dev subset: Sentiment 300 of 1,101, Paraphrase 300 of 2,000, Similarity "
+                                         "300 of 863 (first rows)")
 
 
 def test_recipe_time_reads_the_headers_phrases(tmp_path):

@@ -246,3 +246,33 @@ def test_home_groups_the_studies_runs_by_folder_and_row(repo, monkeypatch):
             continue
         rows = {name.rsplit("-s", 1)[0] for name in runs}
         assert studies.loc[f"{folder}/", "runs"] == len(runs) and studies.loc[f"{folder}/", "rows"] == len(rows)
+
+
+def test_compare_page_puts_the_report_claim_beside_our_result(repo, monkeypatch):
+    """The recipe panel of a study run shows the three things of its row's claim
+    (core.study.claim_table): the report's number and claim, our mean ± sd, the verdict.
+    The claim here is made up, so that the page's display is checked whatever the study
+    has run so far."""
+    import streamlit as st
+
+    import core.study
+    runs = sorted((repo / "checkpoints" / "study").glob("004-e1-s*"))
+    if not runs:
+        pytest.skip("no run of the study's 004-e1 row in this checkout")
+    claim = {"row": "004-e1", "report": "004", "source": "§5, Table 3", "report_result": "dev mean 0.481 vs 0.502",
+             "claim": "e1 below e6", "expect": "worse", "baseline": "004-e6", "metric": "mean_score", "seeds": 3,
+             "mean": 0.6726, "sd": 0.0119, "delta": -0.0280, "verdict": "replicated"}
+    monkeypatch.setattr(core.study, "claim_table", lambda plan, results: [claim])
+    monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
+    monkeypatch.chdir(repo)
+    st.cache_data.clear()
+    at = _compare_page(repo)
+    at.run()
+    at.selectbox(key="recipe_pick").set_value("study/004-e1").run()
+    assert not at.exception and not at.error
+    shown = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    assert any("§5, Table 3" in v for v in shown) and "dev mean 0.481 vs 0.502" in shown
+    assert any("Claim: e1 below e6 (expects worse than 004-e6)" in v for v in shown)
+    assert "0.673 ± 0.012" in shown and any("Δ vs 004-e6: -0.028" in v for v in shown)
+    assert "replicated" in shown
+    st.cache_data.clear()

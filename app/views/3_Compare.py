@@ -17,7 +17,7 @@ from analysis.predictions import DISAGREE, agreement, disagreements, load_predic
 from app.analysis_common import run_safely
 from app.common import (QUORA_CAPTION, ROOT, SHIPPED, STUDY_PLAN, checkpoints_root, fmt_duration, page_setup,
                         pick_run, run_tables, study_plan, study_texts)
-from app.content import fmt_mean_sd, run_group, subset_label
+from app.content import fmt_mean_sd, run_group, subset_short
 from core.data import TASK_LABELS
 from core.errors import MinbertError
 from core.study import check_run, read_results
@@ -56,7 +56,7 @@ def label_of(line: pd.Series, metric: str) -> str:
     """A chart label: the run or row, with its dev-subset n when it has one and, for the
     mean, the tasks it covers when fewer than three (a mean over one task is not a mean
     over three)."""
-    marks = [subset_label(line["subset"])] if line["subset"] else []
+    marks = [subset_short(line["subset"])] if line["subset"] else []
     if metric == "mean_score" and line["n_tasks"] < 3:
         marks.append(f"{line['scored']} only")
     return f"{line['name']} [{'; '.join(marks)}]" if marks else line["name"]
