@@ -28,7 +28,7 @@ Cases come from ``inputs`` (MFT: one input each; with ``perturb`` every input be
 be templates: ``{slot}`` is filled from ``fill``, a mapping of slot -> values (every
 combination, in order) or a list of mappings (one case set per row). Perturbations are
 deterministic code, named in the data: ``typo`` (swap the 2nd and 3rd letters of the
-longest word), ``append`` / ``prepend`` (``text``), ``replace`` (``old`` -> ``new``),
+longest word, or the 3rd and 4th when those are equal), ``append`` / ``prepend`` (``text``), ``replace`` (``old`` -> ``new``),
 ``swap`` (a pair's order), ``self`` (a sentence paired with itself). In a pair, typo /
 append / prepend edit the first sentence, replace edits both. No network, no generator
 model: every input is in the file or made from it by these rules.
@@ -93,7 +93,8 @@ class SuiteError(MinbertError):
 
 # ---------------------------------------------------------------- perturbations
 def typo(text: str) -> str:
-    """Swap the 2nd and 3rd letters of the longest word (the first of equal length)."""
+    """Swap the 2nd and 3rd letters of the longest word (the first of equal length; the
+    3rd and 4th when the 2nd and 3rd are the same letter)."""
     words = re.findall(r"[A-Za-z]{4,}", text)
     if not words:
         raise SuiteError(f"typo needs a word of four letters or more: {text!r}")

@@ -102,6 +102,18 @@ def _mae(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.abs(p - y).mean(axis=1)
 
 
+def resampled_ranks(ids: np.ndarray, n_unique: int, idx: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share the mean rank: scipy's ``rankdata``) of each
+    resample ``values[idx[r]]``, given each value's id among the sorted unique values
+    (``ids``): from per-resample counts of the ids, O(R * (n + unique)) without sorting."""
+    rows, n = idx.shape
+    drawn = ids[idx]
+    offsets = (np.arange(rows) * n_unique)[:, None]
+    counts = np.bincount((drawn + offsets).ravel(), minlength=rows * n_unique).reshape(rows, n_unique)
+    rank_of = (np.cumsum(counts, axis=1) - counts) + (counts + 1) / 2.0
+    return np.take_along_axis(rank_of, drawn, axis=1)
+
+
 BATCHED = {"accuracy": _accuracy, "macro_f1": _macro_f1, "f1": _binary_f1, "pearson": _pearson,
            "spearman": _spearman, "mae": _mae}
 
@@ -150,8 +162,14 @@ def bootstrap_difference(y, pred_a, pred_b, metric: str, n_resamples: int = N_RE
     fn = BATCHED[metric] if metric in BATCHED else None
     if fn is None:
         raise MinbertError(f"unknown metric {metric!r}; choose one of {', '.join(BATCHED)}")
-    diffs = np.concatenate([fn(y[idx], pa[idx]) - fn(y[idx], pb[idx])
-                            for idx in resample_indices(n, n_resamples, seed)])
+    if metric == "spearman":    # ranks from counts of the drawn values: no sort per resample
+        ids = [np.unique(v, return_inverse=True) for v in (y, pa, pb)]
+        ranks = lambda k, idx: resampled_ranks(ids[k][1], len(ids[k][0]), idx)
+        diffs = np.concatenate([_pearson(ranks(0, idx), ranks(1, idx)) - _pearson(ranks(0, idx), ranks(2, idx))
+                                for idx in resample_indices(n, n_resamples, seed)])
+    else:
+        diffs = np.concatenate([fn(y[idx], pa[idx]) - fn(y[idx], pb[idx])
+                                for idx in resample_indices(n, n_resamples, seed)])
     low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
     a, b = metric_value(metric, y, pa), metric_value(metric, y, pb)
     return {"metric": metric, "n": n, "a": a, "b": b, "diff": a - b, "low": float(low), "high": float(high),

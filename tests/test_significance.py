@@ -209,3 +209,16 @@ def test_seed_spread_of_a_study_run(tmp_path):
     noisy = S.with_seed_noise(table, None, spread)
     assert noisy["seed_sd_b"].iloc[0] == pytest.approx(0.02) and math.isnan(noisy["seed_sd_b"].iloc[1])
     assert noisy["seed_sd_a"].isna().all()
+
+
+def test_resampled_ranks_equal_scipys_rankdata_per_resample():
+    rng = np.random.default_rng(6)
+    values = rng.integers(0, 7, 50).astype(float)            # many ties
+    unique, ids = np.unique(values, return_inverse=True)
+    idx = rng.integers(0, 50, (20, 50))
+    assert np.allclose(S.resampled_ranks(ids, len(unique), idx), stats.rankdata(values[idx], axis=1))
+    y = rng.integers(0, 6, 300).astype(float)
+    pa, pb = y + rng.normal(0, 1, 300), y + rng.normal(0, 2, 300)
+    fast = S.bootstrap_difference(y, pa, pb, "spearman", n_resamples=300, seed=2)
+    slow = np.concatenate([S._spearman(y[i], pa[i]) - S._spearman(y[i], pb[i]) for i in S.resample_indices(300, 300, 2)])
+    assert fast["low"] == pytest.approx(np.quantile(slow, 0.025)) and fast["high"] == pytest.approx(np.quantile(slow, 0.975))
