@@ -156,6 +156,22 @@ def test_predict_reads_a_3000_character_review(env):
     assert value in (*SENTIMENT_LABELS, "uncertain") and "windows" in note
 
 
+def test_predict_opens_a_linked_example_and_keeps_its_url_in_step(env):
+    """app/links.py's scheme: a link names the task, the texts and the checkpoint; the page
+    fills them in and predicts; what is typed afterwards goes back into the address."""
+    at = page("Predict")
+    at.query_params.update({"task": "qqp", "a": "How do I learn Python?", "b": "What is the best way to learn Python?",
+                            "m1": "tiny-b"})
+    at.run()
+    no_exceptions(at)
+    assert at.multiselect[0].value == ["tiny-b"]
+    assert at.text_input(key="text_a").value == "How do I learn Python?"
+    assert [m.value for m in at.metric][0].endswith("%")            # the pair's paraphrase card first
+    at.text_input(key="text_b").input("Where can I learn Python?").run()
+    no_exceptions(at)
+    assert at.query_params["b"] in (["Where can I learn Python?"], "Where can I learn Python?")
+
+
 def test_predict_bad_inputs_give_messages(env):
     at = page("Predict").run()
     at.text_input(key="text_a").input("x" * (MAX_TEXT_CHARS + 1)).run()
