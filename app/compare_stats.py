@@ -73,15 +73,18 @@ def _interval(row) -> str:
     return f"{row['diff']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
 
 
-def shown_table(table: pd.DataFrame, names: tuple[str, str]) -> pd.DataFrame:
-    """The table as the page shows it: named columns, the interval as text."""
+def shown_table(table: pd.DataFrame, names: tuple[str, str], short: bool = False) -> pd.DataFrame:
+    """The table as the page shows it: the interval as text and the verdict first, then
+    the values; columns named by checkpoint, or "A" / "B" (``short``: the page says
+    which is which, so the verdict stays in view on a laptop screen)."""
+    a, b = ("A", "B") if short else names
     out = pd.DataFrame({
         "task": table["task"].map(TASK_TITLES), "slice": table["slice"], "value": table["value"],
-        "metric": table["metric"], "n": table["n"], names[0]: table["a"], names[1]: table["b"],
+        "metric": table["metric"], "n": table["n"],
         "A − B [95 % interval]": table.apply(_interval, axis=1) if len(table) else [],
-        "verdict": table["verdict"], f"only {names[0]} right": table["only_a_right"].astype("Int64"),
-        f"only {names[1]} right": table["only_b_right"].astype("Int64"), "McNemar p": table["p_value"].map(S.format_p),
-        f"seed sd {names[0]}": table["seed_sd_a"], f"seed sd {names[1]}": table["seed_sd_b"]})
+        "verdict": table["verdict"], a: table["a"], b: table["b"], "McNemar p": table["p_value"].map(S.format_p),
+        f"only {a} right": table["only_a_right"].astype("Int64"), f"only {b} right": table["only_b_right"].astype("Int64"),
+        f"seed sd {a}": table["seed_sd_a"], f"seed sd {b}": table["seed_sd_b"]})
     return out.dropna(axis=1, how="all")
 
 
@@ -148,9 +151,13 @@ def render_paired_comparison(model_a: str, model_b: str, key: str = "pc",
         return None
     tasks, slices, verdict, sort = _controls(table, key)
     rows = filter_table(table, tasks, slices, verdict, sort)
-    shown = shown_table(rows, names)
+    if rows.empty:
+        st.info("No row matches these choices.")
+        return table
+    shown = shown_table(rows, names, short=True)
+    st.caption(f"A = **{names[0]}**, B = **{names[1]}**.")
     fmt = {c: st.column_config.NumberColumn(c, format="%.3f") for c in shown.columns
-           if c in names or c.startswith("seed sd")}
+           if c in ("A", "B") or c.startswith("seed sd")}
     fmt["McNemar p"] = st.column_config.TextColumn("McNemar p",
                                                     help="Exact two-sided binomial test on the examples exactly "
                                                          "one of the two gets right (accuracies only).")
