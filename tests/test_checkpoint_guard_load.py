@@ -179,3 +179,28 @@ def test_train_cli_refuses_a_recipe_too_big_for_the_machine_before_building_it()
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr[-3000:]
     assert "GiB to train" in out.stderr and "Traceback" not in out.stderr
+
+
+@WIRED
+def test_load_of_a_damaged_checkpoint_is_a_model_or_one_checkpoint_error(saved, tmp_path):
+    """tests/test_fuzz.py's pathological JSON values in every field, through
+    MultitaskBert.load (today a COMPLETE nested 50,000 levels deep raises RecursionError
+    from core/model.py's own reader)."""
+    import test_fuzz
+    from core.errors import MinbertError
+    values = ["NaN", "Infinity", "1e999", "9" * 5000, "[" * 50_000 + "]" * 50_000, '{"a": ' * 40 + "1" + "}" * 40,
+              "", "{", '"x"', "[]", "-1", "true", '{"step": -1}', '["sst", "sst"]']
+    wrong = []
+    for i, field in enumerate(test_fuzz.FIELDS + ["COMPLETE", "COMPLETE.files", "tokenizer_config"]):
+        for j, value in enumerate(values):
+            ck = tmp_path / f"{i}-{j}"
+            shutil.copytree(saved[1], ck)
+            test_fuzz.damage(ck, field, value)
+            try:
+                MultitaskBert.load(ck)
+            except CheckpointError:
+                pass
+            except Exception as e:   # noqa: BLE001 - what the test looks for
+                wrong.append(f"{field}={value[:20]!r}: {type(e).__name__}: {str(e)[:80]}")
+            shutil.rmtree(ck)
+    assert not wrong, "\n".join(wrong)
