@@ -89,6 +89,7 @@ def rates_figure(summary, names) -> go.Figure:
 
 summary = B.summary_frame(results)
 st.subheader("Pass rates")
+summary = summary[["id", "task", "kind", "n", *results, "capability", "description"]]   # pass rates in view
 show_table(summary, f"behaviour-v{suite.version}-pass-rates", key="bt_summary",
            column_config={**{n: st.column_config.ProgressColumn(n, min_value=0.0, max_value=1.0, format="percent")
                              for n in results},
@@ -107,7 +108,7 @@ for name, got in results.items():
     tests = ["every test", *dict.fromkeys(fails["test"])]
     which = st.selectbox("Test", tests, key=f"bt_filter_{name}")
     shown = fails if which == "every test" else fails[fails["test"] == which]
-    event = show_table(shown[["test", "kind", "inputs", "scores", "classes", "why"]], f"behaviour-failures-{name}",
+    event = show_table(shown[["test", "kind", "why", "inputs", "scores", "classes"]], f"behaviour-failures-{name}",
                        key=f"bt_fail_{name}", export=shown.drop(columns=["first", "last"]), on_select="rerun",
                        selection_mode="single-row",
                        column_config={"inputs": st.column_config.TextColumn("inputs", width="large")})
