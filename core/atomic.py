@@ -241,11 +241,12 @@ def os_errno_of(exc: BaseException, target: str | os.PathLike) -> int | None:
     ``SafetensorError`` ("... (os error 28)"), torch's ``RuntimeError`` from its zip writer
     ("... strerror: No space left on device", or none given: the file system is
     inspected); None when ``exc`` is not a write failure."""
-    seen = exc
-    while seen is not None:
+    seen, hops = exc, 0
+    while seen is not None and hops < 16:
         if isinstance(seen, OSError) and seen.errno:
             return seen.errno
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+        hops += 1
     text = str(exc)
     found = re.search(r"os error (\d+)", text)
     if found:
@@ -278,11 +279,12 @@ def save_errors(target: str | os.PathLike, what: str = "the checkpoint", error: 
     :func:`save_error_message`; other exceptions pass unchanged. The writers inside stage
     and swap (:func:`staging_dir` / :func:`publish_dir`), so what ``target`` held before
     is intact when this raises."""
+    from core.errors import MinbertError
     if error is None:
         from core.errors import CheckpointError as error
     try:
         yield
-    except error:
+    except (error, MinbertError):   # already a message for the user
         raise
     except Exception as e:   # noqa: BLE001 - filtered by os_errno_of, re-raised otherwise
         err = os_errno_of(e, target)

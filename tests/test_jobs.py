@@ -160,18 +160,22 @@ def test_a_killed_worker_is_settled_by_its_watchdog_without_any_call(tmp_path, h
     root = tmp_path / "ckpts"
     job_id = _submit_from_another_process(root, "orphan")
     jm = JobManager(root, sweep=False)
-    job = wait_for(lambda: (j := jm.get(job_id)).train_pid and j, timeout=300)
-    watchdogs = [p for p in token_pids(job.token) if p not in (job.pid, job.train_pid)]
-    assert watchdogs and all(os.getsid(p) != os.getsid(job.pid) for p in watchdogs)   # its own session
-    if how == "worker":
-        os.kill(job.pid, signal.SIGKILL)
-    else:
-        os.killpg(job.pid, signal.SIGKILL)
-    wait_for(lambda: _state_in_db(root, job_id) == "failed", timeout=60, every=0.2)
-    wait_for(lambda: not pid_alive(job.train_pid, job.train_pid_start), timeout=30)
-    failed = jm.get(job_id)
-    assert f"pid {job.pid}" in failed.message and "died without reporting a result" in failed.message
-    wait_for(lambda: not token_pids(job.token), timeout=30)        # the watchdog is gone too
+    try:
+        job = wait_for(lambda: (j := jm.get(job_id)).train_pid and j, timeout=300)
+        watchdogs = [p for p in token_pids(job.token) if p not in (job.pid, job.train_pid)]
+        assert watchdogs and all(os.getsid(p) != os.getsid(job.pid) for p in watchdogs)   # its own session
+        if how == "worker":
+            os.kill(job.pid, signal.SIGKILL)
+        else:
+            os.killpg(job.pid, signal.SIGKILL)
+        wait_for(lambda: _state_in_db(root, job_id) == "failed", timeout=60, every=0.2)
+        wait_for(lambda: not pid_alive(job.train_pid, job.train_pid_start), timeout=30)
+        failed = jm.get(job_id)
+        assert f"pid {job.pid}" in failed.message and "died without reporting a result" in failed.message
+        wait_for(lambda: not token_pids(job.token), timeout=30)        # the watchdog is gone too
+    finally:   # a failed test leaves no trainer behind
+        if jm.get(job_id).active:
+            jm.cancel(job_id, grace_s=2)
 
 
 def test_the_trainer_dies_with_its_worker_by_the_kernels_parent_death_signal(tmp_path):

@@ -399,3 +399,20 @@ def test_free_space_check_names_a_read_only_file_system_first(small_fs):
             atomic.check_free_space(small_fs / "ck", 100 * 2**20)
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+
+
+def test_save_errors_leaves_other_user_errors_alone(tmp_path):
+    """A DataError raised while handling an OSError (``from None``) stays what it is."""
+    from core.errors import DataError
+    with pytest.raises(DataError, match="the data file is missing"):
+        with atomic.save_errors(tmp_path):
+            try:
+                open(tmp_path / "missing.csv")
+            except OSError:
+                raise DataError("the data file is missing") from None
+    with pytest.raises(ValueError):
+        with atomic.save_errors(tmp_path):
+            try:
+                raise OSError(28, "No space left on device")
+            except OSError:
+                raise ValueError("a bug while handling it") from None
