@@ -758,7 +758,10 @@ class JobManager:
         try:
             job_id = int(job_id)
         except (TypeError, ValueError):
-            raise JobError(f"job id must be a number, got {job_id!r}") from None
+            raise JobError(f"job id must be a number, got {str(job_id)[:40]!r}") from None
+        if not 1 <= job_id <= 2**63 - 1:
+            raise JobError(f"no job {str(job_id)[:40]}: job ids are whole numbers from 1; "
+                           f"`python -m core.jobs list` shows the jobs")
         with self._db() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:

@@ -48,7 +48,9 @@ class Range:
         return lo_ok and hi_ok
 
     def text(self) -> str:
-        return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        def show(x) -> str:
+            return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+        return f"{'(' if self.lo_open else '['}{show(self.lo)}, {show(self.hi)}{')' if self.hi_open else ']'}"
 
 
 def _r(lo, hi, lo_open=False, hi_open=False) -> Range:

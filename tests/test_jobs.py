@@ -465,6 +465,14 @@ def test_bad_jobs_root_and_cli_exit_2(tmp_path, monkeypatch, capsys):
     assert err.startswith("error: $MINBERT_MAX_RUNNING_JOBS='lots'") and "Traceback" not in err
 
 
+def test_job_ids_out_of_any_range_are_a_job_error(jm, capsys):
+    for bad in ("9" * 30, "-1", "0", "abc", "1e3"):
+        with pytest.raises(JobError):
+            jm.get(bad)
+    assert main(["--root", str(jm.root), "status", "9" * 30]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_a_recipe_too_big_for_the_machine_is_refused_at_submission(jm, monkeypatch):
     monkeypatch.setenv("MINBERT_MEMORY_GB", "2")
     with pytest.raises(ConfigError, match=r"GiB to train .* more than the 2.0 GiB of this machine"):

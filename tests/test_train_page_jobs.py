@@ -114,3 +114,22 @@ def test_jobs_table_shows_the_slurm_id_and_resume_restarts_a_failed_job(root):
     job = JobManager(root).get(1)
     assert job.attempt == 1 and job.state in ("queued", "running", "failed")
     assert "resumed by the user" in job.log_tail()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("model.sst.layers=1000000", "model.sst.layers = 1000000: out of range"),
+    ("model.qqp.hidden=1000000000000", "model.qqp.hidden = 1000000000000: out of range"),
+    ("model.sst.layers=64\nmodel.sst.hidden=65536", "GiB to train"),
+    ("train.seed=-1", "train.seed = -1: out of range"),
+    ("train.lr=.inf", "train.lr = inf: it must be a finite number"),
+    ("train.seed=" + "9" * 5000, "not a usable value"),
+])
+def test_resource_exhaustion_from_the_train_page_is_refused(root, extra, message):
+    """Issue 24: what passed the page's override check and validation, then allocated until
+    the host ran out of memory, is now one message; nothing is created."""
+    at = pick_quick(page().run())
+    at.text_area(key="quick:extra").input(extra)
+    at.button[0].click().run()
+    no_exceptions(at)
+    assert any("Not launched" in e.value and message in e.value for e in at.error), [e.value for e in at.error]
+    assert JobManager(root).list() == []
