@@ -242,3 +242,38 @@ def test_mnrl_over_two_ranks_with_gathered_candidates_equals_one_process(with_ne
                      * mnrl_loss(a[s], p[s], 20.0, neg[s] if with_negatives else None) / 2
                      for r, s in enumerate(shards))
     assert abs(local_only.item() - single.item()) > 1e-3
+
+
+def test_data_parallel_triplet_shares_add_up_to_the_sum_over_the_global_batch():
+    """Eq. 1 is a sum over the minibatch's anchors; under data parallelism each rank's share
+    is rescaled (objective_loss's n_global) so that after the trainer's share weight
+    (DistContext.loss_scale) and the gradient average over ranks, the gradient is that of
+    the global batch's sum."""
+    from core.config import ContrastiveConfig
+    from core.contrastive import objective_loss
+    from core.distributed import DistContext
+
+    torch.manual_seed(0)
+    table = torch.randn(8 * 7, 4, requires_grad=True)            # 8 triplets x (a, p, n0..n4) as rows
+
+    class Lookup:                                                 # a "model" whose embeddings are rows of table
+        def encode(self, inputs):
+            return type("E", (), {"pooled": table[inputs["input_ids"][:, 0]]})()
+
+    def batch(rows):
+        part = lambda k: {"input_ids": torch.tensor([[r * 7 + k] for r in rows]),
+                          "attention_mask": torch.ones(len(rows), 1, dtype=torch.long),
+                          "token_type_ids": torch.zeros(len(rows), 1, dtype=torch.long)}
+        return {"a": part(0), "p": part(1), **{f"n{i}": part(2 + i) for i in range(5)}}
+
+    cfg = ContrastiveConfig(margin=100.0)                         # every anchor active: all rows get gradients
+    whole = objective_loss(Lookup(), "triplet", batch(range(8)), cfg)
+    (full,) = torch.autograd.grad(whole, table)
+    dist = DistContext(rank=0, world_size=2)
+    shares = [list(range(8))[r::2] for r in range(2)]
+    grads = []
+    for idx in shares:
+        share = objective_loss(Lookup(), "triplet", batch(idx), cfg, n_global=8)
+        (g,) = torch.autograd.grad(share * dist.loss_scale(len(idx), 8), table)
+        grads.append(g)
+    assert torch.allclose((grads[0] + grads[1]) / 2, full, atol=1e-5)   # the all-reduce average
