@@ -89,6 +89,18 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
+def nearest_neighbours(emb, index: int, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, cosine similarities) of the ``k`` rows of ``emb`` nearest to row
+    ``index`` by cosine, most similar first, the row itself left out."""
+    x = normalize(_as_matrix(emb, "embeddings"))
+    if not 0 <= index < len(x):
+        raise MinbertError(f"no point {index} in a sample of {len(x)}")
+    sims = x @ x[index]
+    sims[index] = -np.inf
+    order = np.argsort(-sims, kind="stable")[:max(0, min(k, len(x) - 1))]
+    return order, sims[order]
+
+
 def cosine_knn(x: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by cosine distance ``1 - cos``, the point itself first.
 

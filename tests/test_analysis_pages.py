@@ -326,3 +326,4 @@ def test_a_selected_behaviour_failure_links_to_its_inputs(app):
     assert not at.exception
     kind = fails["kind"].iloc[0]
     assert len(_links(at)) == (2 if kind == "MFT" else 4)      # original and edited input, each to both pages
+

@@ -86,6 +86,7 @@ def test_a_clicked_point_opens_its_sentence_for_both_models(server, browser, tmp
     selected.wait_for()
     sentence = selected.inner_text().split("Selected:", 1)[1].strip()
     assert sentence
+    pg.get_by_text("Nearest neighbours of the selected sentence among the 20 sampled").first.wait_for()
 
     png = _download(pg, "PNG", tmp_path)           # the projection as a picture
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

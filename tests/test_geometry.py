@@ -182,3 +182,12 @@ def test_umap_warms_once_per_process():
     assert G.umap_state() == "warm"
     assert G.warm_umap() == 0.0
     assert G.warm_umap_in_background() == "warm"     # nothing started: already warm
+
+
+def test_nearest_neighbours_by_cosine_hand_checked():
+    from analysis.geometry import nearest_neighbours
+    emb = np.array([[1.0, 0.0], [10.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
+    idx, sims = nearest_neighbours(emb, 0, k=2)
+    assert list(idx) == [1, 2]                                 # cos 10/sqrt(101) = 0.995, then 0
+    np.testing.assert_allclose(sims, [10 / np.sqrt(101), 0.0])
+    assert len(nearest_neighbours(emb, 3, k=10)[0]) == 3       # never itself

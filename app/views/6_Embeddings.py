@@ -13,8 +13,8 @@ a minute on 2 CPU cores): the page starts that in the background when it opens, 
 while it lasts, and shows each checkpoint's progress (PCA is instant). Controls that do
 not apply are disabled (the seed for PCA; sample size, seed and 3-D for results-only
 runs, which show the sample they kept). Click a point (2-D) to open its sentence in
-Attention & saliency and Predict with the picked checkpoints (app/links.py); pictures
-download as PNG / SVG (app/exports.py).
+Attention & saliency and Predict with the picked checkpoints (app/links.py), with its
+nearest neighbours in the sample; pictures download as PNG / SVG (app/exports.py).
 """
 from __future__ import annotations
 
@@ -22,16 +22,17 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from analysis.checkpoints import EMBEDDINGS_FILE, checkpoints_root
-from analysis.geometry import (embed_sample, geometry_report, sample_projection, stored_view, umap_state,
-                               warm_umap_in_background)
+from analysis.geometry import (embed_sample, geometry_report, nearest_neighbours, sample_projection, stored_view,
+                               umap_state, warm_umap_in_background)
 from analysis.plots import category_colors, projection_figure
 from app.analysis_common import (DATA_DIR, TASK_TITLES, checkpoint_choices, has_weights, load_model,
                                  pick_checkpoints, run_safely)
 from app.common import ROOT, STUDY_PLAN, page_setup, resolve_checkpoint, study_plan, study_texts
-from app.exports import show_figure
+from app.exports import show_figure, show_table
 from app.links import example_links, linked_models
 from core.data import TASK_LABELS, texts_for_ids
 from core.study import GEOMETRY_NOTE, geometry_rows, read_results
@@ -135,12 +136,23 @@ def selected_index(event) -> int | None:
     return None if data is None else int(data)
 
 
-def open_links(sample, index: int) -> None:
-    """The clicked sentence (a pair's both sentences), with links to Attention & saliency and Predict."""
+def open_links(sample, index: int, name: str) -> None:
+    """The clicked sentence (a pair's both sentences), with links to Attention & saliency and
+    Predict, and its nearest neighbours in this checkpoint's sample (cosine of its embeddings)."""
     text_a, text_b = texts_for_ids(task, [sample.ids[index]], "dev", "the embedding sample")[0]
     st.markdown(f"**Selected:** {text_a}" + (f"  \n**and:** {text_b}" if text_b else ""))
     with_weights = [m for m in names if has_weights(m)][:2]
     example_links(task, text_a, text_b if task != "sst" else None, with_weights)
+    emb = getattr(sample, "emb_a", None)
+    if emb is None:
+        st.caption("Neighbours need the embeddings: a results-only run kept only its projection.")
+        return
+    idx, sims = nearest_neighbours(emb, index, k=5)
+    neighbours = pd.DataFrame({"sentence": [sample.texts_a[i] for i in idx], "cosine": sims})
+    st.caption(f"Nearest neighbours of the selected sentence among the {len(sample)} sampled (cosine of "
+               f"{name}'s embeddings):")
+    show_table(neighbours, f"neighbours-{task}-{name}", key=f"em_nn_{name}",
+               column_config={"cosine": st.column_config.NumberColumn("cosine", format="%.3f")})
 
 
 def colors(sample):
@@ -183,7 +195,7 @@ for i, (col, name) in enumerate(zip(cols, names)):
                             **({"on_select": "rerun", "selection_mode": "points"} if clickable else {}))
         index = selected_index(event) if clickable else None
         if index is not None and 0 <= index < len(sample):
-            open_links(sample, index)
+            open_links(sample, index, name)
         elif clickable:
             st.caption("Click a point to open its sentence in Attention & saliency and Predict.")
         m1, m2, m3, m4 = st.columns(4)
