@@ -290,3 +290,80 @@ def keep_input_columns(df: pd.DataFrame, predictions: pd.DataFrame, read: Sequen
     pred = predictions.drop(columns=[c for c in read if c in predictions.columns]).reset_index(drop=True)
     pred = pred.rename(columns={c: f"{c} (prediction)" for c in pred.columns if c in df.columns})
     return pd.concat([df.reset_index(drop=True), pred], axis=1)
+
+
+# ---------------------------------------------------------------- charts
+# Vega-Lite specs (plain dicts, drawn by st.vega_lite_chart): a fraction of plotly's
+# weight in the browser, so the Compare page opens without loading plotly.
+KIND_COLORS = {"shipped": "#d62728", "your run": "#2ca02c", "study": "#1f77b4", "study-best": "#9467bd",
+               "reproduce": "#ff7f0e", "zero-shot": "#7f7f7f"}
+OTHER_COLOR = "#8c564b"
+
+
+def chart_lines(groups: pd.DataFrame, metric: str, label) -> pd.DataFrame:
+    """The lines of a dot chart of ``metric``, top to bottom: full-dev lines before
+    dev-subset ones and, for the mean, lines over more tasks before fewer; best first
+    within each block. ``label(line, metric)`` names a line."""
+    d = groups.dropna(subset=[metric])
+    d = d.assign(_sub=d["subset"].map(bool), _n=-d["n_tasks"] if metric == "mean_score" else 0, _v=-d[metric])
+    d = d.sort_values(["_sub", "_n", "_v"], kind="stable").drop(columns=["_sub", "_n", "_v"]).reset_index(drop=True)
+    return d.assign(label=[label(line, metric) for _, line in d.iterrows()])
+
+
+def dot_spec(lines: pd.DataFrame, metric: str, title: str, seed_values: Sequence[tuple[str, float]] = (),
+             scale: float = 1.0) -> dict:
+    """One dot per line with a ±1 sd bar, a legend of the kinds of run only (and of full
+    dev set / dev subset when a subset is shown), the seeds as small grey dots; 24 px a
+    line, labels cut at 200 px (a 390-px screen keeps a plot of ~150 px; the tooltip has the whole label)."""
+    rows = []
+    for _, line in lines.iterrows():
+        value, sd = float(line[metric]) * scale, line.get(f"{metric}_sd")
+        sd = 0.0 if sd is None or pd.isna(sd) else float(sd) * scale
+        rows.append({"type": "line", "label": line["label"], "value": value, "lo": value - sd, "hi": value + sd,
+                     "sd": sd, "seeds": int(line["seeds"]), "kind": line["kind"],
+                     "dev set": "dev subset" if line["subset"] else "full dev set"})
+    rows += [{"type": "seed", "label": lab, "value": float(v) * scale} for lab, v in seed_values]
+    kinds = list(dict.fromkeys(lines["kind"]))
+    color = {"field": "kind", "type": "nominal", "title": None,
+             "scale": {"domain": kinds, "range": [KIND_COLORS.get(k, OTHER_COLOR) for k in kinds]}}
+    x = {"type": "quantitative", "scale": {"zero": False}, "title": title}
+    only = lambda kind: [{"filter": f"datum.type === '{kind}'"}]
+    shape = {"field": "dev set", "type": "nominal", "title": None,
+             "scale": {"domain": ["full dev set", "dev subset"], "range": ["circle", "triangle-up"]}}
+    point = {"x": {"field": "value", **x}, "color": color,
+             "tooltip": [{"field": "label", "title": "line"}, {"field": "value", "format": ".3f", "title": title},
+                         {"field": "sd", "format": ".3f"}, {"field": "seeds"}, {"field": "dev set"}]}
+    if bool(lines["subset"].map(bool).any()):   # a second, two-entry legend only when a subset is shown
+        point["shape"] = shape
+    return {
+        "height": {"step": 24}, "width": "container", "data": {"values": rows},
+        "encoding": {"y": {"field": "label", "type": "nominal", "sort": list(lines["label"]), "title": None,
+                           "axis": {"labelLimit": 200, "labelFontSize": 11}}},
+        "layer": [
+            {"transform": only("line"), "mark": {"type": "rule", "strokeWidth": 1.5},
+             "encoding": {"x": {"field": "lo", **x}, "x2": {"field": "hi"}, "color": color}},
+            {"transform": only("seed"), "mark": {"type": "circle", "size": 18, "color": "#5a5a5a", "opacity": 0.6},
+             "encoding": {"x": {"field": "value", **x}}},
+            {"transform": only("line"), "mark": {"type": "point", "filled": True, "size": 80}, "encoding": point},
+        ],
+        "config": {"legend": {"orient": "top"}},
+    }
+
+
+def confusion_spec(cm, labels: Sequence[str], title: str) -> dict:
+    """A confusion matrix as a heatmap with its counts (gold down, predicted across)."""
+    values = [{"gold": labels[i], "predicted": labels[j], "count": int(cm[i][j])}
+              for i in range(len(labels)) for j in range(len(labels))]
+    top = max((v["count"] for v in values), default=0)
+    axis = {"type": "ordinal", "sort": list(labels)}
+    return {
+        "title": title, "height": {"step": 30}, "width": "container", "data": {"values": values},
+        "encoding": {"x": {"field": "predicted", **axis, "axis": {"labelAngle": -35, "labelOverlap": False}},
+                     "y": {"field": "gold", **axis}},
+        "layer": [{"mark": "rect", "encoding": {"color": {"field": "count", "type": "quantitative",
+                                                          "scale": {"scheme": "blues"}, "legend": None}}},
+                  {"mark": {"type": "text", "fontSize": 11},
+                   "encoding": {"text": {"field": "count"},
+                                "color": {"condition": {"test": f"datum.count > {top / 2}", "value": "white"},
+                                          "value": "black"}}}],
+    }

@@ -2,6 +2,7 @@
 repository's own checkpoints (the shipped model and every study run, as a clone has them).
 
     python docs/page_timing.py [--runs 3] [--pages Compare Predict ...] [--json]
+    python docs/page_timing.py --study-at a67b9b4     # with the study's runs as of a commit
 
 Starts ``streamlit run app/main.py`` (app/serve.py; jobs in a temporary folder), opens
 Home once (a fresh server serves deep links after the entry point has run), then opens
@@ -12,16 +13,24 @@ time is measured from the navigation to the first moment all of that holds (poll
 50 ms). The first open of a page after the server start pays its cold caches (files read,
 tables built); later ones are what a user meets afterwards.
 
+``--study-at COMMIT`` serves a temporary checkpoints folder instead: the repository's own
+(the shipped model, ``study-best/``, ``reproduce/``, ...) with ``checkpoints/study`` as it
+was at COMMIT (``git archive``; e.g. a67b9b4, the last commit before 69 of its runs were
+retired: 87 study runs, 107 runs in all).
+
 Printed with the machine's load average and CPU model: timings depend on both. Not a
 test: these are measurements, never assertions.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -40,8 +49,10 @@ READY = """() => {
     if (!main || !main.querySelector('h1')) return false;
     if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
     if (main.querySelector('[data-testid="stSkeleton"]')) return false;
-    const charts = main.querySelectorAll('[data-testid="stPlotlyChart"]');
-    return Array.from(charts).every(c => c.querySelector('.main-svg'));
+    const plotly = main.querySelectorAll('[data-testid="stPlotlyChart"]');
+    const vega = main.querySelectorAll('[data-testid="stVegaLiteChart"]');
+    return Array.from(plotly).every(c => c.querySelector('.main-svg'))
+        && Array.from(vega).every(c => c.querySelector('svg, canvas'));
 }"""
 
 
@@ -68,12 +79,31 @@ def machine() -> dict:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
-def measure(pages: list[str], runs: int) -> dict:
+def checkpoints_with_study_at(commit: str, tmp: Path) -> Path:
+    """The repository's checkpoints folder (symlinked) with ``study/`` as it was at ``commit``."""
+    root = tmp / "checkpoints"
+    root.mkdir()
+    for p in (REPO / "checkpoints").iterdir():
+        if p.name != "study" and not p.name.startswith("jobs"):
+            (root / p.name).symlink_to(p, target_is_directory=p.is_dir())
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "checkpoints/study"], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp / "at", filter="data")
+    (tmp / "at" / "checkpoints" / "study").rename(root / "study")
+    return root
+
+
+def measure(pages: list[str], runs: int, study_at: str | None = None) -> dict:
+    from analysis.checkpoints import list_checkpoints
     from playwright.sync_api import sync_playwright
     out: dict = {"machine_before": machine(), "pages": {}}
     with tempfile.TemporaryDirectory(prefix="minbert-timing-") as tmp:
         tmp = Path(tmp)
-        proc, url = start_server(tmp, tmp / "streamlit.log", checkpoints=None)
+        root = checkpoints_with_study_at(study_at, tmp) if study_at else None
+        out["runs"] = len(list_checkpoints(root))   # the zero-shot "pretrained" counts: its dev predictions are a run
+        out["study_at"] = study_at
+        proc, url = start_server(tmp, tmp / "streamlit.log", checkpoints=root)
         try:
             with sync_playwright() as pw:
                 ctx = pw.chromium.launch_persistent_context(str(tmp / "profile"), executable_path=CHROMIUM,
@@ -97,15 +127,18 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3, help="opens of each page (the first one is cold)")
     p.add_argument("--pages", nargs="+", default=list(PAGES), help='URL paths ("" is Home)')
+    p.add_argument("--study-at", metavar="COMMIT", help="serve checkpoints/study as it was at COMMIT")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not Path(CHROMIUM).is_file():
         sys.exit(f"{CHROMIUM} is missing: run .ci/install-browser.sh (apt-get install -y chromium)")
-    result = measure(args.pages, max(1, args.runs))
+    result = measure(args.pages, max(1, args.runs), args.study_at)
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"machine: {result['machine_before']}")
+    print(f"runs served: {result['runs']}" + (f" (checkpoints/study as at {result['study_at']})"
+                                                  if result["study_at"] else " (the repository's checkpoints)"))
     print(f"Home (first visit after the server start): {result['home_first_s']} s")
     for page, t in result["pages"].items():
         print(f"{page:>8}: first open {t['first_s']} s, later {t['later_s']} s")

@@ -340,7 +340,7 @@ def shoot_train(pg, url: str, out: Path) -> None:
 
 def _compare_open(pg, url: str) -> None:
     open_page(pg, url, "Compare", "Compare checkpoints")
-    pg.locator(".st-key-cmp_chart .main-svg").first.wait_for()
+    pg.locator('[data-testid="stVegaLiteChart"] svg').first.wait_for()
     settle(pg)
 
 
@@ -354,7 +354,7 @@ def shoot_compare(pg, url: str, out: Path) -> None:
     pg.locator(".st-key-cmp_seeds").get_by_text("Every seed").click()
     settle(pg)
     no_exception(pg, "Compare (every run)")
-    chart = pg.locator(".st-key-cmp_chart")
+    chart = pg.locator('[data-testid="stVegaLiteChart"]').first
     pg.set_viewport_size({"width": WIDTH, "height": page_height(pg) + 40})
     time.sleep(1.5)
     settle(pg, quiet_s=1.0)

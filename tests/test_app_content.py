@@ -144,3 +144,32 @@ def test_batch_predictions_keep_every_input_column():
     out = C.keep_input_columns(df, predicted, ["sentence"])
     assert list(out.columns) == ["id", "sentence", "note", "m: sentiment", "note (prediction)"]
     assert list(out["sentence"]) == ["  A film. ", "Dull."] and list(out["id"]) == ["7", "9"]
+
+
+def test_the_overview_chart_has_one_line_per_row_and_a_legend_of_kinds():
+    table = _table([{"name": f"study/row-s{i}", "mean_score": v, "sst_acc": v, "qqp_acc": 0.8, "sts_pearson": 0.7,
+                     **FULL_N} for i, v in enumerate([0.40, 0.45, 0.50])]
+                   + [{"name": "minbert-multitask", "mean_score": 0.735, "sst_acc": 0.48, "qqp_acc": 0.851,
+                       "sts_pearson": 0.875, **FULL_N},
+                      {"name": "study/single-s0", "mean_score": 0.9, "sst_acc": 0.9, "qqp_acc": None,
+                       "sts_pearson": None, **FULL_N},
+                      {"name": "starter", "mean_score": 0.95, "sst_acc": 0.9, "qqp_acc": 0.9, "sts_pearson": 0.9,
+                       "dev_examples": {"sst": 300, "qqp": 300, "sts": 300}}])
+    groups = C.group_table(table)
+    lines = C.chart_lines(groups, "mean_score", lambda line, metric: line["name"])
+    # top to bottom: three-task full-dev means by value, then the one-task mean, then the subset
+    assert list(lines["label"]) == ["minbert-multitask", "study/row", "study/single", "starter"]
+    # each seed's mean over its three tasks: (SST + 0.8 + 0.7) / 3 = 0.6333, 0.65, 0.6667
+    seeds = [("study/row", (v + 0.8 + 0.7) / 3) for v in (0.40, 0.45, 0.50)]
+    spec = C.dot_spec(lines, "mean_score", "mean", seeds)
+    rows = spec["data"]["values"]
+    assert sum(r["type"] == "line" for r in rows) == 4 and sum(r["type"] == "seed" for r in rows) == 3
+    row = next(r for r in rows if r["label"] == "study/row")
+    # the bar spans mean ± sample sd: 0.65 ± 0.05 / 3
+    assert (row["lo"], row["value"], row["hi"]) == pytest.approx((0.65 - 0.05 / 3, 0.65, 0.65 + 0.05 / 3))
+    point = spec["layer"][-1]["encoding"]
+    assert point["color"]["scale"]["domain"] == ["shipped", "study", "your run"]   # the legend: kinds only
+    assert point["shape"]["scale"]["domain"] == ["full dev set", "dev subset"]      # a subset is shown
+    full_only = C.dot_spec(lines[lines["label"] != "starter"], "mean_score", "mean")
+    assert "shape" not in full_only["layer"][-1]["encoding"]
+    assert spec["encoding"]["y"]["sort"] == list(lines["label"])

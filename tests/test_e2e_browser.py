@@ -89,6 +89,6 @@ def test_predict_train_compare_in_a_browser(server, browser):
     pg.goto(f"{url}/Compare")
     pg.get_by_text("Two checkpoints side by side").wait_for()
     pg.get_by_text("Quora duplicates").first.wait_for()
-    pg.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for()
+    pg.locator('[data-testid="stVegaLiteChart"] svg').nth(2).wait_for()   # the overview, two confusion matrices
     screenshot(pg, "compare.png", 1550)
     assert not pg.locator('[data-testid="stException"]').count()

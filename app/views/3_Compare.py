@@ -17,7 +17,7 @@ from analysis.predictions import DISAGREE, agreement, disagreements, load_predic
 from app.analysis_common import run_safely
 from app.common import (QUORA_CAPTION, ROOT, SHIPPED, STUDY_PLAN, checkpoints_root, fmt_duration, page_setup,
                         pick_run, run_tables, study_plan, study_texts)
-from app.content import fmt_mean_sd, run_group, subset_short
+from app.content import chart_lines, confusion_spec, dot_spec, fmt_mean_sd, run_group, subset_short
 from core.data import TASK_LABELS
 from core.errors import MinbertError
 from core.study import check_run, read_results
@@ -29,9 +29,6 @@ root = checkpoints_root()
 # the figures the overview shows (column, name); * marks the Quora caveat, said once below
 SHOWN = {"mean_score": "mean", "sst_acc": "SST acc", "qqp_acc": "Quora acc*", "sts_pearson": "STS r"}
 STUDY_KINDS = ("study", "study-best")
-# one colour per kind of run, the same in every view (any other folder: plotly's next colour)
-KIND_COLORS = {"shipped": "#d62728", "your run": "#2ca02c", "study": "#1f77b4", "study-best": "#9467bd",
-               "reproduce": "#ff7f0e", "zero-shot": "#7f7f7f"}
 
 
 def shown_path(path: str) -> str:
@@ -85,38 +82,15 @@ def seeds_frame(table: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def dot_chart(groups: pd.DataFrame, table: pd.DataFrame, metric: str, seeds: bool) -> go.Figure:
-    """One dot per line (± 1 sd over seeds as a bar), sorted by value; a legend of the
-    kinds only; the seeds as small grey dots when asked. Readable at a hundred lines
-    and on a narrow screen (labels on the left, height grows with the lines)."""
+def dot_chart(groups: pd.DataFrame, table: pd.DataFrame, metric: str, seeds: bool) -> dict:
+    """The overview chart (app.content.dot_spec): one dot per line with ±1 sd, the
+    seeds beside it when asked; training time in minutes."""
     minutes = metric == "train_time_s"
-    d = groups.dropna(subset=[metric])
-    # bottom to top: dev-subset lines below full-dev ones, and (for the mean) fewer tasks below more
-    d = d.assign(_sub=~d["subset"].map(bool), _n=d["n_tasks"] if metric == "mean_score" else 0)
-    d = d.sort_values(["_sub", "_n", metric], ascending=True).reset_index(drop=True)
-    d["label"] = [label_of(line, metric) for _, line in d.iterrows()]
-    scale = 1 / 60 if minutes else 1.0
-    fig = go.Figure()
-    for kind, part in d.groupby("kind", sort=False):
-        sd = part[f"{metric}_sd"] if f"{metric}_sd" in part else pd.Series(np.nan, index=part.index)
-        fig.add_trace(go.Scatter(
-            x=part[metric] * scale, y=part["label"], mode="markers", name=kind,
-            marker=dict(size=9, symbol=["circle-open" if s else "circle" for s in part["subset"]],
-                        color=KIND_COLORS.get(kind)),
-            error_x=dict(type="data", array=(sd.fillna(0) * scale).tolist(), visible=True, thickness=1.5),
-            customdata=np.stack([part["seeds"], sd.fillna(np.nan) * scale], axis=1),
-            hovertemplate="%{y}: %{x:.3f} ± %{customdata[1]:.3f} (%{customdata[0]} seeds)<extra></extra>"))
-    if seeds and not minutes:
-        pts = [(lab, v) for lab, runs in zip(d["label"], d["runs"]) if len(runs) > 1
-               for v in table.set_index("name").loc[list(runs), metric].dropna()]
-        if pts:
-            fig.add_trace(go.Scatter(x=[v for _, v in pts], y=[lab for lab, _ in pts], mode="markers",
-                                     name="seeds", marker=dict(size=5, color="rgba(90,90,90,0.55)")))
-    fig.update_layout(height=90 + 24 * len(d), margin=dict(l=4, r=8, t=8, b=4),
-                      xaxis_title="minutes" if minutes else SHOWN[metric], yaxis=dict(categoryorder="array",
-                      categoryarray=list(d["label"]), automargin=True, tickfont=dict(size=11)),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title_text=""))
-    return fig
+    lines = chart_lines(groups, metric, label_of)
+    values = table.set_index("name")[metric]
+    pts = [(lab, v) for lab, runs in zip(lines["label"], lines["runs"]) if seeds and len(runs) > 1
+           for v in values.loc[list(runs)].dropna()]
+    return dot_spec(lines, metric, "minutes" if minutes else SHOWN[metric], pts, 1 / 60 if minutes else 1.0)
 
 
 def overview(table: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
@@ -137,8 +111,11 @@ def overview(table: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
         return shown
     metric = st.radio("Figure", [*SHOWN, "train_time_s"], horizontal=True, key="cmp_metric",
                       format_func=lambda m: SHOWN.get(m, "training time"))
-    st.plotly_chart(dot_chart(shown, table, metric, seeds), width="stretch", key="cmp_chart",
-                    config={"displayModeBar": False})
+    spec = dot_chart(shown, table, metric, seeds)
+    st.vega_lite_chart(spec=spec, width="stretch", key="cmp_chart")
+    n_runs = int(shown.loc[shown[metric].notna(), "seeds"].sum())
+    n_lines = sum(row["type"] == "line" for row in spec["data"]["values"])
+    st.caption(f"{n_lines} lines, {n_runs} runs" + (" (grey dots: the seeds)" if seeds else ""))
     if seeds:
         st.dataframe(seeds_frame(table, shown), hide_index=True, width="stretch")
     else:
@@ -274,12 +251,8 @@ def sst_tab(preds: dict, a: str, b: str) -> None:
                 continue
             cm = confusion(df)
             acc = np.trace(cm) / max(cm.sum(), 1)
-            labels = TASK_LABELS["sst"]
-            fig = px.imshow(cm, x=labels, y=labels, text_auto=True, color_continuous_scale="Blues", height=380,
-                            labels=dict(x="predicted", y="gold", color="count"),
-                            title=f"{n.split('/')[-1]}: acc {acc:.3f}, n={cm.sum():,}")
-            fig.update_layout(margin=dict(t=40, b=10), coloraxis_showscale=False)
-            st.plotly_chart(fig, width="stretch", key=f"cm:{n}")
+            spec = confusion_spec(cm, TASK_LABELS["sst"], f"{n.split('/')[-1]}: acc {acc:.3f}, n={cm.sum():,}")
+            st.vega_lite_chart(spec=spec, width="stretch", key=f"cm:{n}")
 
 
 def sts_tab(preds: dict, a: str, b: str) -> None:
