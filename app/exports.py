@@ -13,9 +13,8 @@ deferred download: pages do not pay for them on every rerun).
 
 Tables: CSV through the formula-cell neutraliser (OWASP CSV injection: a cell starting
 with ``=``, ``+``, ``-``, ``@``, tab or carriage return is prefixed with ``'`` so a
-spreadsheet shows it as text): :func:`analysis.csv_export.csv_bytes`, which uses core's
-neutraliser once core/inputs.py or core/predict.py has it and the same rule until then
-(``neutraliser()`` says which).
+spreadsheet shows it as text): :func:`analysis.csv_export.csv_bytes`, which is
+core.inputs.csv_export_bytes, the project's one CSV export.
 """
 from __future__ import annotations
 
@@ -24,10 +23,9 @@ import re
 import pandas as pd
 import streamlit as st
 
-from analysis.csv_export import csv_bytes, neutraliser  # noqa: F401  (the one CSV writer; re-exported)
+from analysis.csv_export import EXPORT_HELP, csv_bytes  # noqa: F401  (the one CSV writer; re-exported)
 
-CSV_HELP = ("CSV (UTF-8). Cells that start with =, +, -, @, tab or carriage return get a leading ' so a "
-            "spreadsheet shows them as text instead of running them as formulas.")
+CSV_HELP = "CSV (UTF-8). " + EXPORT_HELP
 IMAGE_HELP = "Drawn offline from the figure's data with matplotlib (no browser): the same numbers, plainer styling."
 
 

@@ -1,6 +1,6 @@
 """Downloads: every figure builder of analysis/plots.py as PNG and SVG (offline redraw,
 analysis/figure_export.py) and tables as CSV with formula cells neutralised
-(analysis/csv_export.py, app/exports.py)."""
+(core.inputs.csv_export_bytes through analysis/csv_export.py and app/exports.py)."""
 from __future__ import annotations
 
 import io
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from analysis import plots
-from analysis.csv_export import csv_bytes, neutralise_here, neutraliser
+from analysis.csv_export import csv_bytes
 from analysis.figure_export import render, to_png, to_svg
 
 
@@ -97,12 +97,12 @@ def test_csv_neutralises_formula_cells_and_keeps_numbers():
     assert out["text"].tolist()[:4] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)"]
     assert out["text"].tolist()[4:] == ["'\tx", "'\rx", "plain", "a=b"]      # a CR inside a cell stays in it
     assert out["score"].tolist()[0] == -1.5                      # a negative number is not text: unchanged
-    assert neutralise_here(pd.DataFrame({"=x": [1]})).columns[0] == "'=x"
-    fn, where = neutraliser()
-    assert callable(fn) and where
+    assert pd.read_csv(io.BytesIO(csv_bytes(pd.DataFrame({"=x": [1]})))).columns[0] == "'=x"
 
 
-def test_app_exports_use_the_one_csv_writer():
+def test_app_exports_and_the_report_use_the_one_csv_writer():
+    from analysis import report
     from app import exports
-    assert exports.csv_bytes is csv_bytes
+    from core.inputs import csv_export_bytes
+    assert exports.csv_bytes is csv_bytes is report.csv_bytes is csv_export_bytes
     assert exports.file_stem("study/000-mt-s0 vs <b>") == "study-000-mt-s0-vs-b"
