@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.common import (PRETRAINED, ROOT, TASK_TITLES, MinbertError, default_models, has_weights, load_model,
-                        model_choices, results_only_checkpoints, weights_missing)
+                        model_choices, picker_choices, results_only_checkpoints, weights_missing)
 
 DATA_DIR = ROOT / "data"
 SALIENCY_PAGE = "views/4_Attention_and_saliency.py"
@@ -22,11 +22,10 @@ __all__ = ["DATA_DIR", "EXAMPLE_KEY", "PRETRAINED", "TASK_TITLES", "MinbertError
 
 
 def checkpoint_choices(weights_only: bool = False) -> list[str]:
-    """What the analysis pages' pickers offer: trained checkpoints (shipped first), runs
-    kept without weights (results-only; left out with ``weights_only``), then
-    ``pretrained``."""
-    trained = model_choices()
-    return trained[:-1] + ([] if weights_only else results_only_checkpoints()) + trained[-1:]
+    """What the analysis pages' pickers offer, in the app's one order
+    (:func:`app.common.picker_choices`): trained checkpoints (shipped first), runs kept
+    without weights (results-only; left out with ``weights_only``), then ``pretrained``."""
+    return picker_choices(need_weights=weights_only)
 
 
 PICK_HELP = ("Run directories under the checkpoints folder{results}, plus the zero-shot pretrained encoder.")
