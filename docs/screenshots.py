@@ -20,6 +20,9 @@ Python and writes PNGs to ``docs/screenshots/``:
                              row (mean ± sd over seeds), the two side by side below
     compare_all.png          Compare with every run shown and every seed (a hundred runs)
     compare_phone.png        Compare on a 390-px-wide screen
+    compare_scale.png        (``scale``) every run and seed of the study at its largest:
+                             ``checkpoints/study`` as it was at ``--study-at`` (a67b9b4: 87
+                             study runs, 107 runs in all; docs/page_timing.py's folder)
     compare_reproduction.png  (``reproduction``) the recipe panel on report 004's recipe
                              re-run at a new seed (checkpoints/reproduce/): does it
                              reproduce its study row (``core.study --check``)?
@@ -49,6 +52,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,7 +69,9 @@ WIDTH = 1400
 PRETRAINED = "pretrained"
 SHIPPED = "minbert-multitask"
 PHONE = 390
-STUDIO_PAGES = ("predict", "train", "compare", "phone", "reproduction", "objectives")
+STUDIO_PAGES = ("predict", "train", "compare", "phone", "scale", "reproduction", "objectives")
+# the study at its largest, for the "scale" shot: the last commit before 69 runs were retired (107 runs in all)
+STUDY_AT = "a67b9b4"
 ANALYSIS_PAGES = ("attention", "errors", "embeddings")
 PAIR = ("How do I learn Python quickly?", "What is the fastest way to learn Python?")
 REVIEW = (  # an invented review, long enough to be read in several windows of the model's 64 tokens
@@ -349,6 +355,17 @@ def shoot_compare(pg, url: str, out: Path) -> None:
     _compare_open(pg, url)
     no_exception(pg, "Compare")
     save(full_page(pg), out / "compare.png")
+    every_run(pg, out / "compare_all.png")
+
+
+def shoot_scale(pg, url: str, out: Path) -> None:
+    """Compare with every run and seed of the study at its largest (``--study-at``)."""
+    _compare_open(pg, url)
+    every_run(pg, out / "compare_scale.png")
+
+
+def every_run(pg, path: Path) -> None:
+    """Compare with "All lines" and "Every seed" on: the selection and the chart."""
     pg.locator(".st-key-cmp_all").get_by_text("All", exact=False).click()
     settle(pg)
     pg.locator(".st-key-cmp_seeds").get_by_text("Every seed").click()
@@ -364,8 +381,7 @@ def shoot_compare(pg, url: str, out: Path) -> None:
     top = pg.locator(".st-key-cmp_shown").bounding_box()
     box = chart.bounding_box()
     x0 = int(pg.locator('[data-testid="stMain"]').bounding_box()["x"])
-    save(img.crop((x0, max(0, int(top["y"]) - 60), img.width, int(box["y"] + box["height"] + 16))),
-         out / "compare_all.png")
+    save(img.crop((x0, max(0, int(top["y"]) - 60), img.width, int(box["y"] + box["height"] + 16))), path)
     pg.set_viewport_size({"width": WIDTH, "height": 1000})
 
 
@@ -429,6 +445,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots", help="where the PNGs go")
     p.add_argument("--sample-size", type=int, default=200, help="dev sentences on the Embeddings page (20..2000)")
     p.add_argument("--wait", type=float, default=3600, help="seconds to wait for an unfinished checkpoint")
+    p.add_argument("--study-at", default=STUDY_AT, metavar="COMMIT",
+                   help=f"the scale shot's checkpoints/study, as at COMMIT (default {STUDY_AT})")
     p.add_argument("--pages", nargs="+", choices=[*STUDIO_PAGES, *ANALYSIS_PAGES],
                    default=[*STUDIO_PAGES, *ANALYSIS_PAGES])
     args = p.parse_args(argv)
@@ -452,6 +470,14 @@ def main(argv: list[str] | None = None) -> None:
                 "errors": lambda pg, url: shoot_errors(pg, url, name, out),
                 "embeddings": lambda pg, url: shoot_embeddings(pg, url, name, out, args.sample_size)}
     here = [lambda pg, url, f=studio[page]: f(pg, url, out) for page in args.pages if page in studio]
+    if "scale" in args.pages:
+        with tempfile.TemporaryDirectory(prefix="minbert-scale-") as tmp:
+            from page_timing import checkpoints_with_study_at
+            try:
+                root = checkpoints_with_study_at(args.study_at, Path(tmp))
+            except subprocess.CalledProcessError as e:
+                sys.exit(f"--study-at {args.study_at}: not in this clone's history ({e.stderr.decode().strip()})")
+            _browse(root, lambda pg, url: shoot_scale(pg, url, out))
     if name == SHIPPED:   # the repository's own folder: the shipped model is every page's default
         here += [analysis[page] for page in args.pages if page in analysis]
     print(f"analysis shots on: {name}", flush=True)

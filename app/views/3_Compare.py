@@ -169,8 +169,13 @@ def show_claim(claim: dict) -> None:
                       claim.get("baseline") else ""))
     with c2:
         metric = SHOWN.get(claim.get("metric"), claim.get("metric") or "mean")
-        st.markdown(f"**Ours** ({metric}, mean ± sd over {claim.get('seeds', '?')} seeds)")
-        st.write(fmt_mean_sd(claim.get("mean"), claim.get("sd")))
+        if not claim.get("seeds"):
+            st.markdown(f"**Ours** ({metric})")
+            st.write("not run yet with the row's current settings")
+            st.caption(f"`python -m core.study {STUDY_PLAN.relative_to(ROOT)} --only {claim['row']}`")
+        else:
+            st.markdown(f"**Ours** ({metric}, mean ± sd over {claim['seeds']} seeds)")
+            st.write(fmt_mean_sd(claim.get("mean"), claim.get("sd")))
         if claim.get("delta") is not None and claim.get("baseline"):
             st.caption(f"Δ vs {claim['baseline']}: {claim['delta']:+.3f}")
     with c3:
