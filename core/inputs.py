@@ -188,6 +188,9 @@ def _parse_rows(text: str, delimiter: str, max_rows: int, max_columns: int,
                                 f"per upload (CPU inference): split it, or run `python -m core.evaluate` "
                                 f"for whole data sets")
     except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise DataError(f"line {start}: a cell runs on for more than {csv.field_size_limit():,} characters: "
+                            f"a quote (\") there is probably never closed; close it or remove it") from None
         raise DataError(f"the file could not be read as CSV (line {start}: {e}): use comma-separated columns "
                         f"with a header row; a cell may hold at most {max_cell_chars:,} characters") from None
     if not header or not any(h for h in header):

@@ -167,6 +167,12 @@ def test_csv_unclosed_quote_is_reported_with_its_line():
         read_csv_upload(raw)
 
 
+def test_csv_unclosed_quote_in_a_long_file_names_its_line():
+    raw = b'sentence,id\nok,1\n"open quote,2\n' + b"a longer line of the review text,3\n" * 5000
+    with pytest.raises(DataError, match=r"line 3.* characters.*never closed"):
+        read_csv_upload(raw, max_rows=10)
+
+
 def test_csv_rows_merged_by_a_stray_quote_are_named_in_a_warning():
     raw = b'sentence,id\n"bad film,2\nfine,3\nok" she said,4\nlast,5\n'
     df = read_csv_upload(raw)
