@@ -99,6 +99,19 @@ def test_pages_on_a_results_only_run(study, repo, monkeypatch):
     assert any("Weights not available locally" in c.value for c in embeddings.caption)
 
 
+def test_predict_offers_only_runs_with_weights(study, repo, monkeypatch):
+    """Predict needs the weights: a results-only run is not among its choices (it could
+    only answer "weights not available"); app.common.picker_choices is the one list."""
+    from app.common import picker_choices
+    root, _, _ = study
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
+    monkeypatch.setenv("MINBERT_JOBS_ROOT", str(root))
+    at = AppTest.from_file(str(repo / "app" / "views" / "1_Predict.py"), default_timeout=180).run()
+    assert not at.exception
+    assert "study" not in at.multiselect(key="models").options and "pretrained" in at.multiselect(key="models").options
+    assert "study" not in picker_choices(need_weights=True) and "study" in picker_choices(need_weights=False)
+
+
 def test_a_studys_runs_are_listed_one_level_down(study, tmp_path):
     """core/study.py keeps its runs in checkpoints/study/<row>-s<seed>/ beside its
     results.jsonl: the pickers and the Compare table name them study/<row>-s<seed>, and
