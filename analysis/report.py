@@ -33,6 +33,7 @@ from analysis import calibration as C
 from analysis import significance as S
 from analysis.checkpoints import has_weights, resolve_checkpoint, weights_missing
 from analysis.csv_export import csv_bytes
+from analysis.records import METRIC_COLUMNS, checkpoint_record
 from analysis.figure_export import to_png, to_svg
 from core.errors import MinbertError
 from core.tasks import QUORA_NOTE, TASK_TITLES
@@ -127,7 +128,6 @@ def to_html(blocks, title: str) -> str:
 
 # ------------------------------------------------------------------- sections
 def _metrics_section(r: Report, names, paths) -> None:
-    from analysis.compare import METRIC_COLUMNS, checkpoint_record
     rows = []
     for name, path in zip(names, paths):
         rec = checkpoint_record(path, name)

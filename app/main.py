@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from analysis.compare import checkpoint_record  # noqa: E402
+from analysis.records import checkpoint_record  # noqa: E402
 from app.common import (PRETRAINED, SHIPPED, MinbertError, checkpoint_tasks, checkpoints_root,  # noqa: E402
                         fmt_duration, job_manager, preload_default_model, resolve_checkpoint, run_tables,
                         trained_checkpoints)

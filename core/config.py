@@ -178,8 +178,12 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dir: str = opt("data", help="Folder with the task CSV files.")
-    limit: int | None = opt(None, help="Keep only the first N training examples of each task (blank: all).")
-    eval_limit: int | None = opt(None, help="Evaluate on the first N dev examples of each task (blank: all).")
+    limit: int | None = opt(None, help=(
+        "Train on a seeded, label-stratified sample of N examples of each task (SST by class, Quora by "
+        "label, STS by score bin; the same rows for every training seed). Blank: all."))
+    eval_limit: int | None = opt(None, help=(
+        "Score on a seeded, label-stratified sample of N dev examples of each task (figures marked as a "
+        "subset in metrics.json). Blank: the full dev sets."))
     symmetric_pairs: list[Literal["qqp", "sts"]] = opt(factory=list, help=(
         "Pair tasks whose training pairs are also used swapped, (b, a) beside (a, b): paraphrase "
         "and similarity are symmetric relations, a cross-encoder's input is not."))

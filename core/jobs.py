@@ -78,7 +78,7 @@ from typing import Iterator, Sequence
 
 from core.config import Config
 from core.errors import ConfigError, JobError, MinbertError  # noqa: F401 (ConfigError: re-exported)
-from core.limits import check_fits
+from core.footprint import check_fits
 from core.settings import env_bool, env_float, env_int, env_path, env_secret
 from core.train_log import read_jsonl
 from core.slurm import (BACKENDS, EXIT_FILE, REQUEUE_STATES, STATE_TEXT, Cluster, Resources, SlurmClient,
@@ -883,7 +883,7 @@ class JobManager:
             self._check_gpus(gpus)
         memory, where = _memory_for(backend, res, gpus)
         if memory is not None:
-            check_fits(cfg, memory, where)         # core/limits.py: a recipe too big is refused here
+            check_fits(cfg, memory, where)         # core/footprint.py: a recipe too big is refused here
         reason = runner.unavailable()
         if reason:
             raise JobError(f"cannot submit to {backend}: {reason}")
@@ -1334,7 +1334,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, help="recipe YAML, e.g. configs/quick.yaml")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)")
     s.add_argument("--name", help="checkpoint name (default: the recipe's file name; -2, -3 ... if taken)")
-    s.add_argument("--limit", type=int, help="keep the first N examples of every training set")
+    s.add_argument("--limit", type=int, help="train on a seeded, label-stratified sample of N examples of every training set")
     s.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
     s.add_argument("--device", choices=DEVICES, default="auto")
     s.add_argument("--gpus", "--procs", type=int, default=1, dest="gpus",

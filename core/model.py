@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.atomic import link_or_copy, publish_dir, read_json_object, recover_swap, staging_dir
+from core import checkpoint_guard
+from core.atomic import check_free_space, link_or_copy, publish_dir, recover_swap, save_errors, staging_dir
 from core.bert import BertConfig, BertModel, check_state_shapes, load_tokenizer, safetensors_shapes
 from core.config import Config, HeadConfig
 from core.data import Tokenized, encode_pairs, encode_texts, has_visible_text, pad_batch, sorted_batches
@@ -714,17 +715,23 @@ class MultitaskBert(nn.Module):
         a checkpoint (``train_log.jsonl``, ``resume/``, logs) are carried over.
         ``dtype=torch.float16`` stores the floating-point weights in half precision (half
         the size; :meth:`load` casts them back to the model's float32)."""
-        from safetensors.torch import save_file
         if getattr(self, "quantization", None):
             raise MinbertError(f"this model is {self.quantization}-quantized for inference and cannot be "
                                f"saved as a checkpoint; save the fp32 model (load it without quantize=)")
         directory = Path(directory)
+        with save_errors(directory, "the checkpoint"):   # an OS error names its cause (core/atomic.py)
+            return self._save(directory, extra, dtype, extra_files, populate)
+
+    def _save(self, directory: Path, extra: dict | None, dtype: torch.dtype | None,
+              extra_files: dict[str, str | bytes] | None, populate: Callable[[Path], None] | None) -> Path:
+        from safetensors.torch import save_file
         recover_swap(directory)
         if directory.exists() and not directory.is_dir():
             raise CheckpointError(f"{directory} is a file; pass a directory to save the checkpoint into")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        check_free_space(directory, sum(v.numel() * v.element_size() for v in state.values()) + 2 ** 20)
         staging = staging_dir(directory)
         try:
             save_file(state, str(staging / "model.safetensors"), metadata={"format": CHECKPOINT_FORMAT})
@@ -786,6 +793,7 @@ class MultitaskBert(nn.Module):
         tokenizer = _checkpoint_tokenizer(directory, config)
         if not weights_path.is_file():
             raise CheckpointError(f"{directory} is incomplete: model.safetensors is missing")
+        weights_path = checkpoint_guard.check_weights(directory)
         # Sizes first, from the safetensors header and a model skeleton on the "meta"
         # device: a config.json that does not match the weights allocates nothing.
         found = {_current_key(k): v for k, v in safetensors_shapes(weights_path).items()}
@@ -900,39 +908,14 @@ def read_checkpoint_meta(directory: Path) -> dict:
     format_version 1 (written before the marker existed) load as before."""
     directory = Path(directory)
     recover_swap(directory)
-    path = directory / "config.json"
-    meta = read_json_object(path, CheckpointError, "a checkpoint")
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a minBERT checkpoint config (format != {CHECKPOINT_FORMAT!r})")
-    version = meta.get("format_version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
-    if version > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has format_version {version}; this code reads "
-                              f"up to {CHECKPOINT_VERSION}: update minBERT Studio")
-    if version >= 2:
+    meta = checkpoint_guard.read_config(directory)   # every field typed and ranged (core/checkpoint_guard.py)
+    if meta.get("format_version", 0) >= 2:
         _check_complete(directory)
     return meta
 
 
 def _check_complete(directory: Path) -> None:
-    marker = directory / COMPLETE_MARKER
-    fix = ("its writer was interrupted before it finished. Train it again (`python -m core.train "
-           "... --resume` continues a run), re-export it, or pick another checkpoint")
-    if not marker.is_file():
-        raise CheckpointError(f"{directory} is incomplete: the {COMPLETE_MARKER} marker is missing, so {fix}")
-    try:
-        files = json.loads(marker.read_text()).get("files", {})
-        files = {str(k): int(v) for k, v in files.items()}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{marker} is corrupt ({e}); {fix}") from None
-    for name, size in files.items():
-        p = directory / name
-        if not p.is_file():
-            raise CheckpointError(f"{directory} is incomplete: {name} is missing (listed in {COMPLETE_MARKER}); {fix}")
-        if p.stat().st_size != size:
-            raise CheckpointError(f"{p} is corrupt or cut short: {p.stat().st_size} bytes where {COMPLETE_MARKER} "
-                                  f"lists {size}; {fix}")
+    checkpoint_guard.check_complete(directory)
 
 
 def read_checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -941,6 +924,7 @@ def read_checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
     path = Path(directory) / "model.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{directory} is incomplete: model.safetensors is missing")
+    path = checkpoint_guard.check_weights(directory)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -950,6 +934,7 @@ def read_checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
 def _checkpoint_tokenizer(directory: Path, config: Config):
     """The checkpoint's own tokenizer files; never a fallback to another tokenizer (a
     different vocabulary would silently give wrong predictions) nor a download."""
+    checkpoint_guard.check_tokenizer_files(directory)
     if (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file():
         try:
             return load_tokenizer(directory)

@@ -68,13 +68,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from core.atomic import atomic_write_json, recover_swap
+from core.atomic import atomic_write_json, check_free_space, recover_swap, save_errors
 from core.config import Config, TrainConfig, format_option_help
 from core.contrastive import build_set, objective_loss
-from core.data import TaskData, encode_texts, load_task
+from core.data import TaskData, encode_texts, load_subset
 from core.distributed import DistContext, init_distributed, shutdown
 from core.errors import ConfigError, MinbertError, run_command
 from core.evaluate import embedding_sts_metrics, evaluate_model, write_predictions
+from core.footprint import check_fits
 from core.losses import LossBatch, TaskLoss, build_task_losses
 from core.model import Encoding, MultitaskBert, TaskTokens
 from core.optim import make_optimizer, warmup_linear
@@ -211,11 +212,11 @@ class Trainer:
         dev_tasks = list(train_tasks)
         if any(train.objective != "supervised" for _, train in plan) and "sts" not in dev_tasks:
             dev_tasks.append("sts")   # sentence-embedding stages are scored on STS dev
-        train = {t: load_task(t, "train", cfg.data.dir, limit=cfg.data.limit) for t in train_tasks}
+        train = {t: load_subset(t, "train", cfg.data.dir, cfg.data.limit) for t in train_tasks}   # stratified
         for t in cfg.data.symmetric_pairs:
             if t in train:
                 train[t] = train[t].with_swapped_pairs()
-        dev = {t: load_task(t, "dev", cfg.data.dir, limit=cfg.data.eval_limit) for t in dev_tasks}
+        dev = {t: load_subset(t, "dev", cfg.data.dir, cfg.data.eval_limit) for t in dev_tasks}
         return train, dev
 
     def _features(self, task: str) -> TaskTokens:
@@ -726,9 +727,13 @@ class Trainer:
                     "epoch_done": epoch,   # read by code before mid-epoch resume state existed
                     "step": self.step, "stage_step": self.stage_step, "best_score": self.best_score,
                     "best": getattr(self, "best", None), "history": self.history, "elapsed_s": wall}
-        save_resume_state(self.out / "resume", model=self.model, teacher=self.teacher, optimizer=self.optimizer,
-                          scheduler=self.scheduler, uncertainty=self.uncertainty, counters=counters,
-                          streams=self.streams, rng_states=rng_states or [rng_state(self.device)])
+        target = self.out / "resume"
+        check_free_space(target, 4 * sum(p.numel() * p.element_size() for p in self.model.parameters()),
+                         "the resume state")
+        with save_errors(target, "the resume state"):   # disk full, permission, read-only: one message
+            save_resume_state(target, model=self.model, teacher=self.teacher, optimizer=self.optimizer,
+                              scheduler=self.scheduler, uncertainty=self.uncertainty, counters=counters,
+                              streams=self.streams, rng_states=rng_states or [rng_state(self.device)])
         self.events.write("resume_state", step=self.step, epoch=epoch + 1, epoch_step=epoch_step)
 
     def _load_resume_state(self) -> None:
@@ -818,7 +823,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="override a recipe field, e.g. --set train.lr=3e-5 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the last resume state (saved every train.resume_every steps and at epoch ends)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-    p.add_argument("--limit", type=int, help="keep the first N examples of every training set")
+    p.add_argument("--limit", type=int, help="train on a seeded, label-stratified sample of N examples of every "
+                   "training set (the same rows for every seed)")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -836,6 +842,7 @@ def _train(args) -> int:
     dist = DistContext()
     try:
         config = build_config(args)
+        check_fits(config)   # core/footprint.py: a recipe too big for this machine stops here, not in an OOM
         # under torchrun (WORLD_SIZE > 1): join the process group, NCCL on CUDA, gloo on CPU
         dist = init_distributed(config.train.device)
         trainer = Trainer(config, args.out, resume=args.resume, progress=not args.no_progress,

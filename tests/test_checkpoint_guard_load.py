@@ -3,11 +3,10 @@
 and the ``core.train`` command line, and a recipe too big for the machine at the start of
 ``core.train``.
 
-Every test here is marked ``xfail(strict=True, reason="wired by lead")``: each fails until
 core/model.py and core/train.py call core/checkpoint_guard.py, core/atomic.py's
-``save_errors`` / ``check_free_space`` and core/limits.py's ``check_fits`` (docs/reliability.md
-lists the exact lines); then each passes, strict xfail reports that, and the lead removes
-the mark. The guards themselves are tested directly in tests/test_checkpoint_guard.py,
+``save_errors`` / ``check_free_space`` and core/footprint.py's ``check_fits``: each test
+here fails without those calls (they were written, marked xfail, before the calls were
+added). The guards themselves are tested directly in tests/test_checkpoint_guard.py,
 tests/test_reliability_checkpoints.py and tests/test_limits.py.
 """
 from __future__ import annotations
@@ -27,7 +26,6 @@ from core.errors import CheckpointError
 from core.model import COMPLETE_MARKER, MultitaskBert
 
 REPO = Path(__file__).resolve().parents[1]
-WIRED = pytest.mark.xfail(strict=True, reason="wired by lead")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -99,7 +97,6 @@ CASES = {
 }
 
 
-@WIRED
 @pytest.mark.parametrize("case", list(CASES))
 def test_load_refuses_hostile_checkpoints_with_a_checkpoint_error(ck, case):
     damage, message = CASES[case]
@@ -109,7 +106,6 @@ def test_load_refuses_hostile_checkpoints_with_a_checkpoint_error(ck, case):
         MultitaskBert.load(ck)
 
 
-@WIRED
 def test_load_refuses_a_v1_checkpoint_whose_tokenizer_links_out(ck):
     """Format 1 (no COMPLETE marker, e.g. older shipped checkpoints): the file checks
     apply without the marker too."""
@@ -120,7 +116,6 @@ def test_load_refuses_a_v1_checkpoint_whose_tokenizer_links_out(ck):
         MultitaskBert.load(ck)
 
 
-@WIRED
 def test_load_refuses_weights_larger_than_memory(ck, monkeypatch):
     monkeypatch.setenv("MINBERT_MEMORY_GB", "0.1")
     with (ck / "model.safetensors").open("ab") as f:
@@ -142,7 +137,6 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@WIRED
 def test_save_on_a_full_disk_is_a_checkpoint_error_and_keeps_the_old_one(saved, small_fs):
     model, _ = saved
     ck = model.save(small_fs / "ck")
@@ -153,7 +147,6 @@ def test_save_on_a_full_disk_is_a_checkpoint_error_and_keeps_the_old_one(saved, 
     assert sorted(p.name for p in small_fs.iterdir()) == ["ck"]
 
 
-@WIRED
 def test_train_cli_on_a_full_disk_exits_2_with_one_line(small_fs):
     out = subprocess.run(
         [sys.executable, "-m", "core.train", "--config", "configs/quick.yaml", "--out", str(small_fs / "run"),
@@ -166,7 +159,6 @@ def test_train_cli_on_a_full_disk_exits_2_with_one_line(small_fs):
     assert "Traceback" not in out.stderr
 
 
-@WIRED
 def test_train_cli_refuses_a_recipe_too_big_for_the_machine_before_building_it():
     """Every value is inside its declared range; together they need ~4 TB. Run under an
     address-space limit of 8 GB, so that without the check the build fails fast instead
@@ -181,7 +173,6 @@ def test_train_cli_refuses_a_recipe_too_big_for_the_machine_before_building_it()
     assert "GiB to train" in out.stderr and "Traceback" not in out.stderr
 
 
-@WIRED
 def test_load_of_a_damaged_checkpoint_is_a_model_or_one_checkpoint_error(saved, tmp_path):
     """tests/test_fuzz.py's pathological JSON values in every field, through
     MultitaskBert.load (today a COMPLETE nested 50,000 levels deep raises RecursionError

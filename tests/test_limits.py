@@ -16,10 +16,11 @@ import pytest
 import torch
 
 import core.config as config_module
-from core import limits
+from core import footprint, limits
 from core.config import Config, apply_overrides
 from core.errors import ConfigError
-from core.limits import RANGES, LENGTHS, SEED_MAX, check_fits, count_parameters, estimate_training_memory
+from core.footprint import check_fits, count_parameters, estimate_training_memory
+from core.limits import RANGES, LENGTHS, SEED_MAX
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -207,7 +208,7 @@ def test_activation_estimate_bounds_what_autograd_keeps(h, heads, layers, batch,
     cfg = BertConfig(vocab_size=1000, hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=4 * h, max_position_embeddings=512)
     measured = _saved_activation_bytes(cfg, batch, seq)
-    estimate = limits.activation_bytes(cfg, batch, seq)
+    estimate = footprint.activation_bytes(cfg, batch, seq)
     assert measured <= estimate <= 1.25 * measured, (measured, estimate)
 
 

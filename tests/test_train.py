@@ -9,7 +9,7 @@ import torch
 
 from conftest import REPO, TINY
 from core.config import Config
-from core.data import load_task
+from core.data import load_subset
 from core.errors import ConfigError, MinbertError
 from core.losses import task_loss
 from core.model import MultitaskBert
@@ -21,12 +21,13 @@ def _config(*extra: str) -> Config:
 
 
 def _train_loss(model: MultitaskBert, limit: int) -> dict[str, float]:
-    """Loss of every task on its first ``limit`` training examples, eval mode."""
+    """Loss of every task on the ``limit`` training examples a run with data.limit trains on
+    (the seeded, label-stratified sample of core.data.load_subset), eval mode."""
     model.eval()
     out = {}
     with torch.no_grad():
         for task in model.heads:
-            data = load_task(task, "train", REPO / "data", limit=limit)
+            data = load_subset(task, "train", REPO / "data", limit)
             feats = model.featurize(task, data.texts_a, data.texts_b)
             pred = model(task, feats.batch(list(range(len(data)))))
             out[task] = task_loss(task, pred, torch.as_tensor(data.labels)).item()
