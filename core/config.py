@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from core.errors import ConfigError
-from core.limits import check_config, parse_override_value
+from core.limits import check_config, parse_override_value, safe_yaml_load
 from core.tasks import TASK_SPECS, TASKS
 
 TaskName = Literal["sst", "qqp", "sts"]
@@ -680,7 +680,10 @@ def _coerce(tp, value, where: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:   # an integer beyond a float's range, e.g. 10**400
+            raise ConfigError(f"{where} = {str(value)[:20]}... is too large for a number") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
@@ -697,9 +700,13 @@ def read_yaml_mapping(path: Path, what: str, shape: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = safe_yaml_load(path.read_text()) or {}   # core/limits.py: no aliases, no 5,000-digit numbers
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} cannot be read as UTF-8 text ({e})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be {shape}")
     return raw

@@ -85,3 +85,16 @@ def test_old_checkpoint_configs_load_with_todays_behaviour():
     assert cfg.model.encoder_dropout is None and cfg.model.shared_projection is None
     assert all(getattr(cfg.model, task).pooling is None for task in ("sst", "qqp", "sts"))
     assert t.contrastive.triplet_layout == "mixed"
+
+
+def test_recipe_files_with_huge_numbers_or_aliases_are_one_config_error(tmp_path):
+    """Issue 24: a recipe FILE (not only --set) with a 5,000-digit number, an integer beyond
+    a float's range in a float field, or a YAML alias bomb is a ConfigError naming the file."""
+    from core.errors import ConfigError
+    cases = {"digits.yaml": "train:\n  seed: " + "7" * 5000 + "\n",
+             "overflow.yaml": "train:\n  lr: " + "1" + "0" * 400 + "\n",
+             "alias.yaml": "train:\n  tasks: &t [sst]\nstages:\n  - {name: s, tasks: *t}\n"}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=name.split(".")[0] if name != "overflow.yaml" else "too large|range"):
+            Config.from_yaml(tmp_path / name)
