@@ -73,14 +73,14 @@ def job_manager() -> JobManager:
 
 def eta_text(progress) -> str:
     """What is left of a running job, the final dev evaluation included. core.jobs'
-    ``Progress.eta_s`` covers the evaluation when its Progress carries ``eval_s`` (the
-    seconds the last dev evaluation took); otherwise it is the training steps only, and
-    the evaluation still to come is said in words."""
+    ``Progress.eta_s`` covers the evaluations still to come once its Progress carries
+    ``eval_s`` (the seconds the last dev evaluation took; None before the first);
+    otherwise it is the training steps only, and the evaluation still to come is said."""
     if progress.phase == "evaluating":
         return "final dev evaluation running"
     if progress.eta_s is None:
         return ""
-    if hasattr(progress, "eval_s"):
+    if getattr(progress, "eval_s", None) is not None:
         return f"about {fmt_duration(progress.eta_s)} left, dev evaluation included"
     return f"about {fmt_duration(progress.eta_s)} of training left, then the final dev evaluation"
 

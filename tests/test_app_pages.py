@@ -258,10 +258,10 @@ def test_eta_says_the_final_dev_evaluation_is_still_to_come():
     from app.common import eta_text
     from core.jobs import Progress
     running = Progress(phase="training", step=90, total_steps=100, eta_s=20.0)
-    if hasattr(running, "eval_s"):   # core.jobs' ETA covers the evaluation itself
-        assert "dev evaluation included" in eta_text(running)
-    else:
-        assert eta_text(running) == "about 20s of training left, then the final dev evaluation"
+    assert eta_text(running) == "about 20s of training left, then the final dev evaluation"
+    if "eval_s" in Progress.__dataclass_fields__:   # core.jobs measures the evaluation: its ETA covers it
+        timed = Progress(phase="training", step=90, total_steps=100, eta_s=48.0, eval_s=28.0)
+        assert eta_text(timed) == "about 48s left, dev evaluation included"
     assert eta_text(Progress(phase="evaluating", step=100, total_steps=100)) == "final dev evaluation running"
 
 

@@ -189,8 +189,8 @@ def jobs_frame(jobs) -> pd.DataFrame:
         d = job.to_dict()
         rows.append({"id": job.id, "Slurm job": job.cluster_id or "", "state": job.state, "name": job.name,
                      "progress": d["progress"], "step": f"{d['step']}/{d['total_steps'] or '?'}",
-                     "ETA": "" if d["eta_s"] is None else fmt_duration(d["eta_s"]) + ("" if "eval_s" in d else
-                                                                                       " + dev evaluation"),
+                     "ETA": "" if d["eta_s"] is None else fmt_duration(d["eta_s"]) + (
+                         "" if d.get("eval_s") is not None else " + dev evaluation"),
                      "time": fmt_duration(d["duration_s"]), "recipe": Path(job.recipe).name,
                      "device": job.device + (f" ×{job.gpus}" if job.gpus > 1 else "")
                      + (f" · {job.resources.get('nodes', 1)} node(s)" if job.backend == "slurm" else ""),
