@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import save_errors
+
 log = logging.getLogger(__name__)
 
 TENSORBOARD_FILE = "events.out.tfevents.minbert"   # TensorBoard reads files named *tfevents*
@@ -75,7 +77,7 @@ class EventLog:
     def write(self, event: str, **fields) -> dict:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         if self.enabled:
-            with self.path.open("a") as f:
+            with save_errors(self.path, "the training log"), self.path.open("a") as f:   # disk full: one message
                 f.write(json.dumps(record, default=json_default) + "\n")
             if self.tensorboard is not None:
                 self.tensorboard.record(record)

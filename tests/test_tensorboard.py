@@ -127,3 +127,21 @@ def test_tags_of_step_and_eval_events():
     assert tensorboard_scalars(part) == {"dev_subset/score": 0.6, "dev_subset/sst_acc": 0.5,
                                          "dev_subset/sst_n": 300.0}
     assert tensorboard_scalars({"event": "checkpoint", "step": 9, "score": 0.6}) == {}
+
+
+def test_a_full_disk_while_logging_is_one_checkpoint_error(tmp_path, monkeypatch):
+    """Issue 24: an OS error while train_log.jsonl is appended (disk full) is a
+    CheckpointError that says so, not a raw OSError traceback."""
+    import errno
+    from pathlib import Path
+
+    from core.errors import CheckpointError
+    from core.train_log import EventLog
+    log = EventLog(tmp_path / "train_log.jsonl", tensorboard=False)
+    log.write("start")
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "open", full)
+    with pytest.raises(CheckpointError, match="no space left"):
+        log.write("step", step=1)
