@@ -24,7 +24,7 @@ def test_models_serving_more_tasks_come_first_then_the_best_mean(tmp_path):
 
 
 def test_the_table_says_which_runs_have_their_weights_here(tmp_path):
-    """The Compare page's "weights here" column: a run with model.safetensors, and a
+    """The Compare page's count of runs with their weights here: a run with model.safetensors, and a
     results-only run (metrics and predictions kept, weights dropped: the study's runs)."""
     _write(tmp_path, "trained", {"sst_acc": 0.48}, ["sst"])
     (tmp_path / "trained" / "model.safetensors").write_bytes(b"")

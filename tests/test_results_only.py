@@ -67,7 +67,7 @@ def test_listed_compared_and_refused_where_the_model_is_needed(study):
     table = compare.checkpoint_table(root).set_index("name")
     dev = json.loads((root / "study" / "metrics.json").read_text())["dev"]
     assert table.loc["study", "sst_acc"] == dev["sst_acc"] and table.loc["study", "sts_pearson"] == dev["sts_pearson"]
-    assert not table.loc["study", "weights"]            # the Compare page's "weights here" column
+    assert not table.loc["study", "weights"]            # counted by the Compare page as results-only
 
 
 def test_pages_on_a_results_only_run(study, repo, monkeypatch):

@@ -65,9 +65,8 @@ def overview_frame(groups: pd.DataFrame) -> pd.DataFrame:
     for col, name in SHOWN.items():
         out[name] = [fmt_mean_sd(m, s) for m, s in zip(groups[col], groups[f"{col}_sd"])]
     out["seeds"] = groups["seeds"]
-    out["dev set"] = groups["dev set"]
+    out["dev set"] = [subset_short(m) or "full" for m in groups["subset"]]   # the whole mark: the caption
     out["train time"] = groups["train_time_s"].map(lambda s: fmt_duration(s) if pd.notna(s) else "–")
-    out["weights"] = groups["weights"]
     return out
 
 
@@ -120,16 +119,18 @@ def overview(table: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
         st.dataframe(seeds_frame(table, shown), hide_index=True, width="stretch")
     else:
         st.dataframe(overview_frame(shown), hide_index=True, width="stretch", column_config={
+            "row / run": st.column_config.TextColumn(width="medium"),
             "seeds": st.column_config.NumberColumn(width="small"),
-            "weights": st.column_config.CheckboxColumn("weights here", width="small",
-                                                       help="Its model.safetensors is in this checkout.")})
-    n_sub = int(groups["subset"].map(bool).sum())
+            "train time": st.column_config.TextColumn(width="small")})
+    subsets = shown[shown["subset"].map(bool)]
+    marks = "; ".join(f"{n}: {d}" for n, d in zip(subsets["name"][:5], subsets["dev set"][:5]))
     st.caption("Mean ± sd over seeds (sample sd); mean = mean of SST accuracy, Quora accuracy and STS Pearson over the "
                "tasks a run was trained on. "
-               + (f"{n_sub} line(s) were scored on a dev subset (data.eval_limit): their n is shown, hollow dots in "
-                  "the chart, and they rank after the full-dev lines. " if n_sub else "")
+               + (f"{len(subsets)} line(s) were scored on a dev subset (data.eval_limit), marked with their n (triangles "
+                  f"in the chart) and ranked after the full-dev lines: {marks}"
+                  + ("; …" if len(subsets) > 5 else "") + ". " if len(subsets) else "")
                + f"{int((~table['weights'].astype(bool)).sum())} of {len(table)} runs have no weights here "
-               "(results-only). " + QUORA_CAPTION.replace(":material/info: ", "* "))
+               "(results-only: Predict and Attention & saliency do not offer them; Home lists the models with weights). " + QUORA_CAPTION.replace(":material/info: ", "* "))
     return shown
 
 
