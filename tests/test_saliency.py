@@ -37,8 +37,9 @@ HEADS = [  # (model, task, head mode, IG steps, max |delta| / |f(x) - f(baseline
     ("tiny", "sentiment", "single", 50, 1e-3),
     # |u - v| features put kinks on the path (see saliency.py): the Gauss-Legendre sum
     # converges more slowly there (measured on one tiny model: 4.2 % at 50 steps, 2.8 % at
-    # 100, 1.0 % at 200), so these heads get more steps for the same bound
-    ("tiny", "paraphrase", "bi", 200, 3e-2),
+    # 100, 1.0 % at 200; the tiny model trained on the stratified sample: 6.3 % at 200, within 3 %
+    # at 800), so these heads get more steps for the same bound
+    ("tiny", "paraphrase", "bi", 800, 3e-2),
     ("cross_bi", "paraphrase", "cross", 50, 1e-3),
     ("cross_bi", "similarity", "bi", 200, 3e-2),
     ("cosine", "similarity", "cosine", 50, 1e-3),
