@@ -87,8 +87,19 @@ PAIR_TASK = "Paraphrase"      # the pretrained encoder has no sentiment head
 SENTENCE_TASK = "Sentiment"
 # the Compare page's reproduction shot: report 004's own recipe re-run at a new seed (README)
 REPRODUCTION_RUN = "reproduce/004-e6-s3"
-# the Compare page's claim shot: a study row whose report claim has a verdict
-CLAIM_ROW = "study/004-e1"
+# the Compare page's claim shot: the study row with the most seeds (the first by name among equals)
+
+
+def claim_row() -> str | None:
+    """How the Compare page's picker names the study row with the most runs here, or None."""
+    runs: dict[str, list[str]] = {}
+    for d in sorted((REPO / "checkpoints" / "study").glob("*-s*")):
+        if (d / "metrics.json").is_file():
+            runs.setdefault(d.name.rsplit("-s", 1)[0], []).append(d.name)
+    if not runs:
+        return None
+    row = max(runs, key=lambda r: (len(runs[r]), [-ord(c) for c in r]))
+    return f"study/{row} ({len(runs[row])} seeds)" if len(runs[row]) > 1 else f"study/{runs[row][0]}"
 
 
 # ------------------------------------------------------------------ checkpoint
@@ -396,6 +407,8 @@ def shoot_phone(pg, url: str, out: Path) -> None:
 def shoot_compare_reproduction(pg, url: str, out: Path, run: str = REPRODUCTION_RUN) -> None:
     """The Compare page's recipe panel on ``run``: the study row trained with its settings
     and whether it reproduces that row (every dev figure within 2 sd of the row's seeds)."""
+    if not (REPO / "checkpoints" / run).is_dir():
+        sys.exit(f"{run} is not in checkpoints/: the reproduction shot needs it")
     open_page(pg, url, "Compare", "Compare checkpoints")
     settle(pg, timeout_s=900)
     panel = pg.locator(".st-key-recipe_panel")
@@ -408,7 +421,12 @@ def shoot_compare_reproduction(pg, url: str, out: Path, run: str = REPRODUCTION_
     if pg.locator(f".st-key-{seed_key}").count():
         choose(pg, seed_key, f"seed {seed}")
         settle(pg)
-    panel.get_by_text("Study row").wait_for()
+    try:
+        panel.get_by_text("Study row").wait_for(timeout=60_000)
+    except Exception:   # playwright's TimeoutError: the study keeps no run of the row this one re-ran
+        print(f"{run}: no study row trained like it in checkpoints/study (core.study --check finds none): "
+              "compare_reproduction.png not taken", flush=True)
+        return
     no_exception(pg, "Compare")
     from PIL import Image
     pg.set_viewport_size({"width": WIDTH, "height": page_height(pg) + 40})   # no inner scrolling
@@ -420,8 +438,22 @@ def shoot_compare_reproduction(pg, url: str, out: Path, run: str = REPRODUCTION_
     save(img.crop((int(top["x"]), int(top["y"]), int(top["x"] + top["width"]), int(end["y"] + end["height"] + 16))),
          out / "compare_reproduction.png")
     pg.set_viewport_size({"width": WIDTH, "height": 1000})
-    # a study row: the report's claim beside our mean ± sd and the verdict
-    choose(pg, "recipe_pick", f"{CLAIM_ROW} (3 seeds)")
+
+
+
+def shoot_compare_claim(pg, url: str, out: Path) -> None:
+    """The recipe panel on a study row: the report's claim beside our mean ± sd and the verdict."""
+    from PIL import Image
+    open_page(pg, url, "Compare", "Compare checkpoints")
+    settle(pg, timeout_s=900)
+    panel = pg.locator(".st-key-recipe_panel")
+    panel.locator("summary").click()       # the panel runs when it is opened
+    settle(pg, timeout_s=900)
+    row = claim_row()
+    if row is None:
+        print("no study run in checkpoints/study: compare_claim.png not taken", flush=True)
+        return
+    choose(pg, "recipe_pick", row)
     settle(pg)
     panel.get_by_text("Verdict", exact=True).wait_for()
     no_exception(pg, "Compare (claim)")
@@ -465,7 +497,9 @@ def main(argv: list[str] | None = None) -> None:
                      "or pass --checkpoint pretrained")
         wait_until_finished(ckpt, args.wait)
     studio = {"predict": shoot_predict, "train": shoot_train, "compare": shoot_compare, "phone": shoot_phone,
-              "reproduction": shoot_compare_reproduction, "objectives": shoot_embedding_objectives}
+              "reproduction": lambda pg, url, out: (shoot_compare_reproduction(pg, url, out),
+                                                    shoot_compare_claim(pg, url, out)),
+              "objectives": shoot_embedding_objectives}
     analysis = {"attention": lambda pg, url: shoot_attention_saliency(pg, url, name, out),
                 "errors": lambda pg, url: shoot_errors(pg, url, name, out),
                 "embeddings": lambda pg, url: shoot_embeddings(pg, url, name, out, args.sample_size)}

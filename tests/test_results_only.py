@@ -262,22 +262,22 @@ def test_home_groups_the_studies_runs_by_folder_and_row(repo, monkeypatch):
         assert studies.loc[f"{folder}/", "runs"] == len(runs) and studies.loc[f"{folder}/", "rows"] == len(rows)
 
 
-def test_compare_page_puts_the_report_claim_beside_our_result(repo, monkeypatch):
+def test_compare_page_puts_the_report_claim_beside_our_result(study, repo, tmp_path, monkeypatch):
     """The recipe panel of a study run shows the three things of its row's claim
     (core.study.claim_table): the report's number and claim, our mean ± sd, the verdict.
-    The claim here is made up, so that the page's display is checked whatever the study
-    has run so far."""
+    The claim and the run (a results-only copy of the tiny checkpoint, named as the study
+    names its runs) are made up, so that the display is checked whatever the study keeps."""
     import streamlit as st
 
     import core.study
-    runs = sorted((repo / "checkpoints" / "study").glob("004-e1-s*"))
-    if not runs:
-        pytest.skip("no run of the study's 004-e1 row in this checkout")
+    root = tmp_path / "checkpoints"
+    shutil.copytree(study[0] / "study", root / "study" / "004-e1-s0")
     claim = {"row": "004-e1", "report": "004", "source": "§5, Table 3", "report_result": "dev mean 0.481 vs 0.502",
              "claim": "e1 below e6", "expect": "worse", "baseline": "004-e6", "metric": "mean_score", "seeds": 3,
              "mean": 0.6726, "sd": 0.0119, "delta": -0.0280, "verdict": "replicated"}
     monkeypatch.setattr(core.study, "claim_table", lambda plan, results: [claim])
-    monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
+    monkeypatch.setenv("MINBERT_JOBS_ROOT", str(root))
     monkeypatch.chdir(repo)
     st.cache_data.clear()
     at = _compare_page(repo)
