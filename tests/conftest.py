@@ -5,6 +5,7 @@ Everything here is sized for a 2-core CI machine: tiny data limits, a few steps.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,16 @@ def type_a_sentence(pg, url: str, text: str, delay: int = 10) -> str:
     box.type(text, delay=delay)
     pg.get_by_text("confident").first.wait_for()
     return pg.locator('[data-testid="stMetric"]').first.inner_text()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 7 MB tmpfs: room for one tiny checkpoint (~4.7 MB), not for a second one
+    beside it (a publication stages the new copy next to the old). Needs root."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=7M", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)

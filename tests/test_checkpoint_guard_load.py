@@ -126,15 +126,7 @@ def test_load_refuses_weights_larger_than_memory(ck, monkeypatch):
 
 
 # ------------------------------------------------------------------ saving
-@pytest.fixture
-def small_fs(tmp_path):
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=7M", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+# small_fs: tests/conftest.py (a real 7 MB tmpfs)
 
 
 def test_save_on_a_full_disk_is_a_checkpoint_error_and_keeps_the_old_one(saved, small_fs):

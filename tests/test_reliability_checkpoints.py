@@ -247,17 +247,7 @@ def test_old_resume_state_error_is_minbert(tmp_path):
 
 
 # ------------------------------------------------------- saving (issue 24, item 3)
-@pytest.fixture
-def small_fs(tmp_path):
-    """A real 7 MB tmpfs: room for one tiny checkpoint (~4.7 MB), not for a second one
-    beside it (a publication stages the new copy next to the old). Needs root."""
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=7M", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root (the monkeypatched tests below cover the mapping)")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+# small_fs: tests/conftest.py (a real 7 MB tmpfs)
 
 
 def _same_files(a: Path, before: dict[str, bytes]) -> bool:
