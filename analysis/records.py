@@ -76,6 +76,7 @@ def checkpoint_record(directory: str | os.PathLike, name: str | None = None) -> 
         "finished": summary.get("finished"),
         "weights": has_weights(directory),      # False: a results-only run (no saliency / attention / Predict)
         "dev_examples": {t: dev.get(f"{t}_n") for t in TASKS if dev.get(f"{t}_n")},
+        "subset": dev.get("subset") if isinstance(dev.get("subset"), dict) else None,   # core.evaluate's mark
         "metrics_source": source,
         "config": config,
         "history": summary.get("history") or [],

@@ -72,16 +72,20 @@ def job_manager() -> JobManager:
 
 
 def eta_text(progress) -> str:
-    """What is left of a running job, the final dev evaluation included. core.jobs'
-    ``Progress.eta_s`` covers the evaluations still to come once its Progress carries
-    ``eval_s`` (the seconds the last dev evaluation took; None before the first);
-    otherwise it is the training steps only, and the evaluation still to come is said."""
+    """What is left of a running job, the final dev evaluation included: core.jobs'
+    ``Progress.eta_s`` adds the last dev evaluation's duration, or (before the run has
+    timed one, ``eval_estimated``) its estimate from the start event's sizes."""
+    eval_s, estimated = getattr(progress, "eval_s", None), getattr(progress, "eval_estimated", False)
     if progress.phase == "evaluating":
-        return "final dev evaluation running"
+        if progress.eta_s is None or eval_s is None:
+            return "final dev evaluation running"
+        return (f"final dev evaluation, about {fmt_duration(progress.eta_s)} left"
+                + (" (estimated)" if estimated else ""))
     if progress.eta_s is None:
         return ""
-    if getattr(progress, "eval_s", None) is not None:
-        return f"about {fmt_duration(progress.eta_s)} left, dev evaluation included"
+    if eval_s is not None:
+        how = f"estimated {fmt_duration(eval_s)}" if estimated else f"{fmt_duration(eval_s)} last time"
+        return f"about {fmt_duration(progress.eta_s)} left, dev evaluation included ({how})"
     return f"about {fmt_duration(progress.eta_s)} of training left, then the final dev evaluation"
 
 

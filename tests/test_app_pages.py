@@ -259,10 +259,13 @@ def test_eta_says_the_final_dev_evaluation_is_still_to_come():
     from core.jobs import Progress
     running = Progress(phase="training", step=90, total_steps=100, eta_s=20.0)
     assert eta_text(running) == "about 20s of training left, then the final dev evaluation"
-    if "eval_s" in Progress.__dataclass_fields__:   # core.jobs measures the evaluation: its ETA covers it
-        timed = Progress(phase="training", step=90, total_steps=100, eta_s=48.0, eval_s=28.0)
-        assert eta_text(timed) == "about 48s left, dev evaluation included"
+    timed = Progress(phase="training", step=90, total_steps=100, eta_s=48.0, eval_s=28.0)
+    assert eta_text(timed) == "about 48s left, dev evaluation included (28s last time)"
+    guessed = Progress(phase="training", step=90, total_steps=100, eta_s=48.0, eval_s=28.0, eval_estimated=True)
+    assert eta_text(guessed) == "about 48s left, dev evaluation included (estimated 28s)"
     assert eta_text(Progress(phase="evaluating", step=100, total_steps=100)) == "final dev evaluation running"
+    assert eta_text(Progress(phase="evaluating", step=100, total_steps=100, eta_s=9.0, eval_s=28.0)) == \
+        "final dev evaluation, about 9s left"
 
 
 def test_train_form_rejects_bad_values(empty_env):

@@ -226,6 +226,34 @@ def test_read_progress_eta_and_partial_lines(tmp_path):
     assert read_progress(tmp_path / "missing.jsonl").phase == "preparing"
 
 
+def test_eta_includes_the_dev_evaluation(tmp_path):
+    """Issue 26: the ETA said "2 s left" 28 s before the end, when the final dev evaluation
+    ran. Before any evaluation is timed, a frozen-encoder run's is estimated from the rate
+    of its first encoding pass (start -> stage); once one is timed, its duration is used."""
+    log = tmp_path / "train_log.jsonl"
+    start = {"event": "start", "time": 0.0, "total_steps": 100, "epochs": 1,
+             "config": {"train": {"freeze_encoder": True, "batch_size": 8}},
+             "train_sizes": {"sst": 100}, "dev_sizes": {"sst": 50, "sts": 25}}
+    steps = [{"event": "stage", "time": 10.0, "step": 0},     # 100 sentences in 10 s: 0.1 s each
+             {"event": "step", "time": 11.0, "step": 10, "total_steps": 100, "epoch": 1},
+             {"event": "step", "time": 12.0, "step": 20, "total_steps": 100, "epoch": 1}]
+    log.write_text("\n".join(json.dumps(e) for e in [start, *steps]) + "\n")
+    p = read_progress(log)
+    # dev: 50 SST sentences + 25 STS pairs (50 sentences) = 100 x 0.1 s = 10 s;
+    # training: 0.1 s per step x 80 steps left = 8 s
+    assert (p.eval_s, p.eval_estimated, p.eta_s) == (pytest.approx(10.0), True, pytest.approx(18.0))
+    timed = [{"event": "step", "time": 20.0, "step": 100, "total_steps": 100, "epoch": 1},
+             {"event": "eval", "time": 27.0, "epoch": 1, "step": 100, "score": 0.5}]
+    log.write_text("\n".join(json.dumps(e) for e in [start, *steps, *timed]) + "\n")
+    p = read_progress(log)
+    assert (p.eval_s, p.eval_estimated) == (pytest.approx(7.0), False)   # eval event - last step
+    # not frozen: a training step (forward + backward of 8 examples) counts as 3 forwards
+    start["config"]["train"]["freeze_encoder"] = False
+    log.write_text("\n".join(json.dumps(e) for e in [start, *steps]) + "\n")
+    p = read_progress(log)
+    assert p.eval_s == pytest.approx(100 * 0.1 / (3 * 8), abs=0.05) and p.eval_estimated
+
+
 def settled(jm: JobManager, job_id: int, timeout: float = 900.0):
     return wait_for(lambda: (j := jm.get(job_id)).state not in ("queued", "running") and j, timeout=timeout)
 

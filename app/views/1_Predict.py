@@ -41,7 +41,7 @@ def starter_progress(job_id: int) -> None:
     if not job.active:
         st.rerun(scope="app")
     p = job.progress()
-    eta = f", {eta_text(p)}" if p.eta_s and p.phase != "evaluating" else ""
+    eta = f", {eta_text(p)}" if eta_text(p) else ""
     label = {"preparing": "encoding the training sentences once", "evaluating": "dev evaluation"}.get(
         p.phase, f"step {p.step}/{p.total_steps or '?'}")
     st.progress(p.fraction, text=f"Training the starter model (job {job.id}, {job.state}): {label}{eta}")

@@ -208,7 +208,7 @@ def job_details(job) -> None:
         st.caption(f"attempt {job.attempt + 1}")
     text = {"preparing": "preparing (loading data and model)", "evaluating": "dev evaluation"}.get(
         p.phase, f"step {p.step}/{p.total_steps or '?'}, epoch {p.epoch}/{p.epochs or '?'}")
-    if job.state == "running" and eta_text(p) and p.phase != "evaluating":
+    if job.state == "running" and eta_text(p):
         text += f", {eta_text(p)}"
     st.progress(1.0 if job.state == "succeeded" else p.fraction, text=text)
     if MODE != "read-only" and job.active and st.button("Cancel this job", key=f"cancel:{job.id}"):
