@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import torch
 
-from core.data import load_task
+from core.data.datasets import load_task
 from core.errors import MinbertError, run_cli
-from core.metrics import task_metrics
+from core.evaluation.metrics import task_metrics
 from core.tasks import PRIMARY
 
 BRANCHES = ("output", "cross", "bi")
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
 
     def show(report: dict) -> None:
         for task, row in report.items():

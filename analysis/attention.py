@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from core.data import encode_pairs, encode_texts, pad_batch
+from core.data.datasets import encode_pairs, encode_texts, pad_batch
 from core.errors import MinbertError
 
 
@@ -50,7 +50,7 @@ def attention_maps(model, text_a: str, text_b: str | None = None) -> tuple[list[
     """Per-layer, per-head attention probabilities for one input.
 
     Args:
-        model: a :class:`core.model.MultitaskBert` (any checkpoint, or ``pretrained``).
+        model: a :class:`core.model.multitask.MultitaskBert` (any checkpoint, or ``pretrained``).
         text_a: the sentence (or the first sentence of a pair).
         text_b: the second sentence of a pair, or ``None``.
 

@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from core.data import PAIR_TASKS, TASK_LABELS, canonical_task
+from core.data.datasets import PAIR_TASKS, TASK_LABELS, canonical_task
 from core.errors import MinbertError, run_command
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@
     resolve_checkpoint(name) a choice ("pretrained", a name under root, or a path) -> str for load
     has_weights(name)        False for a results-only run (see below)
     load_model(name)         MultitaskBert.load of that choice
-    checkpoint_hash(name)    the checkpoint's content hash (core/cache.py: weights, config,
+    checkpoint_hash(name)    the checkpoint's content hash (core/evaluation/cache.py: weights, config,
                              tokenizer; not its name or path), for cache keys
 
 A run directory holds a ``config.json`` or results: ``metrics.json``, dev predictions
@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.cache import checkpoint_fingerprint, forget_fingerprints, model_fingerprint
+from core.evaluation.cache import checkpoint_fingerprint, forget_fingerprints, model_fingerprint
 from core.errors import CheckpointError
-from core.model import PRETRAINED, SHIPPED, SHIPPED_DIR
+from core.model.multitask import PRETRAINED, SHIPPED, SHIPPED_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 # Where the app looks for checkpoints; the env var lets tests and deployments point elsewhere.
@@ -77,7 +77,7 @@ def results_tasks(name: str | os.PathLike, root: str | os.PathLike | None = None
 def run_dirs(root: str | os.PathLike | None = None) -> list[Path]:
     """Every run directory under ``root`` (:func:`is_run_dir`), sorted by name, and those
     one level down in a folder that is not a run itself: a study's runs live in
-    ``checkpoints/study/<row>-s<seed>/`` (core/study.py). ``checkpoints/pretrained``
+    ``checkpoints/study/<row>-s<seed>/`` (core/experiments/study.py). ``checkpoints/pretrained``
     (the zero-shot encoder's predictions) is one of them."""
     root = Path(root) if root is not None else checkpoints_root()
     if not root.is_dir():
@@ -118,8 +118,8 @@ def resolve_checkpoint(name: str | os.PathLike, root: str | os.PathLike | None =
 
 
 def load_model(name: str | os.PathLike, root: str | os.PathLike | None = None, device: str = "cpu"):
-    """The :class:`core.model.MultitaskBert` behind a checkpoint choice, in eval mode."""
-    from core.model import MultitaskBert
+    """The :class:`core.model.multitask.MultitaskBert` behind a checkpoint choice, in eval mode."""
+    from core.model.multitask import MultitaskBert
     path = resolve_checkpoint(name, root)
     if not has_weights(path):
         raise CheckpointError(weights_missing(name))
@@ -138,11 +138,11 @@ model_state_hash = model_fingerprint   # the earlier name
 
 
 def checkpoint_hash(model_or_name, root: str | os.PathLike | None = None) -> str:
-    """A content hash of a checkpoint, for cache keys (:func:`core.cache.checkpoint_fingerprint`).
+    """A content hash of a checkpoint, for cache keys (:func:`core.evaluation.cache.checkpoint_fingerprint`).
 
     Accepts a checkpoint choice (see :func:`resolve_checkpoint`) or a loaded model: one
     loaded from a directory is hashed by its files, any other (``pretrained``, a model
-    built in code) by its in-memory state (:func:`core.cache.model_fingerprint`).
+    built in code) by its in-memory state (:func:`core.evaluation.cache.model_fingerprint`).
     """
     if not isinstance(model_or_name, (str, os.PathLike)):
         directory = getattr(model_or_name, "checkpoint_dir", None)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from analysis.checkpoints import has_results, run_dirs
 from analysis.records import METRIC_COLUMNS, checkpoint_record
-from core.metrics import precision_recall_f1
+from core.evaluation.metrics import precision_recall_f1
 
 def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
     """Run directories under ``root`` with something to compare: a ``metrics.json`` or dev

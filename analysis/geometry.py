@@ -42,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cache import read_array, texts_fingerprint, write_array
-from core.data import canonical_task, load_task, texts_for_ids
-from core.evaluate import cosine_scores  # noqa: F401  (its earlier home was here)
+from core.evaluation.cache import read_array, texts_fingerprint, write_array
+from core.data.datasets import canonical_task, load_task, texts_for_ids
+from core.evaluation.evaluator import cosine_scores  # noqa: F401  (its earlier home was here)
 from core.errors import MinbertError, run_cli
 
 METHODS = ("umap", "pca")
@@ -345,8 +345,8 @@ def knn_purity(emb, labels, k: int = 10) -> float:
 
 def sts_spearman(emb_a, emb_b, scores) -> float:
     """Spearman correlation between cos(a_i, b_i) and the gold STS scores (the cosine of
-    core/evaluate.py's STS evaluator, :func:`core.evaluate.cosine_scores`)."""
-    from core.metrics import spearman
+    core/evaluation/evaluator.py's STS evaluator, :func:`core.evaluation.evaluator.cosine_scores`)."""
+    from core.evaluation.metrics import spearman
     cos = cosine_scores(_as_matrix(emb_a, "emb_a"), _as_matrix(emb_b, "emb_b"))
     return float(spearman(np.asarray(scores, dtype=np.float64), cos))
 
@@ -558,7 +558,7 @@ def sample_document(model, tasks=("sst", "qqp", "sts"), n: int = 500, seed: int 
     for task in tasks:
         sample = embed_sample(model, canonical_task(task), n=n, seed=seed, data_dir=data_dir, cache_dir=cache_dir)
         doc["samples"][sample.task] = {
-            "ids": sample.ids,   # the sentences are found again by id (core.data.texts_for_ids)
+            "ids": sample.ids,   # the sentences are found again by id (core.data.datasets.texts_for_ids)
             "labels": None if sample.labels is None else sample.labels.tolist(),
             # rounded as float64 (a float32's repr carries ~16 digits): a scatter plot needs 3
             # decimals and a prediction 4, and the file stays small enough to keep per run
@@ -654,7 +654,7 @@ def bench(checkpoint: str = "pretrained", task: str = "qqp", n: int = 2000, seed
         result["umap_cold_s"] = round(time.perf_counter() - t0, 3)
         # the cached path, as the app takes it: hash the checkpoint, reload the sample and
         # its projection from disk
-        from core.cache import forget_fingerprints
+        from core.evaluation.cache import forget_fingerprints
         forget_fingerprints()
         t0 = time.perf_counter()
         again = embed_sample(model, task, n=n, seed=seed, data_dir=data_dir, cache_dir=cache)

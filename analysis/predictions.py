@@ -5,7 +5,7 @@
     disagreements(df_a, df_b, "sts", names=("base", "tuned"))   # the examples, who was right
     agreement(df_a, df_b, "sts")                           # {"shared", "disagree", "agree_rate"}
 
-The frames are what :func:`core.evaluate.prediction_frame` writes (``python -m
+The frames are what :func:`core.evaluation.evaluator.prediction_frame` writes (``python -m
 core.evaluate CKPT`` or the trainer): ``id``, the sentence column(s), ``label`` and
 
     sst  prob_0..prob_4, pred, confidence, correct
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data import TASK_LABELS, canonical_task, texts_for_ids
+from core.data.datasets import TASK_LABELS, canonical_task, texts_for_ids
 from core.errors import DataError, MinbertError
 from core.tasks import TASK_SPECS
 
@@ -99,7 +99,7 @@ def load_predictions(checkpoint: str | os.PathLike, task: str, split: str = "dev
 
 
 def with_texts(df: pd.DataFrame, task: str, split: str = "dev", where: str = "predictions") -> pd.DataFrame:
-    """``df`` with its sentence columns; a frame stored by id only (``core.evaluate.
+    """``df`` with its sentence columns; a frame stored by id only (``core.evaluation.evaluator.
     slim_predictions``: the study's runs) gets them from the repository's data files."""
     columns = list(TASK_SPECS[task].columns[0])
     if all(c in df.columns for c in columns) or "id" not in df.columns:

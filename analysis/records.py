@@ -12,7 +12,7 @@ from pathlib import Path
 
 from analysis.checkpoints import has_weights
 from analysis.predictions import load_predictions
-from core.metrics import task_metrics
+from core.evaluation.metrics import task_metrics
 from core.tasks import METRIC_NAMES, PRIMARY, TASKS, mean_score
 
 METRIC_COLUMNS = ["mean_score", *METRIC_NAMES]
@@ -76,7 +76,7 @@ def checkpoint_record(directory: str | os.PathLike, name: str | None = None) -> 
         "finished": summary.get("finished"),
         "weights": has_weights(directory),      # False: a results-only run (no saliency / attention / Predict)
         "dev_examples": {t: dev.get(f"{t}_n") for t in TASKS if dev.get(f"{t}_n")},
-        "subset": dev.get("subset") if isinstance(dev.get("subset"), dict) else None,   # core.evaluate's mark
+        "subset": dev.get("subset") if isinstance(dev.get("subset"), dict) else None,   # core.evaluation.evaluator's mark
         "metrics_source": source,
         "config": config,
         "history": summary.get("history") or [],

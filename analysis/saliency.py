@@ -55,7 +55,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core.data import TASK_LABELS, TASK_NAMES, canonical_task
+from core.data.datasets import TASK_LABELS, TASK_NAMES, canonical_task
 from core.errors import MinbertError
 
 METHODS = ("ig", "grad_x_input", "occlusion")
@@ -204,7 +204,7 @@ def attribute(model, task: str, text_a: str, text_b: str | None = None, target: 
     """Saliency of one task output for one input.
 
     Args:
-        model: a :class:`core.model.MultitaskBert` (trained checkpoint or ``pretrained``).
+        model: a :class:`core.model.multitask.MultitaskBert` (trained checkpoint or ``pretrained``).
         task: ``sentiment`` | ``paraphrase`` | ``similarity`` (or ``sst`` / ``qqp`` / ``sts``).
         text_a, text_b: the input (``text_b`` only for the pair tasks).
         target: the sentiment class to explain (0..4); default: the predicted class.

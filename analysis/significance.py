@@ -41,7 +41,7 @@ from scipy import stats
 
 from analysis.mistakes import SLICES, add_slices, slice_order
 from analysis.predictions import check_frame, load_predictions
-from core.data import canonical_task
+from core.data.datasets import canonical_task
 from core.errors import MinbertError
 from core.tasks import TASKS
 
@@ -72,7 +72,7 @@ def _f1_of(tp, fp, fn) -> np.ndarray:
 
 def _macro_f1(y: np.ndarray, p: np.ndarray, n_classes: int = 5) -> np.ndarray:
     """Mean F1 over all ``n_classes`` classes, 0 for a class without a true positive
-    (core.metrics.macro_f1 / sklearn's zero_division=0)."""
+    (core.evaluation.metrics.macro_f1 / sklearn's zero_division=0)."""
     per_class = []
     for k in range(n_classes):
         yk, pk = y == k, p == k
@@ -86,7 +86,7 @@ def _binary_f1(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def _pearson(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Row-wise Pearson r; 0 where a row is constant (core.metrics.pearson's convention)."""
+    """Row-wise Pearson r; 0 where a row is constant (core.evaluation.metrics.pearson's convention)."""
     yc = y - y.mean(axis=1, keepdims=True)
     pc = p - p.mean(axis=1, keepdims=True)
     den = np.sqrt((yc ** 2).sum(1) * (pc ** 2).sum(1))
@@ -243,7 +243,7 @@ def paired_frame(df_a: pd.DataFrame, df_b: pd.DataFrame, task: str) -> pd.DataFr
     if merged.empty:
         raise MinbertError(f"the two checkpoints share no {task} dev example (ids differ): were they "
                            f"evaluated on the same dev file?")
-    # study runs store floats to 4 decimals (core.evaluate.slim_predictions): equal within 1e-3
+    # study runs store floats to 4 decimals (core.evaluation.evaluator.slim_predictions): equal within 1e-3
     bad = ~np.isclose(merged["label"].astype(float), merged["label_b"].astype(float), rtol=0, atol=1e-3)
     if bad.any():
         raise MinbertError(f"{int(bad.sum())} shared {task} dev examples have different gold labels in the two "
@@ -323,9 +323,9 @@ def compare_runs(dir_a: str | os.PathLike, dir_b: str | os.PathLike, names: tupl
 
 def seed_spread(directory: str | os.PathLike) -> dict | None:
     """For a study run (``<study>/<row>-s<seed>/`` beside the study's ``results.jsonl``,
-    core/study.py): its row, the seeds the row has, and per metric key (``sst_acc`` ...)
+    core/experiments/study.py): its row, the seeds the row has, and per metric key (``sst_acc`` ...)
     mean and sample sd over those seeds. None for any other run."""
-    from core.study import mean_sd, read_results
+    from core.experiments.study import mean_sd, read_results
     directory = Path(directory)
     results = directory.parent / "results.jsonl"
     if not results.is_file():

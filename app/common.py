@@ -21,11 +21,11 @@ import streamlit as st
 
 from analysis.checkpoints import (PRETRAINED, SHIPPED, checkpoint_hash, checkpoints_root, has_weights,
                                   list_checkpoints, resolve_checkpoint, results_tasks, weights_missing)
-from core.data import TASK_NAMES
+from core.data.datasets import TASK_NAMES
 from core.errors import MinbertError
-from core.jobs import Job, JobManager, fmt_duration  # noqa: F401  (one duration format, core's)
-from core.model import checkpoint_tasks as _served_by_checkpoint
-from core.study import STUDY_PLAN, load_plan
+from core.jobs.manager import Job, JobManager, fmt_duration  # noqa: F401  (one duration format, core's)
+from core.model.multitask import checkpoint_tasks as _served_by_checkpoint
+from core.experiments.study import STUDY_PLAN, load_plan
 from core.tasks import QUORA_NOTE, TASK_TITLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def job_manager() -> JobManager:
 
 
 def eta_text(progress) -> str:
-    """What is left of a running job, the final dev evaluation included: core.jobs'
+    """What is left of a running job, the final dev evaluation included: core.jobs.manager'
     ``Progress.eta_s`` adds the last dev evaluation's duration, or (before the run has
     timed one, ``eval_estimated``) its estimate from the start event's sizes."""
     eval_s, estimated = getattr(progress, "eval_s", None), getattr(progress, "eval_estimated", False)
@@ -101,13 +101,13 @@ def latest_job(recipe: Path) -> Job | None:
 # --------------------------------------------------------------- models
 @st.cache_resource(max_entries=6, show_spinner=False)
 def _load_model(path: str, content: str, quantize: str | None = None):
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     return MultitaskBert.load(path, quantize=quantize)
 
 
 def checkpoint_key(name: str) -> str:
     """The content hash of a checkpoint choice (its weights, config and tokenizer files;
-    core/cache.py): the key of every cache of a model or of its outputs, so that a
+    core/evaluation/cache.py): the key of every cache of a model or of its outputs, so that a
     retrained checkpoint under the same name is never served stale. Cheap after the
     first call (file hashes are memoized while a file's size and times stay the same)."""
     return checkpoint_hash(resolve_checkpoint(name))
@@ -118,7 +118,7 @@ def load_model(name: str, serving: bool = False):
     checkpoints root, or a path), cached across reruns and sessions.
 
     ``serving=True`` (the Predict page) loads it int8-quantized for fast CPU inference
-    unless the sidebar's "int8 CPU inference" toggle is off (``core/precision.py``; every
+    unless the sidebar's "int8 CPU inference" toggle is off (``core/model/precision.py``; every
     dev metric within 1 point of fp32, see README). Analysis pages need gradients and
     exact attention maps, so they keep the fp32 model."""
     path = resolve_checkpoint(name)
@@ -128,9 +128,9 @@ def load_model(name: str, serving: bool = False):
 
 
 def serving_mode() -> str:
-    """The fast serving path of this machine, by the rule training uses (core.precision):
+    """The fast serving path of this machine, by the rule training uses (core.model.precision):
     bf16 autocast where bf16 is native (AVX-512 BF16 / AMX, CUDA), int8 elsewhere."""
-    from core.precision import resolve_mode
+    from core.model.precision import resolve_mode
     return resolve_mode("auto")
 
 
@@ -145,7 +145,7 @@ serving_int8 = serving_fast   # the earlier name
 def serving_toggle() -> None:
     """Sidebar switch between the fast path (bf16 or int8) and exact fp32 predictions,
     with the path in use named under it."""
-    from core.precision import describe_precision
+    from core.model.precision import describe_precision
     on = st.sidebar.toggle("Fast CPU inference", value=True, key="serving_fast",
                            help="bf16 autocast where the CPU runs bf16 natively (every dev metric within "
                                 "0.02 points of fp32), else int8 dynamic quantization of the encoder's Linear "
@@ -158,7 +158,7 @@ def preload_default_model() -> str:
     """Load (and quantize) the default model and run one prediction per task through it,
     once per server process, so the first prediction a user asks for is as fast as later
     ones. Called at the top of app/main.py on every page's first run."""
-    from core.predict import warm_up
+    from core.serving.predict import warm_up
     choices = model_choices()
     name = default_models(choices)[0]
     warm_up(_load_model(resolve_checkpoint(name), checkpoint_key(name), serving_mode()))
@@ -167,7 +167,7 @@ def preload_default_model() -> str:
 
 def checkpoint_tasks(name: str) -> list[str]:
     """Tasks a checkpoint choice serves, read without loading it (the model's rule,
-    :func:`core.model.checkpoint_tasks`); a results-only run: the tasks it has results
+    :func:`core.model.multitask.checkpoint_tasks`); a results-only run: the tasks it has results
     for; none for a checkpoint that cannot be read."""
     try:
         if not has_weights(name):

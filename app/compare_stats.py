@@ -45,8 +45,8 @@ NOISE_NOTE = ("The interval is **dev-sampling noise**: would the difference hold
 
 def _content_key(path: str) -> tuple:
     """What the statistics of one run depend on: its prediction files and its study's
-    results.jsonl, by content hash (core/cache.py; memoized by file stat)."""
-    from core.cache import file_fingerprint
+    results.jsonl, by content hash (core/evaluation/cache.py; memoized by file stat)."""
+    from core.evaluation.cache import file_fingerprint
     directory = Path(path)
     files = [directory / "predictions" / f"{t}-dev.csv" for t in TASKS] + [directory.parent / "results.jsonl"]
     return tuple((f.name, file_fingerprint(f)) for f in files if f.is_file())

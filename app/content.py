@@ -8,7 +8,7 @@ content can be read, tested and edited on its own.
     paraphrase_reading(prob)     the same for a paraphrase probability
     run_group(name)              "study/000-mt-s1" -> ("study/000-mt", 1); a lone run: (name, None)
     run_kind(name)               shipped | zero-shot | your run | study | reproduction | <folder>
-    dev_subset(record)           the tasks a run was scored on part of the dev set (core.evaluate's rule)
+    dev_subset(record)           the tasks a run was scored on part of the dev set (core.evaluation.evaluator's rule)
     group_table(table)           analysis.compare.checkpoint_table, one line per study row
     recipe_time(path)            a recipe's expected time as its header states it
     keep_input_columns(...)      batch predictions joined back to every input column
@@ -22,8 +22,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from core.data import TASK_LABELS
-from core.model import PRETRAINED, SHIPPED
+from core.data.datasets import TASK_LABELS
+from core.model.multitask import PRETRAINED, SHIPPED
 from core.tasks import METRIC_NAMES, TASKS
 
 SENTIMENT_LABELS = TASK_LABELS["sst"]
@@ -105,7 +105,7 @@ KIND_ORDER = ("shipped", "your run", "study", "study-best", "reproduce", "zero-s
 
 def run_group(name: str) -> tuple[str, int | None]:
     """The group a run belongs to: a study's runs (``<folder>/<row>-s<seed>``, how
-    core/study.py names them) group by row; any other run is a group of its own."""
+    core/experiments/study.py names them) group by row; any other run is a group of its own."""
     m = _SEEDED.match(name)
     return (m["group"], int(m["seed"])) if m else (name, None)
 
@@ -122,11 +122,11 @@ def run_kind(name: str) -> str:
 
 def dev_subset(record: Mapping) -> dict[str, dict]:
     """``{task: {"n", "of", "sampling", ...}}`` for each task whose dev figures come from
-    part of its dev file; ``{}`` for full-dev figures. core.evaluate owns the rule
+    part of its dev file; ``{}`` for full-dev figures. core.evaluation.evaluator owns the rule
     (``dev_subsets``: the run's own ``subset`` mark, else its ``<task>_n`` against the dev
     file's size); the mark is read from ``record["subset"]`` or, when a record of
     ``analysis.compare.checkpoint_record`` does not carry it, from the run's metrics.json."""
-    from core.evaluate import SUBSET_KEY, dev_subsets
+    from core.evaluation.evaluator import SUBSET_KEY, dev_subsets
     dev = {f"{t}_n": n for t, n in (record.get("dev_examples") or {}).items()}
     mark = record.get(SUBSET_KEY)
     if not isinstance(mark, Mapping) and record.get("path"):
@@ -150,9 +150,9 @@ NAMES = {"sst": "SST", "qqp": "Quora", "sts": "STS"}
 
 
 def subset_label(marks: Mapping[str, Mapping]) -> str:
-    """A dev-subset mark (:func:`dev_subset`) as a page says it, core.evaluate's wording:
+    """A dev-subset mark (:func:`dev_subset`) as a page says it, core.evaluation.evaluator's wording:
     ``"dev subset: Sentiment 300 of 1,101 (stratified, seed 0)"``; empty for full dev sets."""
-    from core.evaluate import subset_note
+    from core.evaluation.evaluator import subset_note
     return subset_note(dict(marks))
 
 
@@ -166,7 +166,7 @@ PRIMARY_METRICS = ("sst_acc", "qqp_acc", "sts_pearson")
 
 def task_mean(record: Mapping) -> float | None:
     """The mean of a run's primary dev figures (SST accuracy, Quora accuracy, STS Pearson)
-    over the tasks it has figures for: core.study's table mean. A staged run's own
+    over the tasks it has figures for: core.experiments.study's table mean. A staged run's own
     ``mean_score`` can cover its last stage's task only (MT, then STS: STS alone)."""
     values = [float(record[m]) for m in PRIMARY_METRICS if record.get(m) is not None and not pd.isna(record[m])]
     if values:
@@ -176,7 +176,7 @@ def task_mean(record: Mapping) -> float | None:
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample sd (n - 1, core.study's rule; NaN for one value) of the values given."""
+    """Mean and sample sd (n - 1, core.experiments.study's rule; NaN for one value) of the values given."""
     vals = [float(v) for v in values if v is not None and not pd.isna(v)]
     if not vals:
         return math.nan, math.nan

@@ -14,7 +14,7 @@ deferred download: pages do not pay for them on every rerun).
 Tables: CSV through the formula-cell neutraliser (OWASP CSV injection: a cell starting
 with ``=``, ``+``, ``-``, ``@``, tab or carriage return is prefixed with ``'`` so a
 spreadsheet shows it as text): :func:`analysis.csv_export.csv_bytes`, which is
-core.inputs.csv_export_bytes, the project's one CSV export.
+core.data.inputs.csv_export_bytes, the project's one CSV export.
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 from urllib.parse import urlencode
 
-from core.data import PAIR_TASKS, canonical_task
+from core.data.datasets import PAIR_TASKS, canonical_task
 from core.errors import MinbertError
 
 # page key -> (page file for st.page_link / st.switch_page, URL path Streamlit gives it)
@@ -85,12 +85,12 @@ class LinkedExample:
 
 
 def _max_chars() -> int:
-    from core.inputs import MAX_TEXT_CHARS   # read at call time: the Predict limit may change
+    from core.data.inputs import MAX_TEXT_CHARS   # read at call time: the Predict limit may change
     return int(MAX_TEXT_CHARS)
 
 
 def _check_text(value, key: str) -> str:
-    from core.inputs import check_text
+    from core.data.inputs import check_text
     if not isinstance(value, str):
         raise LinkError(f"link parameter {key!r} must be text, got {type(value).__name__}")
     try:

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.serve import start_server, stop_server  # noqa: E402
-from core.precision import cpu_flags, cpu_model  # noqa: E402
+from core.model.precision import cpu_flags, cpu_model  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

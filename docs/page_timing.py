@@ -75,7 +75,7 @@ def open_time(pg, url: str, stable_s: float = 0.6, timeout_s: float = 120.0) -> 
 
 
 def machine() -> dict:
-    from core.precision import cpu_model
+    from core.model.precision import cpu_model
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 

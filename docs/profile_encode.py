@@ -4,7 +4,7 @@ embedding the 1,726 STS dev sentences, for exact fp32 and the bf16 serving path.
     python docs/profile_encode.py [--top 8]
 
 Prints the CPU model and flags first (shares depend on the CPU). Shares, not times: they
-hold under other load on the machine; the times are core.bench's.
+hold under other load on the machine; the times are core.tools.bench's.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from core.data import load_task  # noqa: E402
-from core.model import MultitaskBert  # noqa: E402
-from core.precision import cpu_flags, cpu_model  # noqa: E402
+from core.data.datasets import load_task  # noqa: E402
+from core.model.multitask import MultitaskBert  # noqa: E402
+from core.model.precision import cpu_flags, cpu_model  # noqa: E402
 
 
 def main(argv=None) -> int:

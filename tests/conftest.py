@@ -44,15 +44,15 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def pretrained():
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     return MultitaskBert.load("pretrained")
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint: all three tasks, bi-encoder paraphrase, cross-encoder STS."""
-    from core.config import Config
-    from core.train import Trainer
+    from core.config.schema import Config
+    from core.training.trainer import Trainer
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
     cfg = Config.from_yaml(REPO / "configs" / "quick.yaml",
                            TINY + ["model.sts.mode=cross", f"data.dir={REPO / 'data'}"])
@@ -62,7 +62,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint):
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     return MultitaskBert.load(tiny_checkpoint)
 
 
@@ -74,7 +74,7 @@ def write_tiny_encoder(directory: Path, max_position_embeddings: int = 64, seed:
 
     from safetensors.torch import save_file
 
-    from core.bert import BertConfig, BertModel, packaged_model_dir
+    from core.model.bert import BertConfig, BertModel, packaged_model_dir
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                         max_position_embeddings=max_position_embeddings)
     torch.manual_seed(seed)
@@ -113,7 +113,7 @@ def dropout_free_encoder(tmp_path: Path) -> Path:
     import json
     import shutil
 
-    from core.bert import packaged_model_dir
+    from core.model.bert import packaged_model_dir
     src, dst = packaged_model_dir(), tmp_path / "encoder"
     dst.mkdir()
     for f in src.iterdir():

@@ -24,7 +24,7 @@ def root(tiny_checkpoint, tmp_path_factory):
     other = root / "other"
     other.mkdir()
     for f in tiny_checkpoint.iterdir():
-        if f.is_file():   # copies: a checkpoint's files may not be links leaving it (core/checkpoint_guard.py)
+        if f.is_file():   # copies: a checkpoint's files may not be links leaving it (core/model/guard.py)
             shutil.copy2(f, other / f.name)
     shutil.copytree(tiny_checkpoint / "predictions", other / "predictions")
     sst = pd.read_csv(other / "predictions" / "sst-dev.csv", dtype={"id": str})
@@ -93,7 +93,7 @@ def test_saliency_page_is_not_stale_after_a_retrain(tiny_checkpoint, repo, tmp_p
     the page's caches are keyed by checkpoint content, not by name."""
     import torch
 
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     root = tmp_path / "checkpoints"
     shutil.copytree(tiny_checkpoint, root / "run")
     monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))

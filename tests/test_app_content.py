@@ -51,7 +51,7 @@ def test_paraphrase_near_fifty_fifty_is_undecided():
 
 
 def test_run_groups_follow_the_studys_directory_names():
-    # core/study.py: <out>/<row>-s<seed>
+    # core/experiments/study.py: <out>/<row>-s<seed>
     assert C.run_group("study/000-mt-s2") == ("study/000-mt", 2)
     assert C.run_group("study-best/best-1ep-no-symmetric-s0") == ("study-best/best-1ep-no-symmetric", 0)
     assert C.run_group("reproduce/000-mt+sts-s3") == ("reproduce/000-mt+sts", 3)
@@ -71,7 +71,7 @@ def test_a_dev_subset_is_marked_with_its_n():
     assert C.subset_short(old) == "dev subset n=300"
     assert C.dev_subset({"dev_examples": {"sst": 1101, "qqp": 2000, "sts": 863}}) == {}
     assert C.subset_label({}) == "" and C.subset_short({}) == ""
-    # a run's own mark (core.evaluate.with_subset_mark) says how the sample was drawn
+    # a run's own mark (core.evaluation.evaluator.with_subset_mark) says how the sample was drawn
     mark = {"qqp": {"n": 500, "of": 2000, "sampling": "stratified", "seed": 0}}
     marked = C.dev_subset({"dev_examples": {"qqp": 500}, "subset": mark})
     assert C.subset_label(marked) == "dev subset: Paraphrase 500 of 2,000 (stratified, seed 0)"

@@ -17,9 +17,9 @@ from conftest import REPO, TINY
 import numpy as np
 from scipy.stats import entropy as scipy_entropy
 
-from core.inputs import MAX_TEXT_CHARS
-from core.jobs import JobManager
-from core.predict import SENTIMENT_LABELS
+from core.data.inputs import MAX_TEXT_CHARS
+from core.jobs.manager import JobManager
+from core.serving.predict import SENTIMENT_LABELS
 
 APP = REPO / "app"
 TIMEOUT = 120
@@ -149,7 +149,7 @@ def test_predict_reads_a_long_review_in_windows(env):
     assert tokens > 32 * 10 and windows >= tokens / 32, note
 
 
-@pytest.mark.skipif(MAX_TEXT_CHARS < 3_000, reason=f"core.inputs.MAX_TEXT_CHARS is {MAX_TEXT_CHARS:,}: a 3,000-"
+@pytest.mark.skipif(MAX_TEXT_CHARS < 3_000, reason=f"core.data.inputs.MAX_TEXT_CHARS is {MAX_TEXT_CHARS:,}: a 3,000-"
                     "character review is refused until it is raised to the windowed path's bound (issue 26)")
 def test_predict_reads_a_3000_character_review(env):
     value, note = _long_review(page("Predict").run(), 3_000)
@@ -256,7 +256,7 @@ def test_train_opens_on_the_quickest_recipe_and_lists_them_by_time(empty_env):
 
 def test_eta_says_the_final_dev_evaluation_is_still_to_come():
     from app.common import eta_text
-    from core.jobs import Progress
+    from core.jobs.manager import Progress
     running = Progress(phase="training", step=90, total_steps=100, eta_s=20.0)
     assert eta_text(running) == "about 20s of training left, then the final dev evaluation"
     timed = Progress(phase="training", step=90, total_steps=100, eta_s=48.0, eval_s=28.0)
@@ -316,7 +316,7 @@ def test_predict_serves_the_fast_path_unless_toggled_off(env, monkeypatch):
     sidebar toggle switches to the exact fp32 model (a separate cache entry)."""
     import streamlit as st
 
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     flags = open("/proc/cpuinfo").read().split()
     fast = "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "int8"
     st.cache_resource.clear()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from core import bench
-from core.precision import RELEVANT_CPU_FLAGS, bf16_is_fast
+from core.tools import bench
+from core.model.precision import RELEVANT_CPU_FLAGS, bf16_is_fast
 
 
 def _finite(x) -> bool:

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from core.bert import BertModel, load_tokenizer, packaged_model_dir
+from core.model.bert import BertModel, load_tokenizer, packaged_model_dir
 from core.errors import ModelLoadError
 
 SENTS_A = ["A man is playing a guitar.", "hi", "The gorgeously elaborate continuation of the trilogy "
@@ -141,7 +141,7 @@ def test_pickled_objects_are_refused(tmp_path):
 def _tiny_dir(tmp_path):
     from safetensors.torch import save_file
 
-    from core.bert import BertConfig
+    from core.model.bert import BertConfig
     cfg = {"model_type": "bert", "vocab_size": 50, "hidden_size": 32, "num_attention_heads": 4,
            "num_hidden_layers": 1, "intermediate_size": 64, "max_position_embeddings": 16}
     d = tmp_path / "tiny"
@@ -168,7 +168,7 @@ def test_tensors_an_encoder_does_not_use_are_counted_and_logged(tmp_path, caplog
     d, state, save_file = _tiny_dir(tmp_path)
     extra = {"cls.predictions.bias": torch.zeros(50), "embeddings.position_ids": torch.arange(16)[None]}
     save_file({**state, **extra}, str(d / "model.safetensors"))
-    with caplog.at_level("INFO", logger="core.bert"):
+    with caplog.at_level("INFO", logger="core.model.bert"):
         model = BertModel.from_pretrained(d)
     assert "2 of its 25 tensors are not part of an encoder" in caplog.text
     assert "cls.predictions.bias" in caplog.text and "embeddings.position_ids" in caplog.text

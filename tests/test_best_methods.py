@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.config import Config, HeadConfig
-from core.data import load_task
+from core.config.schema import Config, HeadConfig
+from core.data.datasets import load_task
 from core.errors import ConfigError
-from core.losses import sst_loss
-from core.model import Encoding, TaskHead
+from core.losses.functions import sst_loss
+from core.model.multitask import Encoding, TaskHead
 
 from conftest import REPO, TINY
 
@@ -90,7 +90,7 @@ def test_swapped_pairs_double_the_data_with_sides_exchanged():
 
 
 def test_layer_decay_gives_each_encoder_layer_its_learning_rate(tmp_path):
-    from core.train import Trainer
+    from core.training.trainer import Trainer
     cfg = Config.from_yaml(REPO / "configs" / "quick.yaml", TINY + [
         f"data.dir={REPO / 'data'}", "train.layer_decay=0.5", "train.lr=1.0", "train.head_lr=3.0"])
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
@@ -120,8 +120,8 @@ def test_best_recipe_trains_saves_and_predicts_with_hybrid_heads(tmp_path):
     logged), the checkpoint loads and predicts all three tasks."""
     import json
 
-    from core.model import MultitaskBert
-    from core.train import Trainer
+    from core.model.multitask import MultitaskBert
+    from core.training.trainer import Trainer
     cfg = Config.from_yaml(REPO / "configs" / "best.yaml", TINY + [f"data.dir={REPO / 'data'}"])
     Trainer(cfg, tmp_path / "best", progress=False).run()
     steps = [json.loads(line) for line in (tmp_path / "best" / "train_log.jsonl").read_text().splitlines()]
@@ -161,8 +161,8 @@ def test_paired_bootstrap_of_identical_predictions_is_zero_and_of_a_better_one_p
 
 def test_hybrid_ablation_reads_three_outputs_of_the_same_weights(tmp_path):
     from analysis.ablation import branch_predictions
-    from core.model import MultitaskBert
-    from core.train import Trainer
+    from core.model.multitask import MultitaskBert
+    from core.training.trainer import Trainer
     cfg = Config.from_yaml(REPO / "configs" / "best.yaml", TINY + [f"data.dir={REPO / 'data'}",
                                                                     "train.tasks=[sts]"])
     Trainer(cfg, tmp_path / "h", progress=False).run()

@@ -1,11 +1,11 @@
-"""core/cache.py: content hashes (same content -> one key; anything that changes the
+"""core/evaluation/cache.py: content hashes (same content -> one key; anything that changes the
 outputs -> another) and the arrays cached under them."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from core.cache import cached_array, keyed_path, model_fingerprint, read_array, texts_fingerprint, write_array
+from core.evaluation.cache import cached_array, keyed_path, model_fingerprint, read_array, texts_fingerprint, write_array
 
 TEXTS = ["A man plays the guitar.", "The stock market fell.", "Cats sleep a lot."]
 
@@ -40,7 +40,7 @@ def test_unreadable_entry_is_recomputed_and_dicts_are_npz(tmp_path):
 
 
 def test_fingerprint_follows_weight_content(tiny_checkpoint):
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     m1, m2 = MultitaskBert.load(tiny_checkpoint), MultitaskBert.load(tiny_checkpoint)
     assert model_fingerprint(m1) == model_fingerprint(m2)   # same bytes, other objects
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_fingerprint_follows_weight_content(tiny_checkpoint):
 def test_checkpoint_fingerprint_follows_file_content(tiny_checkpoint, tmp_path):
     import hashlib
     import shutil
-    from core.cache import checkpoint_fingerprint, file_fingerprint
+    from core.evaluation.cache import checkpoint_fingerprint, file_fingerprint
     weights = tiny_checkpoint / "model.safetensors"
     assert file_fingerprint(weights) == hashlib.sha256(weights.read_bytes()).hexdigest()
     copy = shutil.copytree(tiny_checkpoint, tmp_path / "copy")
@@ -76,8 +76,8 @@ def test_checkpoint_fingerprint_follows_file_content(tiny_checkpoint, tmp_path):
 
 def test_precision_is_part_of_the_keys(tiny_checkpoint, tiny_model):
     """bf16 autocast keeps the fp32 state_dict, but not its outputs: another key."""
-    from core.cache import encoder_fingerprint
-    from core.model import MultitaskBert
+    from core.evaluation.cache import encoder_fingerprint
+    from core.model.multitask import MultitaskBert
     bf16 = MultitaskBert.load(tiny_checkpoint, quantize="bf16")
     assert model_fingerprint(bf16) != model_fingerprint(tiny_model)
     assert encoder_fingerprint(bf16) != encoder_fingerprint(tiny_model)

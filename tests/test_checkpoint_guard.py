@@ -1,4 +1,4 @@
-"""core.checkpoint_guard (issue 24, deliverable 4): every file of a checkpoint directory
+"""core.model.guard (issue 24, deliverable 4): every file of a checkpoint directory
 checked before use. A real checkpoint of a tiny encoder is saved once per test and then
 damaged the way a careless or hostile copy would be."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import checkpoint_guard as guard
-from core.config import Config
+from core.model import guard
+from core.config.schema import Config
 from core.errors import CheckpointError
-from core.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, COMPLETE_MARKER, MultitaskBert
+from core.model.multitask import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, COMPLETE_MARKER, MultitaskBert
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,7 +53,7 @@ def test_constants_are_the_models():
 def test_a_fresh_checkpoint_and_the_shipped_one_pass(ck):
     meta = guard.check_checkpoint(ck)
     assert meta["format_version"] == CHECKPOINT_VERSION
-    from core.model import SHIPPED_DIR
+    from core.model.multitask import SHIPPED_DIR
     if (SHIPPED_DIR / "model.safetensors").is_file():
         assert guard.check_checkpoint(SHIPPED_DIR)["format"] == CHECKPOINT_FORMAT
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import REPO
-from core.config import Config, apply_overrides
+from core.config.schema import Config, apply_overrides
 from core.errors import ConfigError
 
 
@@ -59,9 +59,9 @@ def test_yaml_errors_name_the_file(tmp_path):
 
 
 def test_option_help_lives_in_the_field_metadata_and_reaches_help_and_the_form():
-    from core.config import format_option_help, option_help
-    from core.recipes import recipe_fields
-    from core.train import make_parser
+    from core.config.schema import format_option_help, option_help
+    from core.config.recipes import recipe_fields
+    from core.training.trainer import make_parser
     helps = option_help()
     # every leaf field of the recipe has its one line
     fields = recipe_fields(Config())

@@ -3,11 +3,11 @@
 * the encoder on CUDA gives the CPU's hidden states (fp32, TF32 off) within 1e-4;
 * a training run with bf16 autocast and the fused torch AdamW on CUDA finishes with
   finite losses and really used both;
-* a 2-GPU job through ``core.jobs`` (torchrun, NCCL) is accepted, trains, keeps both
+* a 2-GPU job through ``core.jobs.manager`` (torchrun, NCCL) is accepted, trains, keeps both
   ranks' weights identical, and its checkpoint loads.
 
 Every test skips without CUDA (the 2-GPU one without two GPUs). ``python -m
-core.gpu_check`` runs this file and ``core.bench`` on a GPU machine.
+core.gpu_check`` runs this file and ``core.tools.bench`` on a GPU machine.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ QUICK = REPO / "configs" / "quick.yaml"
 
 
 def test_encoder_on_cuda_equals_cpu():
-    from core.bert import BertModel, load_tokenizer, packaged_model_dir
+    from core.model.bert import BertModel, load_tokenizer, packaged_model_dir
     tok = load_tokenizer(packaged_model_dir())
     texts = ["A gorgeous, witty, seductive movie.", "Short.", "The cat sat on the mat while the dog slept nearby."]
     batch = tok(texts, padding=True, return_tensors="pt")
@@ -46,8 +46,8 @@ def test_encoder_on_cuda_equals_cpu():
 def test_bf16_autocast_and_fused_adamw_train_on_cuda(tmp_path):
     if not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    from core.config import Config
-    from core.train import Trainer
+    from core.config.schema import Config
+    from core.training.trainer import Trainer
     cfg = Config.from_yaml(QUICK, TINY + ["train.precision=bf16", "train.optimizer=torch_adamw",
                                           "train.device=cuda", f"data.dir={REPO / 'data'}"])
     trainer = Trainer(cfg, tmp_path / "bf16", progress=False)
@@ -73,8 +73,8 @@ def test_bf16_autocast_and_fused_adamw_train_on_cuda(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_two_gpu_nccl_job(tmp_path):
-    from core.jobs import JobManager
-    from core.model import MultitaskBert
+    from core.jobs.manager import JobManager
+    from core.model.multitask import MultitaskBert
     jm = JobManager(tmp_path / "ckpts")
     job = jm.submit(QUICK, TINY, name="nccl", device="cuda", gpus=2)
     import time

@@ -1,4 +1,4 @@
-"""Tests for core.data: loaders on the real files and on malformed files, tokenization,
+"""Tests for core.data.datasets: loaders on the real files and on malformed files, tokenization,
 padding and length-aware batching."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import (
+from core.data.datasets import (
     N_CLASSES,
     TASK_LABELS,
     TASKS,
@@ -79,7 +79,7 @@ def test_real_files_load_every_row(task, split, n):
 
 
 def test_quora_train_skips_exactly_the_two_malformed_rows(caplog):
-    with caplog.at_level(logging.WARNING, logger="core.data"):
+    with caplog.at_level(logging.WARNING, logger="core.data.datasets"):
         data = load_task("qqp", "train", data_dir=DATA_DIR)
     # 15,999 data rows in the file; two were cut short (label and/or second question lost).
     assert len(data) == 15999 - 2
@@ -191,7 +191,7 @@ def test_malformed_sst_rows_are_skipped_with_reasons(tmp_path, caplog):
             "9\t\tno id\t0",  # 11 ok, id falls back to the row index
         ],
     )
-    with caplog.at_level(logging.WARNING, logger="core.data"):
+    with caplog.at_level(logging.WARNING, logger="core.data.datasets"):
         data = load_task("sst", "train", path=path)
     assert [(ex.id, ex.text_a, ex.label) for ex in data.examples] == [
         ("a1", "good one", 3),

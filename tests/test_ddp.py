@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import dropout_free_encoder
-from core.distributed import DistContext
+from core.training.distributed import DistContext
 
 
 def _events(out):
@@ -70,7 +70,7 @@ def _assert_same_training(encoder, single, multi) -> None:
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 2e-5, worst     # one process == two, up to float noise
-    from core.bert import load_bert_state_dict
+    from core.model.bert import load_bert_state_dict
     start = load_bert_state_dict(encoder)
     moved = max((a[f"bert.{k}"] - v).abs().max().item() for k, v in start.items() if f"bert.{k}" in a)
     assert moved > 10 * worst      # training did change the weights: the comparison means something

@@ -20,7 +20,7 @@ import pytest
 from app.serve import start_server, stop_server
 from conftest import CHROMIUM, TINY, type_a_sentence
 from core.errors import MinbertError
-from core.jobs import JobManager
+from core.jobs.manager import JobManager
 
 SHOTS = Path(tempfile.mkdtemp(prefix="minbert-shots-"))
 

@@ -25,7 +25,7 @@ import pytest
 from app.serve import start_server, stop_server
 from conftest import CHROMIUM, REPO
 from core.errors import MinbertError
-from core.inputs import MAX_TEXT_CHARS
+from core.data.inputs import MAX_TEXT_CHARS
 
 pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 if not Path(CHROMIUM).is_file():
@@ -164,7 +164,7 @@ def test_compare_fits_a_phone_screen(scaled, browser):
     pg.close()
 
 
-@pytest.mark.skipif(MAX_TEXT_CHARS < 3_000, reason=f"core.inputs.MAX_TEXT_CHARS is {MAX_TEXT_CHARS:,}: a 3,000-"
+@pytest.mark.skipif(MAX_TEXT_CHARS < 3_000, reason=f"core.data.inputs.MAX_TEXT_CHARS is {MAX_TEXT_CHARS:,}: a 3,000-"
                     "character review is refused until it is raised to the windowed path's bound (issue 26)")
 def test_a_3000_character_review_gets_a_prediction(server, browser):
     pg = browser.new_page()

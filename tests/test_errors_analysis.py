@@ -1,4 +1,4 @@
-"""analysis.errors on synthetic prediction frames (the columns core.evaluate writes)."""
+"""analysis.errors on synthetic prediction frames (the columns core.evaluation.evaluator writes)."""
 from __future__ import annotations
 
 import numpy as np
@@ -129,7 +129,7 @@ def test_load_predictions_from_a_checkpoint(tmp_path):
     sst_frame().to_csv(tmp_path / "predictions" / "sst-dev.csv", index=False)
     df = E.load_predictions(tmp_path, "sentiment")
     assert len(df) == 5 and all(isinstance(i, str) for i in df["id"]) and df["correct"].sum() == 2
-    with pytest.raises(MinbertError, match="core.evaluate"):
+    with pytest.raises(MinbertError, match="core.evaluation.evaluator"):
         E.load_predictions(tmp_path, "qqp")
     sst_frame().drop(columns=["confidence"]).to_csv(tmp_path / "predictions" / "sst-dev.csv", index=False)
     with pytest.raises(DataError, match="confidence"):

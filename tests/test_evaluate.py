@@ -1,4 +1,4 @@
-"""core.evaluate: the contract's JSON keys, prediction files, submission format."""
+"""core.evaluation.evaluator: the contract's JSON keys, prediction files, submission format."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from core.data import load_task
-from core.evaluate import (evaluate_checkpoint, main, predict_data, predict_datasets, prediction_frame,
+from core.data.datasets import load_task
+from core.evaluation.evaluator import (evaluate_checkpoint, main, predict_data, predict_datasets, prediction_frame,
                            sentence_level)
 
 CONTRACT_KEYS = {"sst_acc", "sst_macro_f1", "qqp_acc", "qqp_f1", "sts_pearson", "sts_spearman",
@@ -107,7 +107,7 @@ def test_duplicate_sentences_are_encoded_once(pretrained):
 
 
 def test_evaluation_cache_identical_metrics_without_loading(own_checkpoint, monkeypatch, tmp_path):
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     first, frames1, info1 = evaluate_checkpoint(own_checkpoint, data_dir=REPO / "data", limit=10)
     assert info1["computed_tasks"] == ["sst", "qqp", "sts"] and info1["cached_tasks"] == []
 
@@ -153,9 +153,9 @@ def torch_arange(t):
 def test_frozen_encoder_reuses_zero_shot_embeddings(tmp_path, monkeypatch):
     """A checkpoint that kept the packaged encoder (heads on a frozen encoder) shares the
     zero-shot model's sentence embeddings: its pair tasks encode nothing again."""
-    from core.bert import BertModel, load_tokenizer
-    from core.config import Config
-    from core.model import MultitaskBert
+    from core.model.bert import BertModel, load_tokenizer
+    from core.config.schema import Config
+    from core.model.multitask import MultitaskBert
     evaluate_checkpoint("pretrained", data_dir=REPO / "data", limit=6)
     cfg = Config(name="frozen")
     model = MultitaskBert(cfg, BertModel.from_pretrained("minilm"), load_tokenizer("minilm"))

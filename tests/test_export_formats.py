@@ -1,4 +1,4 @@
-"""``python -m core.export RUN OUT --format hf|sentence-transformers`` (issue #26): the
+"""``python -m core.serving.export RUN OUT --format hf|sentence-transformers`` (issue #26): the
 directory loads offline in transformers / sentence-transformers and embeds as the run
 does (cosine >= 0.9999); the minbert publication path keeps working."""
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 
 from conftest import REPO, write_tiny_encoder
 from core.errors import MinbertError
-from core.export import EXPORT_INFO, export_encoder, main
-from core.model import MultitaskBert
+from core.serving.export import EXPORT_INFO, export_encoder, main
+from core.model.multitask import MultitaskBert
 
 TEXTS = ["The worst film I have seen this year.", "A gorgeous, witty, seductive movie.", "ok",
          "How do I learn Python quickly?",
@@ -101,7 +101,7 @@ def test_both_exports_load_offline_in_a_fresh_process(trained, exports, tmp_path
 def test_every_pooling_becomes_the_same_sentence_transformers_pooling(pooling, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from core.config import Config
+    from core.config.schema import Config
     (tmp_path / "enc").mkdir()
     encoder = write_tiny_encoder(tmp_path / "enc")
     cfg = Config.from_yaml(REPO / "configs" / "quick.yaml", [f"model.encoder={encoder}", f"model.pooling={pooling}"])
@@ -116,7 +116,7 @@ def test_every_pooling_becomes_the_same_sentence_transformers_pooling(pooling, t
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    from core.config import Config
+    from core.config.schema import Config
     (tmp_path / "enc").mkdir()
     cfg = Config.from_yaml(REPO / "configs" / "quick.yaml", [f"model.encoder={write_tiny_encoder(tmp_path / 'enc')}"])
     return MultitaskBert.from_config(cfg).save(tmp_path / "run")

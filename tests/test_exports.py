@@ -1,6 +1,6 @@
 """Downloads: every figure builder of analysis/plots.py as PNG and SVG (offline redraw,
 analysis/figure_export.py) and tables as CSV with formula cells neutralised
-(core.inputs.csv_export_bytes through analysis/csv_export.py and app/exports.py)."""
+(core.data.inputs.csv_export_bytes through analysis/csv_export.py and app/exports.py)."""
 from __future__ import annotations
 
 import io
@@ -103,6 +103,6 @@ def test_csv_neutralises_formula_cells_and_keeps_numbers():
 def test_app_exports_and_the_report_use_the_one_csv_writer():
     from analysis import report
     from app import exports
-    from core.inputs import csv_export_bytes
+    from core.data.inputs import csv_export_bytes
     assert exports.csv_bytes is csv_bytes is report.csv_bytes is csv_export_bytes
     assert exports.file_stem("study/000-mt-s0 vs <b>") == "study-000-mt-s0-vs-b"

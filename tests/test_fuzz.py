@@ -26,7 +26,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from core.config import Config
+from core.config.schema import Config
 from core.errors import CheckpointError, ConfigError, DataError, MinbertError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_every_number_validation_accepts_is_finite_seedable_and_buildable(key, v
             ("seed", "batch_size", "epochs", "layers", "hidden", "max_len", "vectors", "limit", "steps", "sst",
              "projection", "ascent_steps")):
         text = str(int(value))
-    from core.config import apply_overrides
+    from core.config.schema import apply_overrides
     try:
         cfg = Config.from_dict(apply_overrides(_quick()[0], [f"{key}={text}"]))
     except ConfigError:
@@ -105,8 +105,8 @@ YAMLISH = st.one_of(
 def test_any_override_text_is_a_config_or_one_config_error(key, value):
     """--set and the Train page's YAML fields: any text is a valid config or a ConfigError
     (never a ValueError, RecursionError or TypeError)."""
-    from core.config import apply_overrides
-    from core.recipes import to_overrides
+    from core.config.schema import apply_overrides
+    from core.config.recipes import to_overrides
     raw, fields = _quick()
     try:
         Config.from_dict(apply_overrides(raw, [f"{key}={value}"]))
@@ -126,8 +126,8 @@ def _quick():
     """configs/quick.yaml as a raw mapping, and its form fields (read once)."""
     global _QUICK
     if _QUICK is None:
-        from core.config import read_yaml_mapping
-        from core.recipes import recipe_fields
+        from core.config.schema import read_yaml_mapping
+        from core.config.recipes import recipe_fields
         raw = read_yaml_mapping(QUICK, "config file", "a mapping")
         raw.setdefault("name", "quick")
         _QUICK = raw, recipe_fields(Config.from_dict(raw))
@@ -156,7 +156,7 @@ def _write_csv(header, rows, delimiter=",") -> str:
 def test_a_csv_upload_is_read_whole_or_refused_with_a_reason(header, rows, stray, encoding):
     """Unique column names; every data line a row, or a warning / error that says why not
     (a stray quote never merges rows silently); a UTF-16 file is asked for as UTF-8."""
-    from core.inputs import read_csv_upload
+    from core.data.inputs import read_csv_upload
     width = len(header)
     rows = [row for row in ((r + [""] * width)[:width] for r in rows) if any(c.strip() for c in row)]
     assume(rows)
@@ -186,7 +186,7 @@ def test_no_exported_cell_starts_a_formula(cells, numbers):
     and the text is the same after the one leading quote added to neutralise it."""
     import pandas as pd
 
-    from core.predict import csv_export_bytes
+    from core.serving.predict import csv_export_bytes
     n = min(len(cells), len(numbers))
     df = pd.DataFrame({"text": cells[:n], "score": numbers[:n], cells[0] or "name": cells[:n]})
     out = list(csv.reader(io.StringIO(csv_export_bytes(df).decode("utf-8"), newline="")))
@@ -215,7 +215,7 @@ def _tiny_model():
         import tempfile
 
         from conftest import write_tiny_encoder
-        from core.model import MultitaskBert
+        from core.model.multitask import MultitaskBert
         directory = write_tiny_encoder(Path(tempfile.mkdtemp(prefix="fuzz_enc_")))
         torch.manual_seed(0)
         cfg = Config.from_dict({"model": {"encoder": str(directory), "max_len": 32, "qqp": {"mode": "cross"}}})
@@ -233,7 +233,7 @@ LENGTHS = st.one_of(st.just(3000), st.integers(1, 9000), st.integers(1900, 3100)
 def test_typed_text_up_to_3000_characters_gets_a_prediction_and_longer_a_message(words, n, pair):
     """A review of up to 3,000 characters is read (in windows) and predicted; anything
     longer is predicted too or refused with a message, in bounded time."""
-    from core.predict import predict_one
+    from core.serving.predict import predict_one
     model = _tiny_model()
     text = ((words + " ") * (n // (len(words) + 1) + 1))[:n].strip() or "good"
     start = time.perf_counter()
@@ -293,9 +293,9 @@ def damage(ck: Path, field: str, value: str) -> None:
 @settings(max_examples=60, **FUZZ)
 @given(field=st.sampled_from(FIELDS + ["COMPLETE", "COMPLETE.files", "tokenizer_config"]), value=JSON_TEXT)
 def test_a_checkpoint_with_any_damaged_field_passes_or_is_one_checkpoint_error(field, value, tmp_path_factory):
-    """core.checkpoint_guard over generated damage (through MultitaskBert.load: in
+    """core.model.guard over generated damage (through MultitaskBert.load: in
     tests/test_checkpoint_guard_load.py, until the loader calls the guard)."""
-    from core.checkpoint_guard import check_checkpoint
+    from core.model.guard import check_checkpoint
     ck = tmp_path_factory.mktemp("fz") / "ck"
     shutil.copytree(_checkpoint(), ck)
     damage(ck, field, value)
@@ -316,7 +316,8 @@ SETTING_VALUES = st.one_of(st.text(max_size=20).filter(lambda t: "\x00" not in t
 @given(var=st.sampled_from(["MINBERT_MAX_RUNNING_JOBS", "MINBERT_MAX_QUEUED_JOBS", "MINBERT_READ_ONLY",
                             "MINBERT_SECRET", "MINBERT_JOBS_ROOT", "MINBERT_MEMORY_GB"]), value=SETTING_VALUES)
 def test_any_setting_value_is_used_or_one_config_error(var, value, tmp_path_factory):
-    from core import jobs, limits
+    from core.jobs import manager as jobs
+    from core.config import limits
     root = tmp_path_factory.mktemp("env")
     saved = {v: os.environ.pop(v, None) for v in ("MINBERT_MAX_RUNNING_JOBS", "MINBERT_MAX_QUEUED_JOBS",
                                                   "MINBERT_READ_ONLY", "MINBERT_SECRET", "MINBERT_JOBS_ROOT",
@@ -353,7 +354,7 @@ ROW_VALUES = st.one_of(st.none(), st.integers(-2**70, 2**70), st.floats(), st.te
        value=ROW_VALUES, aim=st.booleans())
 def test_an_altered_job_row_never_breaks_listing_nor_kills_a_bystander(column, value, aim, tmp_path_factory,
                                                                         bystander):
-    from core.jobs import JobManager, Job
+    from core.jobs.manager import JobManager, Job
     root = tmp_path_factory.mktemp("rows") / "ckpts"
     jm = JobManager(root, sweep=False)
     with jm._db() as db:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import gpu_check
+from core.tools import gpu_check
 
 
 def test_without_cuda_it_says_why(capsys, tmp_path):

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from core.bert import BertConfig, BertModel, packaged_model_dir
-from core.config import Config
+from core.model.bert import BertConfig, BertModel, packaged_model_dir
+from core.config.schema import Config
 from core.errors import MinbertError
-from core.predict import predict_one, read_csv_upload
+from core.serving.predict import predict_one, read_csv_upload
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
@@ -42,7 +42,7 @@ def tiny_model():
             json.dump({**config.to_dict(), "model_type": "bert"}, f)
         for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
             shutil.copy(packaged_model_dir() / name, f"{directory}/{name}")
-        from core.model import MultitaskBert
+        from core.model.multitask import MultitaskBert
         cfg = Config.from_dict({"model": {"encoder": directory, "max_len": 24, "qqp": {"mode": "cross"}}})
         _tiny_model = MultitaskBert.from_config(cfg).eval()
     return _tiny_model

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY, wait_for
-import core.jobs
-from core.config import Config
+import core.jobs.manager
+from core.config.schema import Config
 from core.errors import ConfigError, JobError
-from core.jobs import (JobManager, access_mode, check_access, check_app_overrides, main, pid_alive, pid_start_time,
+from core.jobs.manager import (JobManager, access_mode, check_access, check_app_overrides, main, pid_alive, pid_start_time,
                        read_progress, token_pids)
 
 QUICK = REPO / "configs" / "quick.yaml"
@@ -180,10 +180,10 @@ def test_a_killed_worker_is_settled_by_its_watchdog_without_any_call(tmp_path, h
 
 def test_the_trainer_dies_with_its_worker_by_the_kernels_parent_death_signal(tmp_path):
     """No watchdog, no refresh: the trainer alone still stops when its worker is killed."""
-    from core.jobs import _trainer_preexec
-    if core.jobs._prctl is None:
+    from core.jobs.manager import _trainer_preexec
+    if core.jobs.manager._prctl is None:
         pytest.skip("PR_SET_PDEATHSIG is Linux only")
-    script = ("import os, subprocess, sys, time; from core.jobs import _trainer_preexec; "
+    script = ("import os, subprocess, sys, time; from core.jobs.manager import _trainer_preexec; "
               "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
               "preexec_fn=_trainer_preexec(os.getpid())); print(p.pid, flush=True); time.sleep(300)")
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True,
@@ -273,7 +273,7 @@ def test_two_process_job_is_accepted_runs_through_torchrun_and_loads(jm):
     assert "-m torch.distributed.run --standalone --nproc_per_node=2 -m core.train" in launch
     end = events(done)[-1]
     assert end["event"] == "done" and end["world_size"] == 2 and end["ranks_in_sync"] is True
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     model = MultitaskBert.load(done.checkpoint)
     probs = model.predict_sentiment(["A gorgeous, witty, seductive movie."])
     assert probs.shape == (1, 5)
@@ -291,7 +291,7 @@ def test_gpu_jobs_without_a_gpu_are_refused_with_the_reason(jm):
 
 
 def test_two_gpu_job_is_accepted_where_two_gpus_are_visible(jm, monkeypatch):
-    """The refusal came from a flag check (core.train.SUPPORTS_TORCHRUN) that nothing
+    """The refusal came from a flag check (core.training.trainer.SUPPORTS_TORCHRUN) that nothing
     defined; with two GPUs visible a 2-GPU job is accepted and launches torchrun."""
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -375,7 +375,7 @@ def test_dead_worker_is_settled_when_a_process_first_opens_the_root(tmp_path):
         db.execute("INSERT INTO jobs (name, state, recipe, overrides, device, gpus, checkpoint, job_dir, "
                    "pid, pid_start, created, started) VALUES ('ghost', 'running', ?, '[]', 'cpu', 1, ?, ?, ?, ?, ?, ?)",
                    (str(QUICK), str(root / "ghost"), str(root / "jobs" / "1"), gone.pid, 1, time.time(), time.time()))
-    core.jobs._SWEPT.discard(root.resolve())   # as in a freshly started app process
+    core.jobs.manager._SWEPT.discard(root.resolve())   # as in a freshly started app process
     JobManager(root)                            # no refresh() call
     with JobManager(root)._db() as db:
         state = db.execute("SELECT state FROM jobs").fetchone()[0]
@@ -485,7 +485,7 @@ def test_bad_jobs_root_and_cli_exit_2(tmp_path, monkeypatch, capsys):
     afile.write_text("x")
     monkeypatch.setenv("MINBERT_JOBS_ROOT", str(afile))
     with pytest.raises(ConfigError, match=r"\$MINBERT_JOBS_ROOT=.*a directory \(this path is a file\)"):
-        core.jobs.default_root()
+        core.jobs.manager.default_root()
     monkeypatch.setenv("MINBERT_JOBS_ROOT", str(tmp_path / "root"))
     monkeypatch.setenv("MINBERT_MAX_RUNNING_JOBS", "lots")
     assert main(["list"]) == 2
@@ -508,7 +508,7 @@ def test_a_recipe_too_big_for_the_machine_is_refused_at_submission(jm, monkeypat
     with pytest.raises(ConfigError, match=r"model\.sst\.layers = 1000000: out of range"):
         jm.submit(QUICK, ["model.sst.layers=1000000"], name="huge")
     assert jm.list() == [] and not (jm.root / "huge").exists()
-    from core.jobs import _memory_for
+    from core.jobs.manager import _memory_for
     assert _memory_for("slurm", {"mem": "32G", "gpus_per_node": 4}, 4) == (8 * 2**30, "the Slurm job's --mem 32G per process")
     assert _memory_for("slurm", {}, 1) == (None, "")
 

@@ -1,4 +1,4 @@
-"""core.limits (issue 24, deliverable 1): a declared range for every number of every
+"""core.config.limits (issue 24, deliverable 1): a declared range for every number of every
 config dataclass, seeds in [0, 2**32 - 1], finite numbers, lengths of lists and strings,
 overrides that cannot be parsed, and the training-memory estimate against the machine.
 
@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import core.config as config_module
-from core import footprint, limits
-from core.config import Config, apply_overrides
+import core.config.schema as config_module
+from core.training import footprint
+from core.config import limits
+from core.config.schema import Config, apply_overrides
 from core.errors import ConfigError
-from core.footprint import check_fits, count_parameters, estimate_training_memory
-from core.limits import RANGES, LENGTHS, SEED_MAX
+from core.training.footprint import check_fits, count_parameters, estimate_training_memory
+from core.config.limits import RANGES, LENGTHS, SEED_MAX
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,7 +65,7 @@ def test_every_numeric_field_of_every_config_dataclass_has_a_declared_range():
         for name, tp in typing.get_type_hints(cls).items():
             if _mentions(tp, (int, float)) and (cls.__name__, name) not in RANGES:
                 missing.append(f"{cls.__name__}.{name}")
-    assert not missing, f"declare a range in core/limits.py RANGES for: {missing}"
+    assert not missing, f"declare a range in core/config/limits.py RANGES for: {missing}"
 
 
 def test_every_list_mapping_and_string_field_has_a_declared_length():
@@ -79,7 +80,7 @@ def test_every_list_mapping_and_string_field_has_a_declared_length():
                 typing.get_origin(a) in (list, dict, typing.Literal) for a in typing.get_args(tp))
             if sized and (cls.__name__, f.name) not in LENGTHS:
                 missing.append(f"{cls.__name__}.{f.name}")
-    assert not missing, f"declare a length in core/limits.py LENGTHS for: {missing}"
+    assert not missing, f"declare a length in core/config/limits.py LENGTHS for: {missing}"
 
 
 def test_declared_ranges_name_real_fields():
@@ -149,7 +150,7 @@ def test_override_values_python_cannot_parse_are_config_errors():
 
 
 def test_every_shipped_recipe_study_row_and_checkpoint_passes():
-    from core.study import load_plan
+    from core.experiments.study import load_plan
     for path in sorted((REPO / "configs").glob("*.yaml")):
         if path.name.startswith("study"):
             for row in load_plan(path).rows:
@@ -165,7 +166,7 @@ def test_every_shipped_recipe_study_row_and_checkpoint_passes():
 # ------------------------------------------------------------------ memory
 def test_encoder_parameters_match_transformers_own_count():
     transformers = pytest.importorskip("transformers")
-    from core.bert import packaged_model_dir
+    from core.model.bert import packaged_model_dir
     hf_config = transformers.BertConfig.from_pretrained(str(packaged_model_dir()))
     with torch.device("meta"):
         reference = transformers.BertModel(hf_config).num_parameters()   # pooler included, as ours
@@ -184,8 +185,8 @@ def test_head_parameters_match_a_hand_count():
 
 def _saved_activation_bytes(bert_config, batch: int, seq: int) -> int:
     """Bytes of the tensors autograd keeps for backward in one training forward pass of
-    core.bert.BertModel (distinct storages, parameters excluded)."""
-    from core.bert import BertModel
+    core.model.bert.BertModel (distinct storages, parameters excluded)."""
+    from core.model.bert import BertModel
     torch.manual_seed(0)
     model = BertModel(bert_config).train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -204,7 +205,7 @@ def _saved_activation_bytes(bert_config, batch: int, seq: int) -> int:
 
 @pytest.mark.parametrize("h,heads,layers,batch,seq", [(64, 4, 2, 4, 32), (128, 4, 2, 8, 128), (96, 12, 1, 2, 256)])
 def test_activation_estimate_bounds_what_autograd_keeps(h, heads, layers, batch, seq):
-    from core.bert import BertConfig
+    from core.model.bert import BertConfig
     cfg = BertConfig(vocab_size=1000, hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=4 * h, max_position_embeddings=512)
     measured = _saved_activation_bytes(cfg, batch, seq)

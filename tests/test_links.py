@@ -8,7 +8,7 @@ import pytest
 
 from app import links as L
 from core.errors import MinbertError
-from core.inputs import MAX_TEXT_CHARS
+from core.data.inputs import MAX_TEXT_CHARS
 
 CHOICES = ["minbert-multitask", "study/000-mt-s0", "pretrained"]
 

@@ -1,4 +1,4 @@
-"""Loss modules chosen by name (core/losses.py) against hand-computed values, and the
+"""Loss modules chosen by name (core/losses/functions.py) against hand-computed values, and the
 trainer options around them: cyclic backward, per-task batch sizes, encoder dropout,
 regularizers with their own weights."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from core.config import Config, LossTerm, TrainConfig
+from core.config.schema import Config, LossTerm, TrainConfig
 from core.errors import ConfigError
-from core.losses import (CosineMSELoss, LossBatch, MultipleNegativesRankingLoss, build_task_losses,
+from core.losses.functions import (CosineMSELoss, LossBatch, MultipleNegativesRankingLoss, build_task_losses,
                          symmetric_mnrl_loss)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +27,7 @@ def test_cosine_mse_by_hand():
 def test_score_bce_by_hand():
     """Report 002 §3: cross entropy for every task; for STS's 0-5 score, binary cross-entropy
     of score / 5 against label / 5."""
-    from core.losses import ScoreBCELoss
+    from core.losses.functions import ScoreBCELoss
     batch = LossBatch("sts", torch.tensor([2.5, 4.0]), torch.tensor([5.0, 1.0]))
     # p = 0.5, t = 1: -log 0.5;  p = 0.8, t = 0.2: -(0.2 log 0.8 + 0.8 log 0.2)
     expected = (-math.log(0.5) - (0.2 * math.log(0.8) + 0.8 * math.log(0.2))) / 2
@@ -117,7 +117,7 @@ def tiny_encoder(tmp_path_factory):
 
 def _trainer(encoder, tmp_path, **train):
     from conftest import REPO
-    from core.train import Trainer
+    from core.training.trainer import Trainer
     raw = {"model": {"encoder": str(encoder), "max_len": 24, "sts": {"mode": "cosine"}},
            "data": {"dir": str(REPO / "data"), "limit": 16, "eval_limit": 8},
            "train": {"batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0, "log_every": 1, **train}}
@@ -141,7 +141,7 @@ def test_cyclic_backward_updates_once_per_task(tiny_encoder, tmp_path):
 
 def test_per_task_batch_sizes_and_encoder_dropout(tiny_encoder, tmp_path):
     from conftest import REPO
-    from core.train import Trainer
+    from core.training.trainer import Trainer
     raw = {"model": {"encoder": str(tiny_encoder), "max_len": 24, "sts": {"mode": "cosine"},
                      "encoder_dropout": 0.3},
            "data": {"dir": str(REPO / "data"), "limit": 16, "eval_limit": 8},
@@ -162,7 +162,7 @@ def test_per_task_batch_sizes_and_encoder_dropout(tiny_encoder, tmp_path):
 def test_select_last_keeps_the_last_epoch(tiny_encoder, tmp_path):
     import json
     from conftest import REPO
-    from core.train import Trainer
+    from core.training.trainer import Trainer
     raw = {"model": {"encoder": str(tiny_encoder), "max_len": 24, "sts": {"mode": "cosine"}},
            "data": {"dir": str(REPO / "data"), "limit": 16, "eval_limit": 8},
            "train": {"tasks": ["sst"], "batch_size": 8, "epochs": 3, "steps_per_epoch": 1, "select": "last"}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.config import Config
+from core.config.schema import Config
 from core.errors import ConfigError
 
 STAGED = {"train": {"batch_size": 32, "smart": {"noise_std": 1e-4}},
@@ -88,7 +88,7 @@ def test_a_stage_field_is_set_by_the_stage_name():
 
 
 def test_constant_learning_rate_after_the_warm_up():
-    from core.optim import warmup_linear
+    from core.training.optim import warmup_linear
     w = torch.nn.Parameter(torch.zeros(1))
     rates = {}
     for decay in ("linear", "constant"):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ContrastiveConfig
-from core.contrastive import (build_set, mnrl_pairs, negative_pairs, positive_pairs, simcse_sup_triples,
+from core.config.schema import ContrastiveConfig
+from core.training.contrastive import (build_set, mnrl_pairs, negative_pairs, positive_pairs, simcse_sup_triples,
                               triplets, unsup_sentences)
-from core.data import Example, TaskData
+from core.data.datasets import Example, TaskData
 from core.errors import DataError
 
 
@@ -93,7 +93,7 @@ def test_report_triplets_every_sentence_once_three_own_negatives_one_from_each_o
     paraphrase pairs; positive = same SST label / same STS range (0-2 or 3-5) / the
     paraphrase; three negatives from the anchor's own set (other labels / the opposite
     range / non-paraphrase pairs) and one from each of the other two sets."""
-    from core.contrastive import report_triplets
+    from core.training.contrastive import report_triplets
     cfg = ContrastiveConfig(sts_positive=3.0, sts_negative=2.0, negatives=3, triplet_layout="report")
     trip = report_triplets(TRAIN, cfg, random.Random(0))
     assert set(trip.parts) == {"a", "p", "n0", "n1", "n2", "n3", "n4"}     # 3 own + 2 other datasets
@@ -132,7 +132,7 @@ def test_report_triplets_every_sentence_once_three_own_negatives_one_from_each_o
 
 def test_report_triplets_leave_out_sts_pairs_between_the_two_ranges():
     """0-2 and 3-5 (§4.2.1): a sentence of a pair scoring 2.5 is in neither range."""
-    from core.contrastive import report_triplets
+    from core.training.contrastive import report_triplets
     cfg = ContrastiveConfig(sts_positive=3.0, sts_negative=2.0, negatives=3, triplet_layout="report")
     sts = _task("sts", [("a man sings", "a man is singing", 4.6), ("a dog runs", "a cat sleeps", 0.4),
                         ("it rains", "the sun shines", 2.5)])

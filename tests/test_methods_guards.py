@@ -27,9 +27,9 @@ import pytest
 import torch
 
 from conftest import REPO, write_tiny_encoder
-from core.config import Config
-from core.recipes import list_recipes
-from core.train import Trainer
+from core.config.schema import Config
+from core.config.recipes import list_recipes
+from core.training.trainer import Trainer
 
 RECIPES = list_recipes(REPO / "configs")
 GUARD = ["data.limit=16", "data.eval_limit=8", "model.max_len=32", "train.batch_size=8",
@@ -193,7 +193,7 @@ def test_report_001_eq1_is_zero_without_the_margin(tmp_path):
     pretrained MiniLM (eval mode, [CLS]) has no anchor whose positive is farther than the
     soft maximum of its negatives, so Eq. 1 as written is exactly 0 (the bug of issue 22:
     a stage that trains nothing); at the recipe's margin some are active."""
-    from core.contrastive import ContrastiveSet, triplet_gap_sample
+    from core.training.contrastive import ContrastiveSet, triplet_gap_sample
     trainer = Trainer(Config.from_yaml(REPO / "configs" / "report-001-triplet.yaml", GUARD), tmp_path / "run",
                       progress=False)
     trainer.setup()

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from core.bert import BertConfig, BertModel, load_tokenizer
-from core.config import Config, HeadConfig, PromptConfig
+from core.model.bert import BertConfig, BertModel, load_tokenizer
+from core.config.schema import Config, HeadConfig, PromptConfig
 from core.errors import ConfigError
-from core.heads import DeepFFN, TokenBiLSTM, TokenCNN
-from core.model import Encoding, MultitaskBert, TaskHead
-from core.prompts import encode_prompted, prompt_texts
+from core.model.heads import DeepFFN, TokenBiLSTM, TokenCNN
+from core.model.multitask import Encoding, MultitaskBert, TaskHead
+from core.model.prompts import encode_prompted, prompt_texts
 
 
 # one intra-op thread: small ops are faster without thread hand-offs on 2 cores
@@ -148,7 +148,7 @@ def test_prompted_model_feeds_every_task_jointly():
 
 # ------------------------------------------------ report 002's pooled-vector heads
 def test_conv_upscale_turns_one_vector_into_n_by_hand():
-    from core.heads import ConvUpscale
+    from core.model.heads import ConvUpscale
     up = ConvUpscale(n_vectors=2, kernel=3)
     with torch.no_grad():
         up.conv.weight.zero_()
@@ -163,7 +163,7 @@ def test_conv_upscale_turns_one_vector_into_n_by_hand():
 
 
 def test_pooled_readers_shapes_and_parts():
-    from core.heads import PooledReader, VectorBiLSTM, VectorCNN
+    from core.model.heads import PooledReader, VectorBiLSTM, VectorCNN
     x = torch.randn(4, 400)
     # report 002's STS head: upscaling to 8 vectors, BiLSTM of 32 features, linear to 13
     sts = PooledReader("pooled_bilstm", 400, hidden=32, n_vectors=8, upscale_kernel=3, out_features=13)

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import SmartConfig
-from core.losses import (OBJECTIVE_LOSSES, in_batch_logits, mnrl_loss, simcse_sup_loss,
+from core.config.schema import SmartConfig
+from core.losses.functions import (OBJECTIVE_LOSSES, in_batch_logits, mnrl_loss, simcse_sup_loss,
                          simcse_unsup_loss, task_loss, triplet_loss)
-from core.smart import MomentumTeacher, smart_regularizer, symmetric_divergence
+from core.losses.smart import MomentumTeacher, smart_regularizer, symmetric_divergence
 
 
 # one intra-op thread: small ops are faster without thread hand-offs on 2 cores
@@ -105,7 +105,7 @@ def test_triplet_loss_is_a_sum_over_the_minibatch_anchors():
     twice = triplet_loss(anchors.repeat(2, 1), positives.repeat(2, 1), negatives.repeat(2, 1, 1))
     assert twice.item() == pytest.approx(2 * expected, rel=1e-6)
     # the per-anchor gaps logsumexp - d_pos: an anchor is active at margin m iff its gap < m
-    from core.losses import triplet_gaps
+    from core.losses.functions import triplet_gaps
     gaps = triplet_gaps(anchors, positives, negatives)
     assert gaps.tolist() == pytest.approx([lse - 5.0, lse - 6.0, lse - 0.5], rel=1e-6)
     # bf16 inputs are scored in float32 (a bf16 logsumexp near 2.3 is off by up to 0.008)
@@ -211,7 +211,7 @@ def test_mnrl_over_two_ranks_with_gathered_candidates_equals_one_process(with_ne
     (DistContext.gather_rows), scaled by loss_scale and averaged over ranks, give the
     single-process loss and gradients. Two ranks are emulated in one process: autograd
     sums every rank's gradient into the shared leaves, as gather_rows' backward does."""
-    from core.distributed import DistContext
+    from core.training.distributed import DistContext
     torch.manual_seed(0)
     n, d = 7, 5
     a, p, neg = (torch.randn(n, d, requires_grad=True) for _ in range(3))
@@ -249,9 +249,9 @@ def test_data_parallel_triplet_shares_add_up_to_the_sum_over_the_global_batch():
     is rescaled (objective_loss's n_global) so that after the trainer's share weight
     (DistContext.loss_scale) and the gradient average over ranks, the gradient is that of
     the global batch's sum."""
-    from core.config import ContrastiveConfig
-    from core.contrastive import objective_loss
-    from core.distributed import DistContext
+    from core.config.schema import ContrastiveConfig
+    from core.training.contrastive import objective_loss
+    from core.training.distributed import DistContext
 
     torch.manual_seed(0)
     table = torch.randn(8 * 7, 4, requires_grad=True)            # 8 triplets x (a, p, n0..n4) as rows

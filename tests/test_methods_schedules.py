@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.schedules import (balanced_batches, epoch_plan, inverse_frequency_weights, rescale_counts,
+from core.training.schedules import (balanced_batches, epoch_plan, inverse_frequency_weights, rescale_counts,
                             steps_in_epoch, task_counts)
-from core.weighting import UncertaintyWeighting, dev_weights
+from core.losses.weighting import UncertaintyWeighting, dev_weights
 
 N = {"sst": 3, "sts": 2, "qqp": 4}
 

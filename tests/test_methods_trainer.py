@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import REPO
-from core.config import Config
+from core.config.schema import Config
 from core.errors import ConfigError
-from core.evaluate import evaluate_model
-from core.model import MultitaskBert
-from core.train import Trainer
-from core.weighting import dev_weights
+from core.evaluation.evaluator import evaluate_model
+from core.model.multitask import MultitaskBert
+from core.training.trainer import Trainer
+from core.losses.weighting import dev_weights
 
 
 # one intra-op thread: small ops are faster without thread hand-offs on 2 cores

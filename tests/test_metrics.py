@@ -1,4 +1,4 @@
-"""Tests for core.metrics: hand-computed cases and agreement with sklearn / scipy."""
+"""Tests for core.evaluation.metrics: hand-computed cases and agreement with sklearn / scipy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from core.metrics import (
+from core.evaluation.metrics import (
     accuracy,
     confusion_matrix,
     macro_f1,

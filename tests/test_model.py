@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.bert import BertModel, load_tokenizer
-from core.config import Config
+from core.model.bert import BertModel, load_tokenizer
+from core.config.schema import Config
 from core.errors import CheckpointError, MinbertError
-from core.model import MultitaskBert, PairFeatures, Pooling, scaled_cosine
+from core.model.multitask import MultitaskBert, PairFeatures, Pooling, scaled_cosine
 
 
 @pytest.mark.parametrize("mode", Pooling.MODES)
@@ -182,7 +182,7 @@ def test_predict_from_embeddings_equals_predict_task(untrained):
 
 
 def test_checkpoint_tasks_without_loading(tiny_checkpoint):
-    from core.model import checkpoint_tasks
+    from core.model.multitask import checkpoint_tasks
     assert checkpoint_tasks("pretrained") == ["qqp", "sts"]
     assert checkpoint_tasks(tiny_checkpoint) == MultitaskBert.load(tiny_checkpoint).served_tasks()
     with pytest.raises(CheckpointError, match="not found"):

@@ -1,4 +1,4 @@
-"""Our encoder exported to ONNX Runtime (core/onnx_export.py): exact against fp32 at
+"""Our encoder exported to ONNX Runtime (core/serving/onnx_export.py): exact against fp32 at
 several sequence lengths, the check that guards the bench fails on a wrong model, and
 ORT int8 keeps exactly the layers in fp32 that ours keeps.
 
@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 pytest.importorskip("onnxscript", reason="onnxscript (torch.onnx.export's exporter) is not installed")
 
 from core.errors import MinbertError  # noqa: E402
-from core.onnx_export import (export_encoder, nodes_for_modules, ort_embed, ort_session,  # noqa: E402
+from core.serving.onnx_export import (export_encoder, nodes_for_modules, ort_embed, ort_session,  # noqa: E402
                               quantize_onnx_int8, verify_export)
 
 TEXTS = ["A man is playing a guitar on the street corner while people walk by.", "Hi.",
@@ -90,7 +90,7 @@ def test_int8_equal_accuracy_keeps_the_ffn_inputs_fp32(exported, pretrained, tmp
 
 
 def test_export_refuses_a_quantized_model(tmp_path):
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     q = MultitaskBert.load("pretrained", quantize="int8")
     with pytest.raises(MinbertError, match="fp32 model"):
         export_encoder(q, tmp_path / "q.onnx")

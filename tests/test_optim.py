@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.optim import AdamW, make_optimizer, warmup_linear
+from core.training.optim import AdamW, make_optimizer, warmup_linear
 
 
 # one intra-op thread: small ops are faster without thread hand-offs on 2 cores

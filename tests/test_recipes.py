@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from conftest import REPO, TINY
-from core.config import Config
-from core.evaluate import PRIMARY, evaluate_model
-from core.model import MultitaskBert
-from core.recipes import list_recipes
-from core.train import Trainer
+from core.config.schema import Config
+from core.evaluation.evaluator import PRIMARY, evaluate_model
+from core.model.multitask import MultitaskBert
+from core.config.recipes import list_recipes
+from core.training.trainer import Trainer
 
 RECIPES = list_recipes(REPO / "configs")     # every training recipe (configs/study*.yaml are study plans)
 REPORTS = {"000": "report-000-mtdnn", "001": "report-001-qabert", "002": "report-002-cnn-heads",

@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core import atomic
-from core.bert import BertModel
-from core.config import Config
+from core.model.bert import BertModel
+from core.config.schema import Config
 from core.errors import CheckpointError, MinbertError, ModelLoadError
-from core.model import COMPLETE_MARKER, MultitaskBert, read_checkpoint_meta
+from core.model.multitask import COMPLETE_MARKER, MultitaskBert, read_checkpoint_meta
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -125,7 +125,7 @@ def test_v1_checkpoint_without_marker_still_loads(model, tmp_path):
 
 
 def test_shipped_checkpoint_if_present_loads():
-    from core.model import SHIPPED_DIR
+    from core.model.multitask import SHIPPED_DIR
     if not (SHIPPED_DIR / "config.json").is_file():
         pytest.skip("checkpoints/minbert-multitask is not in this checkout")
     assert MultitaskBert.load(SHIPPED_DIR).predict_sentiment(["fine"]).shape == (1, 5)
@@ -139,7 +139,7 @@ def test_kill_during_save_leaves_old_checkpoint_intact(model, tmp_path):
     before = (ck / "model.safetensors").read_bytes()
     script = textwrap.dedent(f"""
         import os, signal, torch
-        import core.model as cm
+        import core.model.multitask as cm
         m = cm.MultitaskBert.load({str(ck)!r})
         with torch.no_grad():
             for p in m.parameters(): p.add_(1.0)
@@ -240,7 +240,7 @@ def test_hub_name_never_downloads(tmp_path, monkeypatch):
 
 
 def test_old_resume_state_error_is_minbert(tmp_path):
-    from core.train import Trainer
+    from core.training.trainer import Trainer
     cfg = Config.from_dict({"model": {"encoder": "minilm"}})
     with pytest.raises(MinbertError, match="nothing to resume"):
         Trainer(cfg, tmp_path / "none", resume=True)

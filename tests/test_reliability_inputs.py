@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import Config
+from core.config.schema import Config
 from core.errors import DataError, MinbertError
-from core.model import MultitaskBert
-from core.predict import check_text, predict_frame, predict_one, read_csv_upload
+from core.model.multitask import MultitaskBert
+from core.serving.predict import check_text, predict_frame, predict_one, read_csv_upload
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -203,7 +203,7 @@ def test_csv_column_cap_refuses_a_wide_file_at_once():
 
 
 def test_csv_cell_and_header_caps_name_the_place():
-    from core.inputs import MAX_CELL_CHARS
+    from core.data.inputs import MAX_CELL_CHARS
     raw = b"sentence,id\nok,1\n" + b"x" * (MAX_CELL_CHARS + 1) + b",2\n"
     with pytest.raises(DataError, match=r"line 3, column 1: a cell of 32,001 characters; the limit is 32,000"):
         read_csv_upload(raw)
@@ -220,7 +220,7 @@ def test_export_neutralises_every_formula_start_owasp_lists():
     import csv as csv_module
 
     import pandas as pd
-    from core.inputs import FORMULA_STARTS, csv_export_bytes, neutralize_cell
+    from core.data.inputs import FORMULA_STARTS, csv_export_bytes, neutralize_cell
     assert set("=+-@\t\r") <= set(FORMULA_STARTS)           # OWASP CSV Injection's list
     df = pd.DataFrame({"=cmd|' /C calc'!A0": FORMULAS, "score": [-0.5] * len(FORMULAS),
                        "plain": ["a film", "", "x=1", "e-mail", "1 + 1", "'quoted", "ok", "café"]})
@@ -236,7 +236,7 @@ def test_the_issues_batch_comes_back_neutralised(tiny):
     import csv as csv_module
 
     import pandas as pd
-    from core.predict import csv_export_bytes
+    from core.serving.predict import csv_export_bytes
     raw = ("sentence,id\n" + "".join(f'"{f.replace(chr(34), chr(34) * 2)}",{i}\n'
                                      for i, f in enumerate(FORMULAS[:4]))).encode()
     df = read_csv_upload(raw)
@@ -250,7 +250,7 @@ def test_the_issues_batch_comes_back_neutralised(tiny):
 
 # ------------------------------------------------------- issue 24: long texts, bounded
 def test_a_3000_character_review_gets_a_prediction(tiny):
-    from core.inputs import MAX_TEXT_CHARS
+    from core.data.inputs import MAX_TEXT_CHARS
     review = ("The acting is uneven but the story, told over many scenes in a small town, holds "
               "together well enough. ") * 30
     review = review[:3000]
@@ -261,7 +261,7 @@ def test_a_3000_character_review_gets_a_prediction(tiny):
 
 
 def test_window_estimate_is_the_models_own_count(tiny):
-    from core.predict import estimate_windows
+    from core.serving.predict import estimate_windows
     short, mid, long = "A short one.", "word " * 40, "Another sentence of the review. " * 30
     for task, a, b in [("sst", [short, mid, long], None), ("qqp", [short, mid, long], [long, short, mid]),
                        ("sts", [mid, long], [mid, long])]:
@@ -270,9 +270,9 @@ def test_window_estimate_is_the_models_own_count(tiny):
 
 
 def test_a_pair_over_the_window_limit_is_refused_before_predicting(tiny, monkeypatch):
-    import core.predict
+    import core.serving.predict
     text = "A sentence of a long review, with clauses. " * 40          # ~400 tokens: ~14 windows each
-    monkeypatch.setattr(core.predict, "MAX_WINDOWS", 50)
+    monkeypatch.setattr(core.serving.predict, "MAX_WINDOWS", 50)
     monkeypatch.setattr(type(tiny), "predict_task", lambda *a, **k: pytest.fail("predicted anyway"))
     with pytest.raises(MinbertError, match=r"would be read in [0-9,]+ windows of 32 tokens \(every window of one "
                                            r"sentence with every window of the other\); the limit is 50"):
@@ -282,11 +282,11 @@ def test_a_pair_over_the_window_limit_is_refused_before_predicting(tiny, monkeyp
 def test_batch_rows_over_the_token_limit_get_a_note_and_the_upload_has_a_window_budget(tiny, monkeypatch):
     import pandas as pd
 
-    import core.predict
+    import core.serving.predict
     df = pd.DataFrame({"sentence": ["good", "a " * 2100, "fine"]})   # 4,200 characters, 2,100 tokens
     out = predict_frame({"m": tiny}, "sst", df, "sentence")
     assert list(out["note"]) == ["", "longer than 2,048 tokens", ""]
     assert out["m: sentiment"].notna().tolist() == [True, False, True]
-    monkeypatch.setattr(core.predict, "MAX_BATCH_WINDOWS", 10)
+    monkeypatch.setattr(core.serving.predict, "MAX_BATCH_WINDOWS", 10)
     with pytest.raises(DataError, match="read in [0-9,]+ windows .* the limit per upload is 10"):
         predict_frame({"m": tiny}, "sst", pd.DataFrame({"sentence": ["word " * 200] * 3}), "sentence")

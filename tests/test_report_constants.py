@@ -12,7 +12,7 @@ import math
 import pytest
 
 from conftest import REPO
-from core.config import Config
+from core.config.schema import Config
 
 CONFIGS = REPO / "configs"
 
@@ -103,7 +103,7 @@ def test_report_001_triplet_model():
 
 def test_report_001_eq1_is_a_sum_over_anchors():
     import torch
-    from core.losses import triplet_loss
+    from core.losses.functions import triplet_loss
     # Eq. 1: L = sum_i^A max(0, d(x_i, y_i) - log sum_j^N exp d(x_i, z_j)), Euclidean d
     x, y = torch.zeros(2, 2), torch.tensor([[6.0, 8.0], [0.0, 10.0]])      # d = 10, 10
     z = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]] * 2)                       # d = 1, 1
@@ -154,7 +154,7 @@ def test_report_003_is_table_1_run_0():
 
 
 def test_smart_divergences_are_symmetric_kl_and_mse():
-    from core.smart import TASK_DIVERGENCE
+    from core.losses.smart import TASK_DIVERGENCE
     # §3.6: symmetrized KL for classification, mean squared error for regression (STS)
     assert TASK_DIVERGENCE == {"sst": "categorical", "qqp": "bernoulli", "sts": "mse"}
 

@@ -24,7 +24,7 @@ def study(tiny_checkpoint, repo, tmp_path_factory):
     """checkpoints/study: the tiny checkpoint, its embedding sample written by the CLI,
     then its weights removed. Returns (root, the sample file, what the page computes
     with the weights: the STS sample and the four numbers)."""
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     root = tmp_path_factory.mktemp("checkpoints")
     run = shutil.copytree(tiny_checkpoint, root / "study")
     out = run / "embeddings.json"
@@ -114,7 +114,7 @@ def test_predict_offers_only_runs_with_weights(study, repo, monkeypatch):
 
 
 def test_a_studys_runs_are_listed_one_level_down(study, tmp_path):
-    """core/study.py keeps its runs in checkpoints/study/<row>-s<seed>/ beside its
+    """core/experiments/study.py keeps its runs in checkpoints/study/<row>-s<seed>/ beside its
     results.jsonl: the pickers and the Compare table name them study/<row>-s<seed>, and
     that name resolves."""
     source = study[0] / "study"   # one results-only run
@@ -134,7 +134,7 @@ def test_embeddings_page_puts_the_studys_objectives_side_by_side(repo, monkeypat
     objectives (issue 11: plain, triplet (001), SimCSE (003), MNRL (004)) with their
     geometry numbers over seeds, and one click shows the finished ones side by side from
     their kept embedding samples (no weights needed)."""
-    from core.study import load_plan, read_results
+    from core.experiments.study import load_plan, read_results
     monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
     monkeypatch.chdir(repo)
     plan = load_plan(repo / "configs" / "study.yaml")
@@ -168,7 +168,7 @@ def test_compare_page_checks_a_checkpoint_against_its_study_row(repo, monkeypatc
     """On the repository as cloned: the Compare page's recipe panel says which study row
     was trained with a checkpoint's settings (here one of the row's own runs: the row's
     figures, no verdict); a checkpoint no row was trained like gets no such panel."""
-    from core.study import load_plan, read_results
+    from core.experiments.study import load_plan, read_results
     monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
     monkeypatch.chdir(repo)
     plan = load_plan(repo / "configs" / "study.yaml")
@@ -193,8 +193,8 @@ def test_compare_page_checks_a_checkpoint_against_its_study_row(repo, monkeypatc
 
 def test_compare_page_shows_a_study_rows_claim_beside_our_result(repo, monkeypatch):
     """A study run's recipe panel: the report's claim, our mean ± sd over the row's seeds
-    (recomputed here from results.jsonl: sample sd), and core.study's verdict."""
-    from core.study import claim_table, load_plan, read_results
+    (recomputed here from results.jsonl: sample sd), and core.experiments.study's verdict."""
+    from core.experiments.study import claim_table, load_plan, read_results
     monkeypatch.delenv("MINBERT_CHECKPOINTS", raising=False)
     monkeypatch.chdir(repo)
     plan = load_plan(repo / "configs" / "study.yaml")
@@ -223,7 +223,7 @@ def test_compare_page_judges_a_run_of_a_study_rows_settings(repo, tmp_path, monk
     copy of one seed's files, as if someone re-ran it) is judged against the row's mean ±
     sd: a value equal to one of n = 3 seeds lies at most (n - 1) / sqrt(n) = 1.15 sd from
     their mean, so within 2 sd: it reproduces the row."""
-    from core.study import load_plan, read_results
+    from core.experiments.study import load_plan, read_results
     plan = load_plan(repo / "configs" / "study.yaml")
     seeds = sorted(r["seed"] for r in read_results(plan.out / "results.jsonl") if r["row"] == "004-e6")
     if len(seeds) != 3:
@@ -264,18 +264,18 @@ def test_home_groups_the_studies_runs_by_folder_and_row(repo, monkeypatch):
 
 def test_compare_page_puts_the_report_claim_beside_our_result(study, repo, tmp_path, monkeypatch):
     """The recipe panel of a study run shows the three things of its row's claim
-    (core.study.claim_table): the report's number and claim, our mean ± sd, the verdict.
+    (core.experiments.study.claim_table): the report's number and claim, our mean ± sd, the verdict.
     The claim and the run (a results-only copy of the tiny checkpoint, named as the study
     names its runs) are made up, so that the display is checked whatever the study keeps."""
     import streamlit as st
 
-    import core.study
+    import core.experiments.study
     root = tmp_path / "checkpoints"
     shutil.copytree(study[0] / "study", root / "study" / "004-e1-s0")
     claim = {"row": "004-e1", "report": "004", "source": "§5, Table 3", "report_result": "dev mean 0.481 vs 0.502",
              "claim": "e1 below e6", "expect": "worse", "baseline": "004-e6", "metric": "mean_score", "seeds": 3,
              "mean": 0.6726, "sd": 0.0119, "delta": -0.0280, "verdict": "replicated"}
-    monkeypatch.setattr(core.study, "claim_table", lambda plan, results: [claim])
+    monkeypatch.setattr(core.experiments.study, "claim_table", lambda plan, results: [claim])
     monkeypatch.setenv("MINBERT_CHECKPOINTS", str(root))
     monkeypatch.setenv("MINBERT_JOBS_ROOT", str(root))
     monkeypatch.chdir(repo)

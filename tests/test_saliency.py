@@ -15,7 +15,7 @@ A, B = "a fine film", "a good movie"
 def _variant(tiny_model, overrides: list[str]):
     """A model on the tiny checkpoint's encoder with freshly initialised heads (no
     training needed for the math)."""
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     torch.manual_seed(0)
     cfg = tiny_model.config.with_overrides(overrides)
     return MultitaskBert(cfg, tiny_model.bert, tiny_model.tokenizer, tasks=["qqp", "sts"]).eval()

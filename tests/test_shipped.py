@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from core.model import SHIPPED, SHIPPED_DIR, MultitaskBert
+from core.model.multitask import SHIPPED, SHIPPED_DIR, MultitaskBert
 
 shipped = pytest.mark.skipif(not (SHIPPED_DIR / "model.safetensors").is_file(),
                              reason="checkpoints/minbert-multitask is not in this checkout")
@@ -23,7 +23,7 @@ N = 48   # dev examples per task re-predicted here (the whole sets take a minute
 @shipped
 def test_shipped_model_loads_by_name_from_any_directory(tmp_path):
     code = ("import sys; sys.path.insert(0, %r)\n"
-            "from core.model import MultitaskBert\n"
+            "from core.model.multitask import MultitaskBert\n"
             "m = MultitaskBert.load('minbert-multitask')\n"
             "print(sorted(m.heads), m.predict_sentiment(['a fine film']).shape)") % str(REPO)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -42,7 +42,7 @@ def test_shipped_model_is_small_and_complete():
     assert meta["config"]["name"] == "best" and meta["weights_dtype"] == "float16"
     # format 1, head tensors under their earlier names (heads.<task>.mlp.*): the dev
     # predictions test below is also the test that such checkpoints still load
-    from core.bert import safetensors_shapes
+    from core.model.bert import safetensors_shapes
     assert meta.get("format_version") == 1
     assert "heads.sst.mlp.net.1.weight" in safetensors_shapes(SHIPPED_DIR / "model.safetensors")
 
@@ -50,7 +50,7 @@ def test_shipped_model_is_small_and_complete():
 @shipped
 @pytest.mark.parametrize("task", ["sst", "qqp", "sts"])
 def test_shipped_model_reproduces_its_shipped_dev_predictions(task):
-    from core.data import load_task
+    from core.data.datasets import load_task
     model = MultitaskBert.load(SHIPPED)
     data = load_task(task, "dev", REPO / "data", limit=N)
     shipped_preds = pd.read_csv(SHIPPED_DIR / "predictions" / f"{task}-dev.csv", dtype={"id": str}).head(N)
@@ -65,7 +65,7 @@ def test_shipped_model_reproduces_its_shipped_dev_predictions(task):
 
 
 def test_export_writes_half_precision_weights_that_predict_like_the_original(tiny_checkpoint, tmp_path):
-    from core.export import export
+    from core.serving.export import export
     dst = tmp_path / "exported"
     metrics = export(tiny_checkpoint, dst, "float16", data_dir=REPO / "data", eval_limit=16)
     full = (tiny_checkpoint / "model.safetensors").stat().st_size

@@ -27,8 +27,8 @@ from safetensors.torch import load_file
 import conftest
 from conftest import REPO, TINY, dropout_free_encoder
 from core.errors import JobError
-from core.jobs import JobManager, SlurmBackend, main, token_pids
-from core.slurm import Resources, SlurmClient, SlurmJob, batch_script, load_cluster, map_state, time_limit_seconds
+from core.jobs.manager import JobManager, SlurmBackend, main, token_pids
+from core.jobs.slurm import Resources, SlurmClient, SlurmJob, batch_script, load_cluster, map_state, time_limit_seconds
 from slurm_cluster import LocalSlurm, SlurmUnavailable
 
 
@@ -274,7 +274,7 @@ def test_slurm_job_runs_to_success_and_is_listed(sjm, slurm, capsys):
     assert done.state == "succeeded", done.message + "\n" + done.log_tail()
     assert scontrol(slurm, job.cluster_id)["JobState"] == "COMPLETED"
     assert done.returncode == 0 and done.progress().phase == "done"
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     MultitaskBert.load(done.checkpoint)
     assert main(["--root", str(sjm.root), "list", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
@@ -342,7 +342,7 @@ def test_two_process_slurm_job_trains_like_one_process(sjm, slurm, tmp_path):
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 2e-5, worst
-    from core.bert import load_bert_state_dict
+    from core.model.bert import load_bert_state_dict
     start = load_bert_state_dict(encoder)
     moved = max((a[f"bert.{k}"] - v).abs().max().item() for k, v in start.items() if f"bert.{k}" in a)
     assert moved > 10 * worst    # training moved the weights: the comparison means something

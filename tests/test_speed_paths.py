@@ -17,14 +17,14 @@ TEXTS = ["A man is playing a guitar on the street corner while people walk by.",
 
 @pytest.fixture(scope="module")
 def int8_pretrained():
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     return MultitaskBert.load("pretrained", quantize="int8")
 
 
 def test_fp32_fast_path_equals_transformers(pretrained):
     """Sorted batches + SDPA + inference mode == HF BertModel, padded file-order batch."""
     import transformers
-    from core.bert import packaged_model_dir
+    from core.model.bert import packaged_model_dir
     path = str(packaged_model_dir())
     tok = transformers.AutoTokenizer.from_pretrained(path)
     ref = transformers.BertModel.from_pretrained(path).eval()
@@ -49,7 +49,7 @@ def test_sorted_batches_restore_input_order(tiny_model):
 
 def test_int8_is_close_to_fp32(pretrained, int8_pretrained):
     assert int8_pretrained.quantization == "int8"
-    from core.quantize import KEEP_FP32
+    from core.serving.quantize import KEEP_FP32
     fp32_linear = [n for n, m in int8_pretrained.bert.named_modules() if isinstance(m, torch.nn.Linear)]
     assert fp32_linear and all(n.endswith(KEEP_FP32) for n in fp32_linear), fp32_linear
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
@@ -61,13 +61,13 @@ def test_int8_is_close_to_fp32(pretrained, int8_pretrained):
 
 
 def test_int8_checkpoint_heads_agree(tiny_checkpoint, tiny_model):
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     q = MultitaskBert.load(tiny_checkpoint, quantize="int8")
     np.testing.assert_allclose(q.predict_sentiment(TEXTS), tiny_model.predict_sentiment(TEXTS), atol=0.05)
 
 
 def test_int8_models_refuse_to_be_saved_and_bad_modes(int8_pretrained, tmp_path):
-    from core.model import MultitaskBert
+    from core.model.multitask import MultitaskBert
     with pytest.raises(MinbertError, match="quantized"):
         int8_pretrained.save(tmp_path / "q")
     with pytest.raises(MinbertError, match="unknown quantize"):
@@ -76,7 +76,7 @@ def test_int8_models_refuse_to_be_saved_and_bad_modes(int8_pretrained, tmp_path)
 
 def test_full_range_activations_are_at_least_as_accurate():
     """8-bit activations (VNNI CPUs) vs torch's default 7-bit, on one FFN block."""
-    from core.quantize import quantize_linear_int8
+    from core.serving.quantize import quantize_linear_int8
     torch.manual_seed(0)
     make = lambda: torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
     ref = make()
@@ -110,8 +110,8 @@ def test_bf16_autocast_runs_on_cpu(pretrained):
 def test_trainer_bf16_step_updates_weights(tmp_path, repo):
     """train.precision=bf16 through the real trainer step (autocast on CPU here)."""
     from conftest import TINY
-    from core.config import Config
-    from core.train import Trainer
+    from core.config.schema import Config
+    from core.training.trainer import Trainer
     cfg = Config.from_yaml(repo / "configs" / "quick.yaml",
                            TINY + ["train.precision=bf16", "train.device=cpu", f"data.dir={repo / 'data'}"])
     trainer = Trainer(cfg, tmp_path / "bf16", progress=False)
@@ -125,7 +125,7 @@ def test_trainer_bf16_step_updates_weights(tmp_path, repo):
 
 
 def test_token_budget_batches_cover_inputs_within_budget():
-    from core.model import token_budget_batches
+    from core.model.multitask import token_budget_batches
     lengths = [5, 60, 12, 12, 3, 200, 7, 33, 12, 9] * 7
     batches = token_budget_batches(lengths, max_tokens=128)
     flat = [i for b in batches for i in b]

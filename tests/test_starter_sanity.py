@@ -17,17 +17,17 @@ POSITIVE = ["A masterpiece: moving, funny and beautifully acted.", "One of the b
 
 
 def test_starter_calls_obvious_negatives_negative_and_raves_positive(tmp_path, one_thread):
-    from core.config import Config
-    from core.model import MultitaskBert
-    from core.train import Trainer
+    from core.config.schema import Config
+    from core.model.multitask import MultitaskBert
+    from core.training.trainer import Trainer
     cfg = Config.from_yaml(REPO / "configs" / "starter.yaml", [
         f"data.dir={REPO / 'data'}", "train.tasks=[sst]", "data.limit=400", "data.eval_limit=20",
         "train.steps_per_epoch=150", "model.max_len=48", "train.log_every=1000"])
     trainer = Trainer(cfg, tmp_path / "starter", progress=False)
     summary = trainer.run()
     sample = trainer.train_data["sst"].subset
-    assert sample is not None, ("the trainer read the first data.limit rows: core/train.py's _load_data must "
-                                "load with core.data.load_subset (issue #26)")
+    assert sample is not None, ("the trainer read the first data.limit rows: core/training/trainer.py's _load_data must "
+                                "load with core.data.datasets.load_subset (issue #26)")
     assert (sample.n, sample.of, sample.sampling) == (400, 8544, "stratified")
     assert summary["dev"]["subset"]["sst"]["n"] == 20          # the dev figures say they are a subset
     probs = MultitaskBert.load(tmp_path / "starter").predict_sentiment(NEGATIVE + POSITIVE)

@@ -12,9 +12,9 @@ import pytest
 
 from analysis import geometry
 from analysis.predictions import load_predictions
-from core.data import load_task
+from core.data.datasets import load_task
 from core.errors import DataError, MinbertError
-from core.evaluate import prediction_frame, slim_predictions, write_predictions
+from core.evaluation.evaluator import prediction_frame, slim_predictions, write_predictions
 
 
 def _frames(repo, n=5):

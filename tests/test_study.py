@@ -1,4 +1,4 @@
-"""The study runner (core/study.py) with a fake trainer: finished runs are skipped on a
+"""The study runner (core/experiments/study.py) with a fake trainer: finished runs are skipped on a
 restart, a killed run is resumed, weights are pruned, and the table's mean / sd /
 verdict match hand-computed values."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 from core.errors import ConfigError, MinbertError
-from core.study import compare, format_deltas, format_table, load_plan, mean_sd, read_results, run_study
+from core.experiments.study import compare, format_deltas, format_table, load_plan, mean_sd, read_results, run_study
 
 PLAN = """
 out: {out}
@@ -31,7 +31,7 @@ def write_plan(tmp_path: Path) -> Path:
 
 
 class FakeTrainer:
-    """Stands in for the subprocesses: `core.train` writes a finished metrics.json and a
+    """Stands in for the subprocesses: `core.training.trainer` writes a finished metrics.json and a
     weights file; `analysis.geometry sample` writes embeddings.json."""
 
     def __init__(self, fail: set[str] = frozenset()):
@@ -56,7 +56,7 @@ class FakeTrainer:
         return 0
 
     def trainings(self) -> list[list[str]]:
-        return [c for c in self.calls if "core.train" in c]
+        return [c for c in self.calls if "core.training.trainer" in c]
 
 
 def test_runs_every_row_and_seed_once_then_skips_them(tmp_path):
@@ -73,7 +73,7 @@ def test_runs_every_row_and_seed_once_then_skips_them(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "embeddings.json", "metrics.json"]
     lines = read_results(plan.out / "results.jsonl")
     assert len(lines) == 4 and lines[0]["commit"] and lines[3]["dev"]["sts_pearson"] == pytest.approx(0.4)
-    assert lines[0]["embeddings"] is True and "core.train" in lines[0]["command"]
+    assert lines[0]["embeddings"] is True and "core.training.trainer" in lines[0]["command"]
     # a restart runs nothing
     again = FakeTrainer()
     assert run_study(load_plan(write_plan(tmp_path)), runner=again, log=lambda *a: None) == []
@@ -163,7 +163,7 @@ def test_commit_is_dirty_for_code_changes_but_not_for_the_studys_own_results(tmp
     """A study worktree appends to its tracked results.jsonl after every run: that must not
     mark the runs after the first as trained by uncommitted code; a changed code file must."""
     import subprocess
-    import core.study as study
+    import core.experiments.study as study
 
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
@@ -187,7 +187,7 @@ def test_commit_is_dirty_for_code_changes_but_not_for_the_studys_own_results(tmp
 def test_geometry_by_objective_mean_sd_and_direction_by_hand(tmp_path):
     """The plan's geometry comparison reads each run's embeddings.json report: mean and
     sample sd over seeds, and the difference to the 'against' row as a direction."""
-    from core.study import format_geometry, geometry_summary
+    from core.experiments.study import format_geometry, geometry_summary
     path = write_plan(tmp_path)
     path.write_text(path.read_text() + "geometry:\n  - {label: plain, row: base}\n"
                     "  - {label: faster lr, row: faster, against: base}\n")
@@ -225,7 +225,7 @@ def _finished_run(directory: Path, config: dict, sst: float) -> None:
 
 
 def test_check_finds_a_runs_row_by_config_and_applies_the_2_sd_rule_by_hand(tmp_path, capsys):
-    from core.study import check_run, format_check, main
+    from core.experiments.study import check_run, format_check, main
     plan_path = write_plan(tmp_path)
     plan = load_plan(plan_path)
     results = []
@@ -282,7 +282,7 @@ rows:
 
 
 def test_report_files_bring_budget_and_claims_and_replace_inline_rows(tmp_path, monkeypatch):
-    import core.study as study
+    import core.experiments.study as study
     monkeypatch.setattr(study, "REPO", tmp_path)          # include patterns are relative to the repository
     (tmp_path / "rows").mkdir()
     (tmp_path / "rows" / "009.yaml").write_text(REPORT_FILE.format(recipe=REPO / "configs" / "quick.yaml",
@@ -308,7 +308,7 @@ def test_report_files_bring_budget_and_claims_and_replace_inline_rows(tmp_path, 
 
 
 def test_claim_verdicts_by_the_2_sd_rule_by_hand():
-    from core.study import Row, claim_verdict
+    from core.experiments.study import Row, claim_verdict
     better = compare([0.8, 0.9, 1.0], [0.5, 0.6, 0.7])     # delta +0.3 >= 2 x 0.1
     worse = compare([0.5, 0.6, 0.7], [0.8, 0.9, 1.0])      # delta -0.3
     same = compare([0.61, 0.6, 0.59], [0.6, 0.59, 0.61])   # delta 0 -> no difference
@@ -324,13 +324,13 @@ def test_claim_verdicts_by_the_2_sd_rule_by_hand():
 
 
 def test_a_row_whose_config_changed_is_rerun_not_reused_and_gone_rows_retire(tmp_path):
-    from core.study import current_results, retire, superseded
+    from core.experiments.study import current_results, retire, superseded
     plan = load_plan(write_plan(tmp_path))
 
-    class RealConfig(FakeTrainer):     # writes the resolved config, as core.train does
+    class RealConfig(FakeTrainer):     # writes the resolved config, as core.training.trainer does
         def __call__(self, cmd, log_path):
             code = super().__call__(cmd, log_path)
-            if "core.train" in cmd and code == 0:
+            if "core.training.trainer" in cmd and code == 0:
                 out = Path(cmd[cmd.index("--out") + 1])
                 row = plan.row(out.name.rsplit("-s", 1)[0])
                 (out / "config.json").write_text(json.dumps({"config": row.config}))

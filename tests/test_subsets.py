@@ -1,6 +1,6 @@
 """Seeded, label-stratified subsets (issue #26): what ``data.limit`` / ``data.eval_limit``
-select (core.data.load_subset) and the ``subset`` mark that travels with the figures
-computed on them (core.evaluate)."""
+select (core.data.datasets.load_subset) and the ``subset`` mark that travels with the figures
+computed on them (core.evaluation.evaluator)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from core.data import (STS_BIN_EDGES, load_subset, load_task, stratified_indices, subset_task)
+from core.data.datasets import (STS_BIN_EDGES, load_subset, load_task, stratified_indices, subset_task)
 from core.errors import DataError, MinbertError
-from core.evaluate import dev_subsets, metrics_and_frames, subset_note, with_subset_mark
+from core.evaluation.evaluator import dev_subsets, metrics_and_frames, subset_note, with_subset_mark
 
 DATA = REPO / "data"
 # Class counts of the files, pinned in tests/test_data.py from the files themselves.
@@ -73,7 +73,7 @@ def test_quora_sample_by_label():
 def test_sts_bins_put_whole_scores_in_the_bin_they_open():
     assert STS_BIN_EDGES == (1.0, 2.0, 3.0, 4.0)
     data = load_task("sts", "dev", DATA)
-    from core.data import strata_of
+    from core.data.datasets import strata_of
     strata, kind = strata_of(data)
     assert kind == "score bins"
     expected = [4 if y >= 4 else int(y) for y in data.labels]     # 5.0 -> 4, 1.0 -> 1, 0.8 -> 0

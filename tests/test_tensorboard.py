@@ -26,8 +26,8 @@ def _scalars(directory) -> dict[str, dict[int, float]]:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from core.config import Config
-    from core.train import Trainer
+    from core.config.schema import Config
+    from core.training.trainer import Trainer
     root = tmp_path_factory.mktemp("tb")
     (root / "enc").mkdir()
     encoder = write_tiny_encoder(root / "enc")

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from conftest import REPO, TINY
-from core.config import Config
-from core.data import load_subset
+from core.config.schema import Config
+from core.data.datasets import load_subset
 from core.errors import ConfigError, MinbertError
-from core.losses import task_loss
-from core.model import MultitaskBert
-from core.train import Trainer, main
+from core.losses.functions import task_loss
+from core.model.multitask import MultitaskBert
+from core.training.trainer import Trainer, main
 
 
 def _config(*extra: str) -> Config:
@@ -22,7 +22,7 @@ def _config(*extra: str) -> Config:
 
 def _train_loss(model: MultitaskBert, limit: int) -> dict[str, float]:
     """Loss of every task on the ``limit`` training examples a run with data.limit trains on
-    (the seeded, label-stratified sample of core.data.load_subset), eval mode."""
+    (the seeded, label-stratified sample of core.data.datasets.load_subset), eval mode."""
     model.eval()
     out = {}
     with torch.no_grad():
@@ -148,7 +148,7 @@ def test_resume_gives_each_data_parallel_rank_its_own_generator():
     """A resumed rank continues from its own saved generator (same world size); with
     another world size, or an old single-state resume file, rank 0 takes the saved state
     and the other ranks get distinct, reproducible ones (never rank 0's masks)."""
-    from core.train import select_rank_rng
+    from core.training.trainer import select_rank_rng
     states = [{"cpu": torch.Generator().manual_seed(s).get_state()} for s in (11, 22)]
     saved = {"torch_rng": states[0]["cpu"], "rng_per_rank": states}
     for rank in (0, 1):

@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO
-from core.jobs import JobManager
+from core.jobs.manager import JobManager
 
 PAGE = next((REPO / "app" / "views").glob("*_Train.py"))
 

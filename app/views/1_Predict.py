@@ -16,8 +16,8 @@ from app.content import (EXAMPLES, SENTIMENT_LABELS, keep_input_columns, paraphr
                          sentiment_reading)
 from app.exports import CSV_HELP, csv_bytes
 from app.links import PAGES, example_params, linked_example, model_params, page_link, show_query
-from core.inputs import MAX_BATCH_ROWS, MAX_TEXT_CHARS, guess_columns, read_csv_upload
-from core.predict import predict_frame, predict_one
+from core.data.inputs import MAX_BATCH_ROWS, MAX_TEXT_CHARS, guess_columns, read_csv_upload
+from core.serving.predict import predict_frame, predict_one
 
 APP_DIR = Path(__file__).resolve().parents[1]
 SHORT, LONG = "Sentence or pair", "Long text"
@@ -127,7 +127,7 @@ def _predict_all(task: str, names: list[str], a: str, b: str | None) -> dict[str
 
 def read_note(r: dict) -> str:
     """How much of the input the model read: all of it, in windows when it is longer
-    than the length the model was trained on (core.model.MultitaskBert.predict_task)."""
+    than the length the model was trained on (core.model.multitask.MultitaskBert.predict_task)."""
     note = f"Read all {r['tokens']:,} tokens"
     if r.get("windows", 1) > 1:
         note += f" in {r['windows']} windows of {r['max_len']} tokens"

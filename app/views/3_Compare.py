@@ -18,9 +18,9 @@ from app.analysis_common import run_safely
 from app.common import (QUORA_CAPTION, ROOT, SHIPPED, STUDY_PLAN, checkpoints_root, fmt_duration, page_setup,
                         pick_run, run_tables, study_plan, study_texts)
 from app.content import chart_lines, confusion_spec, dot_spec, fmt_mean_sd, run_group, subset_short
-from core.data import TASK_LABELS
+from core.data.datasets import TASK_LABELS
 from core.errors import MinbertError
-from core.study import check_run, read_results
+from core.experiments.study import check_run, read_results
 
 page_setup("Compare", ":material/compare_arrows:")
 st.title(":material/compare_arrows: Compare checkpoints")
@@ -137,7 +137,7 @@ def overview(table: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------- study claims
 @st.cache_data(show_spinner=False, max_entries=64)
 def study_check(path: str, plan_text: str, results_text: str, signature: tuple) -> dict | None:
-    """core.study's reproduction check of one run against the study row trained with the
+    """core.experiments.study's reproduction check of one run against the study row trained with the
     same settings (None when no row was: only the seed may differ)."""
     plan = study_plan(plan_text)
     try:
@@ -149,9 +149,9 @@ def study_check(path: str, plan_text: str, results_text: str, signature: tuple) 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def study_claims(plan_text: str, results_text: str) -> dict[str, dict]:
-    """``core.study.claim_table`` by row name (the report's number and claim, our mean ±
-    sd, the verdict); empty where core.study does not provide it."""
-    import core.study as study
+    """``core.experiments.study.claim_table`` by row name (the report's number and claim, our mean ±
+    sd, the verdict); empty where core.experiments.study does not provide it."""
+    import core.experiments.study as study
     if not hasattr(study, "claim_table"):
         return {}
     plan = study_plan(plan_text)

@@ -23,7 +23,7 @@ from app.analysis_common import (DATA_DIR, TASK_TITLES, MinbertError, checkpoint
 from app.common import checkpoint_tasks, offered_tasks, page_setup, resolve_checkpoint
 from app.exports import show_figure, show_table
 from app.links import example_links, linked_models
-from core.data import TASK_LABELS
+from core.data.datasets import TASK_LABELS
 
 page_setup("Errors", ":material/bug_report:")
 st.title(":material/bug_report: Errors")
@@ -75,7 +75,7 @@ def metric_intervals(name: str, task: str, stamp: float) -> dict:
 
 
 def compute_predictions(name: str, task: str) -> bool:
-    from core.evaluate import evaluate_model, write_predictions
+    from core.evaluation.evaluator import evaluate_model, write_predictions
     model = load_model(name)
     with st.spinner(f"Predicting the {task} dev set with {name}…"):
         _, frames = evaluate_model(model, tasks=[task], data_dir=DATA_DIR)

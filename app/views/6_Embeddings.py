@@ -6,7 +6,7 @@ the STS Spearman of cosine similarity beside them. Embeddings and projections ar
 on disk per checkpoint content hash, sample, method and seed (analysis/geometry.py).
 The reproduction study's training objectives (plain, triplet, SimCSE, MNRL: the plan's
 ``geometry`` entries) can be put side by side in one click, with their geometry numbers
-over seeds (core/study.py).
+over seeds (core/experiments/study.py).
 
 The first UMAP of a server process loads umap-learn and compiles its layout kernel (about
 a minute on 2 CPU cores): the page starts that in the background when it opens, says so
@@ -34,8 +34,8 @@ from app.analysis_common import (DATA_DIR, TASK_TITLES, checkpoint_choices, has_
 from app.common import ROOT, STUDY_PLAN, page_setup, resolve_checkpoint, study_plan, study_texts
 from app.exports import show_figure, show_table
 from app.links import example_links, linked_models
-from core.data import TASK_LABELS, texts_for_ids
-from core.study import GEOMETRY_NOTE, geometry_rows, read_results
+from core.data.datasets import TASK_LABELS, texts_for_ids
+from core.experiments.study import GEOMETRY_NOTE, geometry_rows, read_results
 
 page_setup("Embeddings", ":material/scatter_plot:")
 st.title(":material/scatter_plot: Embeddings")

@@ -40,8 +40,8 @@ show_query(model_params(names, task))
 
 
 def _content(name: str) -> str:
-    """The prediction file's content hash (core/cache.py): the cache key of its report."""
-    from core.cache import file_fingerprint
+    """The prediction file's content hash (core/evaluation/cache.py): the cache key of its report."""
+    from core.evaluation.cache import file_fingerprint
     path = P.predictions_path(resolve_checkpoint(name), task)
     return file_fingerprint(path) if path.is_file() else ""
 

@@ -1,0 +1,1 @@
+"""The reproduction study: plans of rows x seeds, resumable, claims beside results."""

@@ -1,0 +1,1 @@
+"""Developer tools: the side-by-side benchmark and the GPU readiness check."""

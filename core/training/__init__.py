@@ -1,0 +1,1 @@
+"""Training: the Trainer loop and the pieces it calls (state, optimizer, schedules, distributed, objectives)."""
