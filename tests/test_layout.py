@@ -1,8 +1,11 @@
 """The layout rules of the tree: no import loop among core/, analysis/ and app/ (imports
-inside functions included), and no module importing another module's private names."""
+inside functions included), no module importing another module's private names, and the
+layer table of docs/layout.md ("Layers: who may import whom"): every module in one layer,
+every import of a project module allowed by its layer's row, no forbidden library."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from conftest import REPO
@@ -68,3 +71,96 @@ def test_no_import_loop_and_no_private_imports():
     assert "core.model.multitask" in graph and "core.model.precision" in graph["core.model.multitask"]   # the graph is real
     assert cycles(graph) == []
     assert private == []
+
+
+# --------------------------------------------------------------------------- layers
+LAYOUT_DOC = REPO / "docs" / "layout.md"
+
+
+def read_layers(text: str) -> dict[str, dict]:
+    """docs/layout.md's layer table: ``{layer: {"modules": [...], "may": {...}, "never": {...}}}``."""
+    block = re.search(r"<!-- layers.*?-->(.*?)<!-- /layers -->", text, re.S)
+    assert block, "docs/layout.md has no layer table between <!-- layers --> and <!-- /layers -->"
+    layers = {}
+    for line in block.group(1).strip().splitlines()[2:]:          # after the header and |---|
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name, modules, may, never = (cells + [""] * 4)[:4]
+        layers[name] = {"modules": re.findall(r"`([\w.]+)`", modules),
+                        "may": {m.strip() for m in may.split(",") if m.strip()} | {name},
+                        "never": {m.strip() for m in never.split(",") if m.strip()}}
+    return layers
+
+
+def layer_of(module: str, layers: dict[str, dict]) -> str | None:
+    """The layer whose module prefix is the longest match (``core.model.bert`` -> model)."""
+    best = None
+    for name, layer in layers.items():
+        for prefix in layer["modules"]:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[1])):
+                best = (name, prefix)
+    return best and best[0]
+
+
+def imported_names(path: Path) -> list[str]:
+    """Every module an import in the file names (inside functions too): ``from a.b import c``
+    gives ``a.b`` and ``a.b.c`` (c may be a module)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+            names += [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+    return names
+
+
+def layer_violations(root: Path, layers: dict[str, dict]) -> list[str]:
+    mods = _modules(root)
+    found = []
+    for name, path in sorted(mods.items()):
+        if name == "core.__init__":      # the package root: a docstring, no imports
+            assert imported_names(path) == [], "core/__init__.py imports nothing"
+            continue
+        mine = layer_of(name.removesuffix(".__init__"), layers)
+        if mine is None:
+            found.append(f"{name}: in no layer of the table")
+            continue
+        for target in imported_names(path):
+            top = target.split(".")[0]
+            if top in layers[mine]["never"]:
+                found.append(f"{name} ({mine}) imports {target}: never in layer {mine}")
+            if target not in mods and target.removesuffix(".__init__") not in {
+                    m.removesuffix(".__init__") for m in mods}:
+                continue
+            theirs = layer_of(target, layers)
+            if theirs not in layers[mine]["may"]:
+                found.append(f"{name} ({mine}) imports {target} ({theirs})")
+    return sorted(set(found))
+
+
+def test_the_layer_checker_finds_a_forbidden_import_and_a_module_of_no_layer(tmp_path):
+    layers = read_layers("<!-- layers -->\n| layer | modules | may import | never imports |\n|---|---|---|---|\n"
+                         "| leaf | `core.errors` | leaf | torch |\n| model | `core.model` | leaf | |\n<!-- /layers -->")
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+    (tmp_path / "core" / "errors.py").write_text("def f():\n    from core.model import m\n    import torch\n")
+    (tmp_path / "core" / "model").mkdir()
+    (tmp_path / "core" / "model" / "__init__.py").write_text("")
+    (tmp_path / "core" / "model" / "m.py").write_text("from core.errors import f\n")
+    (tmp_path / "core" / "jobs.py").write_text("")
+    assert layer_violations(tmp_path, layers) == [
+        "core.errors (leaf) imports core.model (model)", "core.errors (leaf) imports core.model.m (model)",
+        "core.errors (leaf) imports torch: never in layer leaf", "core.jobs: in no layer of the table"]
+
+
+def test_every_import_follows_the_layer_table():
+    layers = read_layers(LAYOUT_DOC.read_text())
+    assert {"leaf", "model", "losses", "training", "serving", "jobs"} <= set(layers)   # the table is real
+    assert layer_of("core.model.bert", layers) == "model" and layer_of("core.train", layers) == "entry"
+    assert layer_violations(REPO, layers) == []
+
+
+def test_every_core_package_has_a_face_that_says_what_it_owns():
+    for init in sorted((REPO / "core").glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc) > 40, f"{init.relative_to(REPO)}: say what the package owns"
