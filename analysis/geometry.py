@@ -44,7 +44,7 @@ import numpy as np
 
 from core.evaluation.cache import read_array, texts_fingerprint, write_array
 from core.data.datasets import canonical_task, load_task, texts_for_ids
-from core.evaluation.evaluator import cosine_scores  # noqa: F401  (its earlier home was here)
+from core.evaluation.evaluator import cosine_scores
 from core.errors import MinbertError, run_cli
 
 METHODS = ("umap", "pca")

@@ -6,7 +6,7 @@
 
 ``DIR`` gets ``report.md`` (or ``report.html``), ``figures/*.png`` and ``*.svg`` (drawn
 offline, analysis/figure_export.py) and ``tables/*.csv`` (formula cells neutralised,
-analysis/csv_export.py). Sections, each from the module the app uses:
+core.data.inputs.csv_export_bytes). Sections, each from the module the app uses:
 
 1. dev metrics of both (analysis/compare.py);
 2. the paired comparison: A - B per metric with its 95 % paired-bootstrap interval, the
@@ -32,7 +32,7 @@ import pandas as pd
 from analysis import calibration as C
 from analysis import significance as S
 from analysis.checkpoints import has_weights, resolve_checkpoint, weights_missing
-from analysis.csv_export import csv_bytes
+from core.data.inputs import csv_export_bytes
 from analysis.records import METRIC_COLUMNS, checkpoint_record
 from analysis.figure_export import to_png, to_svg
 from core.errors import MinbertError
@@ -56,7 +56,7 @@ class Report:
         self.blocks.append(("p", text))
 
     def table(self, df: pd.DataFrame, name: str, digits: int = 3) -> None:
-        (self.out / "tables" / f"{name}.csv").write_bytes(csv_bytes(df))
+        (self.out / "tables" / f"{name}.csv").write_bytes(csv_export_bytes(df))
         self.blocks.append(("table", df.round(digits) if len(df) else df, f"tables/{name}.csv"))
 
     def figure(self, fig, name: str, caption: str) -> None:
@@ -196,7 +196,7 @@ def _calibration_section(r: Report, names, paths) -> None:
                      f"{TASK_TITLES[task]}: observed frequency against mean confidence per bin ({C.READING[task]})")
     if rows:
         r.table(pd.DataFrame(rows), "calibration")
-        (r.out / "tables" / "calibration-bins.csv").write_bytes(csv_bytes(pd.concat(bins, ignore_index=True)))
+        (r.out / "tables" / "calibration-bins.csv").write_bytes(csv_export_bytes(pd.concat(bins, ignore_index=True)))
         r.text(f"ECE = Σ (bin size / n) · |observed − mean confidence| over {C.N_BINS} equal-width, right-closed bins "
                "(Guo et al. 2017), with a 95 % bootstrap interval; the bins of both are in tables/calibration-bins.csv.")
 
@@ -222,7 +222,7 @@ def _behaviour_section(r: Report, names, paths) -> None:
         r.text(f"**{name}**: {len(fails)} failed case(s); all of them in tables/behaviour-failures-"
                f"{_stem(name)}.csv.")
         (r.out / "tables" / f"behaviour-failures-{_stem(name)}.csv").write_bytes(
-            csv_bytes(fails.drop(columns=["first", "last"])))
+            csv_export_bytes(fails.drop(columns=["first", "last"])))
 
 
 def _stem(name: str) -> str:

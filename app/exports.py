@@ -4,7 +4,7 @@
     figure_downloads(fig, "confusion-sst", key="er_conf")   # the buttons only
     show_table(df, "disagreements", key="er_dis", ...)  # st.dataframe + a CSV button
     table_download(df, "disagreements", key="er_dis")   # the button only
-    csv_bytes(df)                                       # what the CSV button sends
+    csv_export_bytes(df)                                # what the CSV button sends (core.data.inputs)
 
 Figures: plotly's static export needs kaleido (not installed; kaleido 1.x drives a
 headless Chrome), so the images are drawn offline with matplotlib from the figure's
@@ -13,7 +13,7 @@ deferred download: pages do not pay for them on every rerun).
 
 Tables: CSV through the formula-cell neutraliser (OWASP CSV injection: a cell starting
 with ``=``, ``+``, ``-``, ``@``, tab or carriage return is prefixed with ``'`` so a
-spreadsheet shows it as text): :func:`analysis.csv_export.csv_bytes`, which is
+spreadsheet shows it as text): :func:`core.data.inputs.csv_export_bytes`, which is
 core.data.inputs.csv_export_bytes, the project's one CSV export.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from analysis.csv_export import EXPORT_HELP, csv_bytes  # noqa: F401  (the one CSV writer; re-exported)
+from core.data.inputs import EXPORT_HELP, csv_export_bytes
 
 CSV_HELP = "CSV (UTF-8). " + EXPORT_HELP
 IMAGE_HELP = "Drawn offline from the figure's data with matplotlib (no browser): the same numbers, plainer styling."
@@ -59,7 +59,7 @@ def show_figure(fig, name: str, key: str, **chart_kwargs):
 
 def table_download(df: pd.DataFrame, name: str, key: str, label: str = "CSV") -> None:
     """A CSV download button for ``df`` (neutralised; built on click)."""
-    st.download_button(label, lambda: csv_bytes(df), file_name=f"{file_stem(name)}.csv", mime="text/csv",
+    st.download_button(label, lambda: csv_export_bytes(df), file_name=f"{file_stem(name)}.csv", mime="text/csv",
                        key=f"{key}_csv", on_click="ignore", type="tertiary", icon=":material/download:",
                        help=CSV_HELP)
 

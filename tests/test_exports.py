@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from analysis import plots
-from analysis.csv_export import csv_bytes
+from core.data.inputs import csv_export_bytes as csv_bytes
 from analysis.figure_export import render, to_png, to_svg
 
 
@@ -101,8 +101,15 @@ def test_csv_neutralises_formula_cells_and_keeps_numbers():
 
 
 def test_app_exports_and_the_report_use_the_one_csv_writer():
-    from analysis import report
+    """Every CSV that leaves the studio (a download, the comparison report) is written by
+    core.data.inputs.csv_export_bytes (formula cells neutralised): nothing under app/ or
+    analysis/ calls pandas' to_csv itself."""
+    from conftest import REPO
     from app import exports
-    from core.data.inputs import csv_export_bytes
-    assert exports.csv_bytes is csv_bytes is report.csv_bytes is csv_export_bytes
+    writers = [f"{p.relative_to(REPO)}:{i}" for d in ("app", "analysis") for p in sorted((REPO / d).rglob("*.py"))
+               for i, line in enumerate(p.read_text().splitlines(), 1) if ".to_csv(" in line]
+    assert writers == []
+    for module in ("app/exports.py", "analysis/report.py"):
+        assert "from core.data.inputs import" in (REPO / module).read_text() and \
+            "csv_export_bytes" in (REPO / module).read_text(), module
     assert exports.file_stem("study/000-mt-s0 vs <b>") == "study-000-mt-s0-vs-b"

@@ -16,7 +16,8 @@ import torch
 
 from conftest import REPO, TINY
 from core.config.schema import Config
-from core.evaluation.evaluator import PRIMARY, evaluate_model
+from core.evaluation.evaluator import evaluate_model
+from core.tasks import PRIMARY
 from core.model.multitask import MultitaskBert
 from core.config.recipes import list_recipes
 from core.training.trainer import Trainer

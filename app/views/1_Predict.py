@@ -14,7 +14,8 @@ from app.common import (PRETRAINED, QUORA_CAPTION, STARTER_RECIPE, TASK_TITLES, 
                         page_setup, picker_choices, serving_fast, serving_toggle, trained_checkpoints)
 from app.content import (EXAMPLES, SENTIMENT_LABELS, keep_input_columns, paraphrase_reading, sentiment_frame,
                          sentiment_reading)
-from app.exports import CSV_HELP, csv_bytes
+from app.exports import CSV_HELP
+from core.data.inputs import csv_export_bytes
 from app.links import PAGES, example_params, linked_example, model_params, page_link, show_query
 from core.data.inputs import MAX_BATCH_ROWS, MAX_TEXT_CHARS, guess_columns, read_csv_upload
 from core.serving.predict import predict_frame, predict_one
@@ -329,7 +330,7 @@ with batch_tab:
                 if result is not None:   # every uploaded column as it came, then the predictions: joins back
                     result = keep_input_columns(df, result, [c for c in (col_a, col_b) if c])
                     st.dataframe(result, width="stretch", height=360)
-                    st.download_button("Download predictions (CSV)", csv_bytes(result), help=CSV_HELP,
+                    st.download_button("Download predictions (CSV)", csv_export_bytes(result), help=CSV_HELP,
                                        file_name=f"{Path(upload.name).stem}-{task}-predictions.csv",
                                        mime="text/csv", icon=":material/download:")
                     if task == "qqp":

@@ -45,10 +45,10 @@ import torch
 from core.data.datasets import REPO_DATA_DIR, TaskData, load_subset, load_task, texts_by_id
 from core.errors import MinbertError
 from core.evaluation.metrics import pearson, spearman, task_metrics
-from core.model.multitask import checkpoint_tasks  # noqa: F401  (its earlier home was here)
+from core.model.multitask import checkpoint_tasks
 from core.model.precision import backend_name, resolve_mode
 from core.serving.predict import load_for_serving
-from core.tasks import PRIMARY, QUORA_NOTE, TASK_SPECS, mean_score  # noqa: F401  (the task table owns them)
+from core.tasks import QUORA_NOTE, TASK_SPECS, mean_score
 
 log = logging.getLogger(__name__)
 

@@ -76,7 +76,7 @@ import torch.nn.functional as F
 
 from core.paths import REPO
 from core.errors import MinbertError
-from core.model.precision import bf16_is_fast, cpu_flags, cpu_model  # noqa: F401  (bf16_is_fast: one owner)
+from core.model.precision import bf16_is_fast, cpu_flags, cpu_model
 
 DEFAULT_RECIPE = REPO / "configs" / "quick.yaml"
 
@@ -229,7 +229,6 @@ def bench_encode(texts: list[str], repeats: int, device: torch.device, batch_siz
     """Throughput of every encoder on ``texts``; each output compared with the exact fp32
     reference (transformers). Exported / quantized models are checked before timing."""
     from core.model.multitask import MultitaskBert
-    from core.model.precision import bf16_is_fast
     bf16 = bf16_is_fast(device) if bf16 is None else bf16
     onnx = device.type == "cpu" if onnx is None else onnx
     tokenizer, reference = _reference_encoder(device)
