@@ -201,10 +201,9 @@ def task_file(task: str, split: str, data_dir: str | Path = "data") -> Path:
 
 # The repository's data folder: where stored predictions and embedding samples that keep
 # only example ids (the study's runs) find their sentences again, from any working directory.
-REPO_DATA_DIR = DATA_DIR
 
 
-def texts_by_id(task: str, split: str = "dev", data_dir: str | Path = REPO_DATA_DIR) -> dict[str, tuple[str, str | None]]:
+def texts_by_id(task: str, split: str = "dev", data_dir: str | Path = DATA_DIR) -> dict[str, tuple[str, str | None]]:
     """``{id: (text_a, text_b)}`` of one split (``text_b`` None for SST), read once per
     file version. Files that store predictions by id only are joined back with it."""
     path = task_file(task, split, data_dir)
@@ -217,7 +216,7 @@ def texts_by_id(task: str, split: str = "dev", data_dir: str | Path = REPO_DATA_
 
 
 def texts_for_ids(task: str, ids, split: str = "dev", where: str = "a stored file",
-                  data_dir: str | Path = REPO_DATA_DIR) -> list[tuple[str, str | None]]:
+                  data_dir: str | Path = DATA_DIR) -> list[tuple[str, str | None]]:
     """The ``(text_a, text_b)`` of each id, in order; a ``DataError`` naming ``where`` when
     an id is not in the split (the file was written for other data)."""
     texts = texts_by_id(task, split, data_dir)

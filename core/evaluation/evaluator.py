@@ -42,8 +42,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.data.datasets import REPO_DATA_DIR, TaskData, load_subset, load_task, texts_by_id
+from core.data.datasets import TaskData, load_subset, load_task, texts_by_id
 from core.errors import MinbertError
+from core.paths import DATA_DIR
 from core.evaluation.metrics import pearson, spearman, task_metrics
 from core.model.multitask import checkpoint_tasks
 from core.model.precision import backend_name, resolve_mode
@@ -143,7 +144,7 @@ def with_subset_mark(datasets: dict[str, TaskData]) -> dict:
     return {SUBSET_KEY: marks} if marks else {}
 
 
-def full_dev_size(task: str, data_dir: str | Path = REPO_DATA_DIR) -> int | None:
+def full_dev_size(task: str, data_dir: str | Path = DATA_DIR) -> int | None:
     """Valid rows of ``task``'s dev file (None when the file cannot be read)."""
     try:
         return len(texts_by_id(task, "dev", data_dir))
@@ -151,7 +152,7 @@ def full_dev_size(task: str, data_dir: str | Path = REPO_DATA_DIR) -> int | None
         return None
 
 
-def dev_subsets(dev: dict, data_dir: str | Path = REPO_DATA_DIR) -> dict[str, dict]:
+def dev_subsets(dev: dict, data_dir: str | Path = DATA_DIR) -> dict[str, dict]:
     """The tasks of a metrics dict (``metrics.json``'s ``dev``, an ``eval`` event) whose
     figures come from part of their dev file: ``{task: {"n", "of", "sampling", ...}}``,
     ``{}`` when every figure is on the full dev set. Runs that predate the mark are read
