@@ -53,10 +53,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from core.paths import REPO
 from core.data.datasets import PAIR_TASKS, TASK_LABELS, canonical_task
 from core.errors import MinbertError, run_command
 
-REPO = Path(__file__).resolve().parents[1]
 SUITE_PATH = REPO / "data" / "behaviour" / "suite.yaml"
 KINDS = ("MFT", "INV", "DIR")
 MAX_CASES = 500                     # per test, after filling templates

@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core.paths import REPO
 from core.evaluation.cache import checkpoint_fingerprint, forget_fingerprints, model_fingerprint
 from core.errors import CheckpointError
 from core.model.multitask import PRETRAINED, SHIPPED, SHIPPED_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 # Where the app looks for checkpoints; the env var lets tests and deployments point elsewhere.
 CHECKPOINTS_ENV = "MINBERT_CHECKPOINTS"
 

@@ -34,9 +34,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from core.paths import REPO
 from core.errors import MinbertError
 
-REPO = Path(__file__).resolve().parents[1]
 # What every HTTP response says about framing (OWASP Clickjacking Defense cheat sheet:
 # CSP frame-ancestors, with X-Frame-Options for older browsers).
 FRAME_HEADERS = {"x-frame-options": "DENY", "content-security-policy": "frame-ancestors 'none'"}
