@@ -21,24 +21,20 @@ import numpy as np
 import torch
 
 from core.data.datasets import encode_pairs, encode_texts, pad_batch
+from core.data.inputs import check_input_text
 from core.errors import MinbertError
-
-
-def _check_text(text, what: str) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise MinbertError(f"{what} is empty: type a sentence to analyse")
-    return text
 
 
 def tokenize_input(model, text_a: str, text_b: str | None = None) -> tuple[list[str], dict[str, torch.Tensor]]:
     """Wordpieces and a batch of one (``input_ids``, ``attention_mask``,
-    ``token_type_ids``), truncated to the model's ``max_len`` like in training."""
-    _check_text(text_a, "the first sentence")
+    ``token_type_ids``), truncated to the model's ``max_len`` like in training. Texts
+    are checked by the predict API's rule (:func:`core.data.inputs.check_input_text`)."""
+    check_input_text(text_a, "the first sentence")
     max_len = model.config.model.max_len
     if text_b is None:
         enc = encode_texts(model.tokenizer, [text_a], max_len)
     else:
-        _check_text(text_b, "the second sentence")
+        check_input_text(text_b, "the second sentence")
         enc = encode_pairs(model.tokenizer, [text_a], [text_b], max_len)
     batch = pad_batch(enc.input_ids, enc.token_type_ids, pad_id=model.tokenizer.pad_token_id or 0)
     tokens = model.tokenizer.convert_ids_to_tokens(enc.input_ids[0])

@@ -84,7 +84,7 @@ def test_precision_is_part_of_the_keys(tiny_checkpoint, tiny_model):
     fresh = MultitaskBert.load(tiny_checkpoint)
     assert encoder_fingerprint(fresh) == encoder_fingerprint(tiny_model)
     with torch.no_grad():
-        fresh.heads["sst"].mlp.net[-1].bias += 1.0       # heads are not the encoder
+        fresh.heads["sst"].ffn.net[-1].bias += 1.0       # heads are not the encoder
     assert encoder_fingerprint(fresh) == encoder_fingerprint(tiny_model)
     with torch.no_grad():
         fresh.bert.embeddings.LayerNorm.bias += 1e-3

@@ -13,7 +13,8 @@ import torch
 from core.model import guard
 from core.config.schema import Config
 from core.errors import CheckpointError
-from core.model.multitask import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, COMPLETE_MARKER, MultitaskBert
+from core.model.guard import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, COMPLETE_MARKER
+from core.model.multitask import MultitaskBert
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,17 +44,16 @@ def _reseal(ck: Path) -> None:
     (ck / COMPLETE_MARKER).write_text(json.dumps(marker))
 
 
-def test_constants_are_the_models():
-    assert (guard.CHECKPOINT_FORMAT, guard.CHECKPOINT_VERSION, guard.COMPLETE_MARKER) == \
-        (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, COMPLETE_MARKER)
-    from core.tasks import TASKS
-    assert tuple(TASKS) == guard.TASK_NAMES
+def test_the_format_written_into_checkpoints():
+    # the values every checkpoint on disk carries (checkpoints/minbert-multitask/config.json:
+    # "format": "minbert-checkpoint"; format 2 adds the COMPLETE marker)
+    assert (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, COMPLETE_MARKER) == ("minbert-checkpoint", 2, "COMPLETE")
 
 
 def test_a_fresh_checkpoint_and_the_shipped_one_pass(ck):
     meta = guard.check_checkpoint(ck)
     assert meta["format_version"] == CHECKPOINT_VERSION
-    from core.model.multitask import SHIPPED_DIR
+    from core.model.checkpoint import SHIPPED_DIR
     if (SHIPPED_DIR / "model.safetensors").is_file():
         assert guard.check_checkpoint(SHIPPED_DIR)["format"] == CHECKPOINT_FORMAT
 

@@ -23,7 +23,8 @@ import torch
 
 from core.config.schema import Config
 from core.errors import CheckpointError
-from core.model.multitask import COMPLETE_MARKER, MultitaskBert
+from core.model.guard import COMPLETE_MARKER
+from core.model.multitask import MultitaskBert
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,7 +11,8 @@ import torch
 from core.model.bert import BertModel, load_tokenizer
 from core.config.schema import Config
 from core.errors import CheckpointError, MinbertError
-from core.model.multitask import MultitaskBert, PairFeatures, Pooling, scaled_cosine
+from core.model.heads import PairFeatures, Pooling, scaled_cosine
+from core.model.multitask import MultitaskBert
 
 
 @pytest.mark.parametrize("mode", Pooling.MODES)
@@ -182,7 +183,7 @@ def test_predict_from_embeddings_equals_predict_task(untrained):
 
 
 def test_checkpoint_tasks_without_loading(tiny_checkpoint):
-    from core.model.multitask import checkpoint_tasks
+    from core.model.checkpoint import checkpoint_tasks
     assert checkpoint_tasks("pretrained") == ["qqp", "sts"]
     assert checkpoint_tasks(tiny_checkpoint) == MultitaskBert.load(tiny_checkpoint).served_tasks()
     with pytest.raises(CheckpointError, match="not found"):
@@ -191,7 +192,8 @@ def test_checkpoint_tasks_without_loading(tiny_checkpoint):
 
 def test_heads_saved_before_the_ffn_rename_load(tmp_path, untrained):
     """A checkpoint whose head tensors are named ``heads.<task>.mlp.*`` (written before
-    TaskHead.mlp became TaskHead.ffn) loads with the same predictions."""
+    TaskHead.mlp became TaskHead.ffn) loads with the same predictions: the checkpoint key
+    map (core/model/checkpoint.py) reads them, no hook on the head."""
     from safetensors.torch import load_file, save_file
     untrained.save(tmp_path / "c")
     path = tmp_path / "c" / "model.safetensors"
@@ -205,4 +207,7 @@ def test_heads_saved_before_the_ffn_rename_load(tmp_path, untrained):
     loaded = MultitaskBert.load(tmp_path / "c")
     a = ["a quiet film"]
     assert np.allclose(untrained.predict_sentiment(a), loaded.predict_sentiment(a), atol=1e-6)
-    assert loaded.heads["sst"].mlp is loaded.heads["sst"].ffn
+    from core.model.checkpoint import read_checkpoint_weights
+    assert not any(".mlp." in k for k in read_checkpoint_weights(tmp_path / "c"))
+    from core.model.heads import TaskHead
+    assert "_load_from_state_dict" not in vars(TaskHead)

@@ -121,7 +121,7 @@ def test_bf16_checkpoint_heads_agree(tiny_checkpoint, tiny_model):
 
 def test_modes_none_and_errors(pretrained):
     from core.model.multitask import MultitaskBert
-    from core.serving.quantize import precision_name, quantize_model
+    from core.model.precision import precision_name, quantize_model
     assert quantize_model(pretrained, None) is pretrained and precision_name(pretrained) == "fp32"
     q = MultitaskBert.load("pretrained", quantize="int8")
     assert quantize_model(q, "int8") is q                    # idempotent
@@ -132,7 +132,8 @@ def test_modes_none_and_errors(pretrained):
 
 
 def test_warm_up_and_serving_label(tiny_checkpoint):
-    from core.serving.quantize import describe_precision, load_for_serving, precision_name
+    from core.model.precision import describe_precision, precision_name
+    from core.serving.predict import load_for_serving
     m = load_for_serving(str(tiny_checkpoint), quantize="auto")
     assert precision_name(m) == precision.serving_mode("cpu")
     assert m.warm_up_seconds > 0

@@ -12,7 +12,8 @@ import torch
 from core.config.schema import Config
 from core.errors import DataError, MinbertError
 from core.model.multitask import MultitaskBert
-from core.serving.predict import check_text, predict_frame, predict_one, read_csv_upload
+from core.data.inputs import check_text, read_csv_upload
+from core.serving.predict import predict_frame, predict_one
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,10 +62,12 @@ def test_long_text_is_read_whole_and_the_last_sentence_counts(tiny):
     assert 180 <= len(body.split()) <= 230
     good = body + "It is a wonderful, moving masterpiece."
     bad = body + "It is a dreadful waste of time."
-    (p_good, p_bad), info = tiny.predict_task("sst", [good, bad], return_info=True)
-    sst_tokens = info["read_tokens"][0]
-    assert info["windows"][0] > 1 and info["read_tokens"][0] > 200 and info["max_len"] == 32
-    assert tiny.last_read_tokens == info["read_tokens"]
+    reading = tiny.read("sst", [good, bad])
+    p_good, p_bad = reading.values
+    sst_tokens = reading.read_tokens[0]
+    assert reading.windows[0] > 1 and reading.read_tokens[0] > 200 and reading.max_len == 32
+    # the answer is returned, never kept on the model that the app shares between sessions
+    assert not hasattr(tiny, "last_read_tokens") and not hasattr(tiny, "last_windows")
     assert np.abs(p_good - p_bad).max() > 1e-4
     t_good, t_bad = tiny.predict_task("sst", [good, bad], long_text="truncate")
     assert np.array_equal(t_good, t_bad)
@@ -72,8 +75,8 @@ def test_long_text_is_read_whole_and_the_last_sentence_counts(tiny):
     short = ["A short review."]
     assert np.array_equal(tiny.predict_sentiment(short), tiny.predict_task("sst", short, long_text="truncate"))
     # pairs (cross-encoder qqp, bi-encoder sts): read whole, in range
-    para, info = tiny.predict_task("qqp", [good], [bad], return_info=True)
-    assert info["windows"][0] > 1 and 0 <= para[0] <= 1
+    reading = tiny.read("qqp", [good], [bad])
+    assert reading.windows[0] > 1 and 0 <= reading.values[0] <= 1
     assert 0 <= tiny.predict_similarity([good], [bad])[0] <= 5
     r = predict_one(tiny, "sentiment", good)
     assert r["tokens"] == sst_tokens == len(tiny.tokenizer(good, add_special_tokens=False)["input_ids"])
@@ -148,9 +151,9 @@ def test_pair_that_fits_the_joint_input_is_not_windowed(tiny):
     """max_len 32, cross-encoder: 20 + 5 tokens fit one joint input (29 tokens of text),
     though 20 is more than half of it: read as one input, exactly as with truncation."""
     a, b = " ".join(["word"] * 20), "five words in this one"
-    out, info = tiny.predict_task("qqp", [a], [b], return_info=True)
-    assert info["windows"] == [1] and info["read_tokens"] == [25]
-    assert np.array_equal(out, tiny.predict_task("qqp", [a], [b], long_text="truncate"))
+    reading = tiny.read("qqp", [a], [b])
+    assert reading.windows == [1] and reading.read_tokens == [25]
+    assert np.array_equal(reading.values, tiny.predict_task("qqp", [a], [b], long_text="truncate"))
 
 
 # ------------------------------------------------------- issue 24: CSV edge cases
@@ -236,7 +239,7 @@ def test_the_issues_batch_comes_back_neutralised(tiny):
     import csv as csv_module
 
     import pandas as pd
-    from core.serving.predict import csv_export_bytes
+    from core.data.inputs import csv_export_bytes
     raw = ("sentence,id\n" + "".join(f'"{f.replace(chr(34), chr(34) * 2)}",{i}\n'
                                      for i, f in enumerate(FORMULAS[:4]))).encode()
     df = read_csv_upload(raw)
@@ -265,8 +268,7 @@ def test_window_estimate_is_the_models_own_count(tiny):
     short, mid, long = "A short one.", "word " * 40, "Another sentence of the review. " * 30
     for task, a, b in [("sst", [short, mid, long], None), ("qqp", [short, mid, long], [long, short, mid]),
                        ("sts", [mid, long], [mid, long])]:
-        _, info = tiny.predict_task(task, a, b, return_info=True)
-        assert estimate_windows(tiny, task, a, b) == info["windows"], task
+        assert estimate_windows(tiny, task, a, b) == tiny.read(task, a, b).windows, task
 
 
 def test_a_pair_over_the_window_limit_is_refused_before_predicting(tiny, monkeypatch):

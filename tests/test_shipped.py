@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from core.model.multitask import SHIPPED, SHIPPED_DIR, MultitaskBert
+from core.model.checkpoint import SHIPPED, SHIPPED_DIR
+from core.model.multitask import MultitaskBert
 
 shipped = pytest.mark.skipif(not (SHIPPED_DIR / "model.safetensors").is_file(),
                              reason="checkpoints/minbert-multitask is not in this checkout")

@@ -49,7 +49,7 @@ def test_sorted_batches_restore_input_order(tiny_model):
 
 def test_int8_is_close_to_fp32(pretrained, int8_pretrained):
     assert int8_pretrained.quantization == "int8"
-    from core.serving.quantize import KEEP_FP32
+    from core.model.precision import KEEP_FP32
     fp32_linear = [n for n, m in int8_pretrained.bert.named_modules() if isinstance(m, torch.nn.Linear)]
     assert fp32_linear and all(n.endswith(KEEP_FP32) for n in fp32_linear), fp32_linear
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
@@ -76,7 +76,7 @@ def test_int8_models_refuse_to_be_saved_and_bad_modes(int8_pretrained, tmp_path)
 
 def test_full_range_activations_are_at_least_as_accurate():
     """8-bit activations (VNNI CPUs) vs torch's default 7-bit, on one FFN block."""
-    from core.serving.quantize import quantize_linear_int8
+    from core.model.precision import quantize_linear_int8
     torch.manual_seed(0)
     make = lambda: torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
     ref = make()
@@ -125,7 +125,7 @@ def test_trainer_bf16_step_updates_weights(tmp_path, repo):
 
 
 def test_token_budget_batches_cover_inputs_within_budget():
-    from core.model.multitask import token_budget_batches
+    from core.model.batching import token_budget_batches
     lengths = [5, 60, 12, 12, 3, 200, 7, 33, 12, 9] * 7
     batches = token_budget_batches(lengths, max_tokens=128)
     flat = [i for b in batches for i in b]

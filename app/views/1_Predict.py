@@ -128,7 +128,7 @@ def _predict_all(task: str, names: list[str], a: str, b: str | None) -> dict[str
 
 def read_note(r: dict) -> str:
     """How much of the input the model read: all of it, in windows when it is longer
-    than the length the model was trained on (core.model.multitask.MultitaskBert.predict_task)."""
+    than the length the model was trained on (core/model/windows.py, the windowing rule)."""
     note = f"Read all {r['tokens']:,} tokens"
     if r.get("windows", 1) > 1:
         note += f" in {r['windows']} windows of {r['max_len']} tokens"

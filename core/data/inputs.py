@@ -6,6 +6,10 @@ columns, a file that is too big, too wide, UTF-16, or not a CSV at all, a header
 names a column twice, a quote never closed - becomes a
 :class:`~core.errors.MinbertError` whose message says what is wrong and what to do.
 
+    readable_problem(text)                  -> why a model cannot read a text, or None:
+                                               the one rule "is this text readable"
+                                               (model, serving and analysis all ask it)
+    check_input_text(text, what)            -> the text unchanged, or MinbertError
     check_text(text)                        -> the stripped text, or MinbertError
     read_csv_upload(raw_bytes or file)      -> DataFrame (size, encoding, shape, columns,
                                                cells checked while reading);
@@ -23,13 +27,12 @@ import io
 
 import pandas as pd
 
-from core.data.datasets import PAIR_TASKS, TASK_NAMES, canonical_task
+from core.data.datasets import PAIR_TASKS, TASK_NAMES, canonical_task, has_visible_text
 from core.errors import DataError, MinbertError
-from core.model.multitask import check_input_text
 
 # One text box / CSV cell of one text (sentiment, embeddings). Long texts are read whole,
-# in windows of the model's max_len (core.model.multitask.MultitaskBert.predict_task); 8,000
-# characters of English are ~1,650 tokens, under core.model.multitask.MAX_READ_TOKENS (2,048): the
+# in windows of the model's max_len (core/model/windows.py); 8,000
+# characters of English are ~1,650 tokens, under core.model.windows.MAX_READ_TOKENS (2,048): the
 # shipped model reads one in 53 windows, 2.9 s measured on one shared CPU core
 # (docs/reliability.md). A pair's texts are read every window of one against every window
 # of the other: MAX_WINDOWS bounds that product (2,000 + 2,000 characters: 196 windows, 7 s).
@@ -46,6 +49,36 @@ MAX_HEADER_CHARS = 200          # one column name
 _SINGLE_NAMES = ("sentence", "text", "review", "sentence1", "question1", "phrase")
 _PAIR_NAMES = (("sentence1", "sentence2"), ("question1", "question2"), ("text_a", "text_b"),
                ("text1", "text2"), ("a", "b"))
+
+
+# ------------------------------------------------------------------ readable
+def readable_problem(text) -> str | None:
+    """Why a model cannot read ``text`` (a phrase to follow "the text ..."), or None when
+    it can: not a string; an unpaired surrogate (e.g. "\\ud800", which cannot be encoded
+    as UTF-8); nothing visible (only whitespace, control or zero-width / format
+    characters, which the tokenizer drops, leaving an empty input that would still get
+    a confident prediction). The one owner of this rule: the predict API
+    (core.model.multitask), the serving code (core/serving/predict.py) and the attention
+    maps (analysis/attention.py) all ask it."""
+    if not isinstance(text, str):
+        return f"must be a string, got {type(text).__name__}"
+    for ch in text:
+        if "\ud800" <= ch <= "\udfff":
+            return (f"contains an unpaired surrogate (U+{ord(ch):04X}), which is not valid Unicode text: "
+                    f"decode the input correctly (e.g. as UTF-8) first")
+    if not has_visible_text(text):
+        return ("is empty or has no visible characters (only whitespace, control or zero-width characters): "
+                "type some words")
+    return None
+
+
+def check_input_text(text, what: str = "text") -> str:
+    """``text`` unchanged if a model can read it (:func:`readable_problem`), else
+    :class:`MinbertError` naming ``what``."""
+    problem = readable_problem(text)
+    if problem is not None:
+        raise MinbertError(f"{what} {problem}")
+    return text
 
 
 def check_text(text, what: str = "text", max_chars: int = MAX_TEXT_CHARS) -> str:

@@ -2,7 +2,8 @@
 
     checkpoint_fingerprint(path)     sha256 of a checkpoint directory's files (weights,
                                      config, tokenizer; "pretrained": the packaged encoder
-                                     and the zero-shot constants), no model loaded
+                                     and the zero-shot constants; the shipped-model alias
+                                     resolved as loading does), no model loaded
     model_fingerprint(model)         sha256 of an in-memory model's tensors and settings
     encoder_fingerprint(model)       the same for what its sentence embeddings depend on
     file_fingerprint(path)           sha256 of one file's bytes
@@ -155,15 +156,17 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 
 def checkpoint_fingerprint(path: str | os.PathLike) -> str:
     """sha256 of a checkpoint's content: its weights, config and tokenizer files
-    (``"pretrained"``: the packaged encoder's). Cheap: no model is loaded."""
-    if str(path) == "pretrained":
+    (``"pretrained"``: the packaged encoder's; ``"minbert-multitask"``: the shipped
+    checkpoint's, as :meth:`MultitaskBert.load` resolves it). Cheap: no model is loaded."""
+    from core.model.checkpoint import PRETRAINED, resolve_checkpoint
+    if str(path) == PRETRAINED:
         from core.model.bert import packaged_model_dir
-        from core.model.multitask import STS_MAX, ZERO_SHOT_PARAPHRASE
+        from core.model.heads import STS_MAX, ZERO_SHOT_PARAPHRASE
         directory = packaged_model_dir()
         # the zero-shot heads are constants in code: they are part of the content
         tag = f"pretrained|{sorted(ZERO_SHOT_PARAPHRASE.items())}|{STS_MAX}"
-    else:
-        directory, tag = Path(path), "checkpoint"
+    else:   # the shipped-model alias names a directory too (core/model/checkpoint.py)
+        directory, tag = resolve_checkpoint(path), "checkpoint"
     h = hashlib.sha256(tag.encode())
     for name in CHECKPOINT_FILES:
         file = directory / name

@@ -15,8 +15,9 @@ tokenizer files has the type and range it must have. Each check raises
                                               / special_tokens_map.json / added_tokens.json
     check_checkpoint(directory)               all of the above (the meta dict)
 
-``MultitaskBert.load`` calls them (core/model/multitask.py: ``read_checkpoint_meta``,
-``_check_complete``, ``read_checkpoint_weights``, ``_checkpoint_tokenizer``).
+``MultitaskBert.load`` calls them (core/model/checkpoint.py: ``load_checkpoint``,
+``read_checkpoint_meta``, ``read_checkpoint_weights``, ``_checkpoint_tokenizer``). The
+format's name, version and completeness marker are defined here, their one home.
 """
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ from pathlib import Path
 
 from core.atomic import read_json_object
 from core.errors import CheckpointError, MinbertError
+from core.tasks import TASKS
 
-CHECKPOINT_FORMAT = "minbert-checkpoint"      # the same values as core.model.multitask's
+CHECKPOINT_FORMAT = "minbert-checkpoint"
 CHECKPOINT_VERSION = 2
 COMPLETE_MARKER = "COMPLETE"
-TASK_NAMES = ("sst", "qqp", "sts")
 
 MAX_NAME_CHARS = 255                  # NAME_MAX of Linux file systems
 MAX_CONFIG_BYTES = 1 << 20            # config.json: ~5 kB
@@ -96,8 +97,8 @@ def _int(value, lo: int, hi: int) -> bool:
 
 def _check_meta_fields(meta: dict, path: Path) -> None:
     tasks = meta.get("tasks")
-    if tasks is not None and (not isinstance(tasks, list) or len(tasks) > len(TASK_NAMES)
-                              or not all(isinstance(t, str) and t in TASK_NAMES for t in tasks)
+    if tasks is not None and (not isinstance(tasks, list) or len(tasks) > len(TASKS)
+                              or not all(isinstance(t, str) and t in TASKS for t in tasks)
                               or len(set(tasks)) != len(tasks)):
         raise CheckpointError(f"{path}: tasks must be a list of distinct names from sst, qqp, sts, "
                               f"got {repr(tasks)[:80]}")

@@ -60,8 +60,9 @@ def export(src: str | Path, dst: str | Path, dtype: str = "float16", data_dir: s
     stratified sample of each, for tests)."""
     from core.data.datasets import load_subset
     from core.evaluation.evaluator import evaluate_model, write_predictions
-    from core.model.multitask import MultitaskBert, read_checkpoint_meta
-    src, dst = Path(src), Path(dst)
+    from core.model.checkpoint import read_checkpoint_meta, resolve_checkpoint
+    from core.model.multitask import MultitaskBert
+    src, dst = resolve_checkpoint(src), Path(dst)
     if dtype not in DTYPES:
         raise MinbertError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if src.resolve() == dst.resolve():
@@ -149,7 +150,7 @@ def hf_embed(directory: str | Path, texts, pooling: str = "mean", batch_size: in
     ``AutoModel`` token states pooled the run's way (padding left out)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from core.model.multitask import Pooling
+    from core.model.heads import Pooling
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     model = AutoModel.from_pretrained(str(directory), local_files_only=True).eval()
     out = []

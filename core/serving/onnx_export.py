@@ -218,7 +218,7 @@ def ort_embed(session, model, texts: Sequence[str], batch_size: int = 64) -> np.
     """``model.embed(texts)`` computed by an ONNX Runtime session: the same tokenization,
     the same length-sorted token-budget batches, input order restored."""
     from core.data.datasets import encode_texts
-    from core.model.multitask import BATCH_TOKENS_PER_INPUT, TaskTokens, token_budget_batches
+    from core.model.batching import BATCH_TOKENS_PER_INPUT, TaskTokens, token_budget_batches
     texts = list(texts)
     feats = TaskTokens({"a": encode_texts(model.tokenizer, texts, model.config.model.max_len)},
                          pad_id=model.tokenizer.pad_token_id or 0)

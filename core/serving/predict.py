@@ -9,10 +9,12 @@ model a server loads for them.
     csv_export_bytes(df)                    -> the download: formula cells neutralized
 
 The app's Predict page (and anything else that takes text from a user) goes through
-here; the inputs are checked by core/data/inputs.py (``check_text``, ``read_csv_upload``,
-``guess_columns``, ``csv_export_bytes``), whose names import from here too. Cost is
-bounded per input (``MAX_TEXT_CHARS`` characters, ``MAX_WINDOWS`` windows) and per
-upload (``MAX_BATCH_WINDOWS``).
+here; the inputs are checked by core/data/inputs.py (``check_text``, ``readable_problem``:
+the one "is this text readable" rule; ``read_csv_upload``, ``guess_columns``,
+``csv_export_bytes`` are imported from there). What each prediction read comes back
+from ``MultitaskBert.read`` as a typed ``Reading``; how many windows an input takes is
+core/model/windows.py's rule. Cost is bounded per input (``MAX_TEXT_CHARS`` characters,
+``MAX_WINDOWS`` windows) and per upload (``MAX_BATCH_WINDOWS``).
 """
 from __future__ import annotations
 
@@ -23,13 +25,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.data.datasets import PAIR_TASKS, TASK_LABELS, TASK_NAMES, canonical_task, has_visible_text
+from core.data.datasets import PAIR_TASKS, TASK_LABELS, TASK_NAMES, canonical_task
+from core.data.inputs import MAX_BATCH_WINDOWS, MAX_TEXT_CHARS, MAX_WINDOWS, check_text, readable_problem
 from core.errors import DataError, MinbertError
-from core.data.inputs import (EXPORT_HELP, MAX_BATCH_ROWS, MAX_BATCH_WINDOWS, MAX_TEXT_CHARS,  # noqa: F401
-                         MAX_WINDOWS, check_text, csv_export_bytes, guess_columns, neutralize_cell,
-                         read_csv_upload, text_columns)
-from core.model.multitask import MAX_READ_TOKENS, MultitaskBert
+from core.model import windows as model_windows
+from core.model.multitask import MultitaskBert
 from core.model.precision import quantize_model, resolve_mode
+from core.model.windows import MAX_READ_TOKENS
+
+# Kept only for tests/test_fuzz.py (csv_export_bytes) and tests/test_hypothesis_inputs.py
+# (read_csv_upload), which are not this module's owner's files: their home is
+# core/data/inputs.py; this line goes when those tests import from there.
+from core.data.inputs import csv_export_bytes, read_csv_upload  # noqa: F401
 
 SENTIMENT_LABELS = TASK_LABELS["sst"]
 
@@ -53,19 +60,16 @@ def predict_one(model, task: str, text_a: str, text_b: str | None = None) -> dic
     windows = estimate_windows(model, task, [a], [b] if b is not None else None)[0]
     if windows > MAX_WINDOWS:
         raise MinbertError(_too_many_windows(model, task, windows))
-    values, info = model.predict_task(task, [a], [b] if b is not None else None, return_info=True)
-    read = {"tokens": int(info["read_tokens"][0]), "windows": int(info["windows"][0]),
-            "max_len": int(info["max_len"])}
+    reading = model.read(task, [a], [b] if b is not None else None)
+    values = reading.values
+    read = {"tokens": int(reading.read_tokens[0]), "windows": int(reading.windows[0]),
+            "max_len": int(reading.max_len)}
     if task == "sst":
         probs = values[0]
         return {"probs": [float(p) for p in probs], "label": SENTIMENT_LABELS[int(np.argmax(probs))], **read}
     if task == "qqp":
         return {"prob": float(values[0]), **read}
     return {"score": float(values[0]), **read}
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def token_counts(model, texts) -> list[int]:
@@ -75,18 +79,10 @@ def token_counts(model, texts) -> list[int]:
 
 
 def estimate_windows(model, task: str, texts_a, texts_b=None) -> list[int]:
-    """Windows ``model.predict_task`` will read for each input, from token counts alone
-    (the windowing rule of :meth:`core.model.multitask.MultitaskBert._predict_windows`: one text in
-    half-overlapping windows of the window budget; a pair that does not fit one input in
-    end-to-end windows of each text, every window of one with every window of the other)."""
-    n_a = token_counts(model, texts_a)
-    budget = model._window_budget(task)
-    if texts_b is None:
-        return [1 if n <= budget else _ceil_div(n - budget, max(1, budget // 2)) + 1 for n in n_a]
-    n_b = token_counts(model, texts_b)
-    caps = model._capacities(task)
-    return [1 if model._pair_fits(caps, a, b) else max(1, _ceil_div(a, budget)) * max(1, _ceil_div(b, budget))
-            for a, b in zip(n_a, n_b)]
+    """Windows ``model.read`` will take for each input, from token counts alone (the
+    windowing rule's owner: :func:`core.model.windows.estimate_windows`)."""
+    n_b = token_counts(model, texts_b) if texts_b is not None else None
+    return model_windows.estimate_windows(model, task, token_counts(model, texts_a), n_b)
 
 
 def _too_many_windows(model, task: str, windows: int) -> str:
@@ -150,8 +146,8 @@ def predict_frame(models: Mapping[str, object], task: str, df: pd.DataFrame, col
     for series, what in ((a, col_a), (b, col_b)):
         if series is None:
             continue
-        visible = series.map(lambda t: has_visible_text(t) and not any("\ud800" <= c <= "\udfff" for c in t))
-        note[~visible.astype(bool)] = f"{what} has no readable characters"
+        readable = series.map(lambda t: readable_problem(t) is None)
+        note[~readable.astype(bool)] = f"{what} has no readable characters"
         note[series == ""] = f"empty {what}"
         note[series.str.len() > MAX_TEXT_CHARS] = f"{what} longer than {MAX_TEXT_CHARS:,} characters"
     _note_costly_rows(models, task, a, b, note)
@@ -164,8 +160,9 @@ def predict_frame(models: Mapping[str, object], task: str, df: pd.DataFrame, col
         texts_a = a.iloc[rows].tolist()
         texts_b = b.iloc[rows].tolist() if b is not None else None
         if len(rows):
-            values, info = model.predict_task(task, texts_a, texts_b, return_info=True)
-            tokens.iloc[rows] = info["read_tokens"]
+            reading = model.read(task, texts_a, texts_b)
+            values = reading.values
+            tokens.iloc[rows] = reading.read_tokens
         if task == "sst":
             probs = values if len(rows) else np.zeros((0, 5))
             label = pd.Series(pd.NA, index=df.index, dtype="object")

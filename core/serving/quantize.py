@@ -4,17 +4,14 @@
 
 The paths themselves (bf16 autocast, int8 dynamic quantization, the rule that picks one)
 live in core/model/precision.py; loading and warming a model for serving in core/serving/predict.py.
-Their earlier names are importable from here too.
+This module owns only the comparison and its command line.
 """
 from __future__ import annotations
 
 import time
 
 from core.errors import MinbertError, run_cli
-from core.model.precision import (KEEP_FP32, PRECISIONS, QUANTIZE_MODES, backend_name, bf16_is_fast,  # noqa: F401
-                            cpu_flags, cpu_has_vnni, describe_precision, enable_bf16, precision_name,
-                            quantize_linear_int8, quantize_model, resolve_mode, serving_mode)
-from core.serving.predict import load_for_serving, warm_up  # noqa: F401  (the earlier home of both)
+from core.model.precision import PRECISIONS, backend_name, bf16_is_fast, cpu_flags
 
 
 # ------------------------------------------------------------------------ CLI
