@@ -10,6 +10,10 @@
                                      naming the cause (disk full, permission, read-only)
     check_free_space(target, bytes)  CheckpointError before writing when the file system
                                      holding ``target`` has too little room
+    pid_alive(pid, start)            the one process-liveness rule: a live, non-zombie
+                                     process, the same one when its start time is given
+                                     (stale staging directories here; job workers and
+                                     trainers in core.jobs)
 
 A reader sees either the old file / directory or the new one, never a mix. Directory
 swaps use Linux ``renameat2(RENAME_EXCHANGE)`` when the kernel and libc offer it: old
@@ -329,21 +333,55 @@ def staging_dir(target: str | os.PathLike) -> Path:
             pid = int(old.name[len(prefix):].split("-")[0])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(old, ignore_errors=True)
     path = target.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(4)}")
     path.mkdir()
     return path
 
 
-def _alive(pid: int) -> bool:
+# ------------------------------------------------------------ process liveness
+# The one rule for "is this pid alive (and the process recorded)": stale staging
+# directories here, job workers and trainers in core.jobs.
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) from /proc, None if absent."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2:].split()  # the command name may contain spaces
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), None without /proc or process."""
+    stat = proc_stat(pid)
+    return stat[1] if stat else None
+
+
+def pid_alive(pid: int | None, start: int | None = None) -> bool:
+    """True if ``pid`` is a live (not zombie) process and, when ``start`` is given and
+    /proc is available, the same process that was recorded (pid reuse is caught)."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # exists, owned by someone else
+    except (OverflowError, ValueError):
+        return False
+    stat = proc_stat(pid)
+    if stat is None:
+        return not Path("/proc/self/stat").exists()  # no /proc (macOS): trust os.kill
+    state, started = stat
+    if state in ("Z", "X"):
+        return False
+    return start is None or started == start
 
 
 def recover_swap(target: str | os.PathLike) -> bool:

@@ -18,10 +18,16 @@ import pytest
 
 from conftest import REPO, TINY, wait_for
 import core.jobs.manager
+import core.jobs.procs
+import core.jobs.store
+from core.atomic import pid_alive, pid_start_time
 from core.config.schema import Config
 from core.errors import ConfigError, JobError
-from core.jobs.manager import (JobManager, access_mode, check_access, check_app_overrides, main, pid_alive, pid_start_time,
-                       read_progress, token_pids)
+from core.jobs.access import access_mode, check_access, check_app_overrides
+from core.jobs.cli import main
+from core.jobs.manager import JobManager
+from core.jobs.procs import token_pids
+from core.jobs.progress import read_progress
 
 QUICK = REPO / "configs" / "quick.yaml"
 # Long enough that a job is still running when a test cancels or kills it.
@@ -180,12 +186,12 @@ def test_a_killed_worker_is_settled_by_its_watchdog_without_any_call(tmp_path, h
 
 def test_the_trainer_dies_with_its_worker_by_the_kernels_parent_death_signal(tmp_path):
     """No watchdog, no refresh: the trainer alone still stops when its worker is killed."""
-    from core.jobs.manager import _trainer_preexec
-    if core.jobs.manager._prctl is None:
+    from core.jobs.procs import trainer_preexec
+    if core.jobs.procs._prctl is None:
         pytest.skip("PR_SET_PDEATHSIG is Linux only")
-    script = ("import os, subprocess, sys, time; from core.jobs.manager import _trainer_preexec; "
+    script = ("import os, subprocess, sys, time; from core.jobs.procs import trainer_preexec; "
               "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
-              "preexec_fn=_trainer_preexec(os.getpid())); print(p.pid, flush=True); time.sleep(300)")
+              "preexec_fn=trainer_preexec(os.getpid())); print(p.pid, flush=True); time.sleep(300)")
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     child = int(worker.stdout.readline())
@@ -193,12 +199,12 @@ def test_the_trainer_dies_with_its_worker_by_the_kernels_parent_death_signal(tmp
     worker.kill()
     worker.wait()
     wait_for(lambda: not pid_alive(child), timeout=10, every=0.05)
-    assert callable(_trainer_preexec)
+    assert callable(trainer_preexec)
 
 
 def test_reused_pid_counts_as_dead(jm):
     """A row whose pid now belongs to another process (different start time) is dead."""
-    with jm._db() as db:
+    with jm.store.connect() as db:
         db.execute("INSERT INTO jobs (name, state, recipe, overrides, device, gpus, checkpoint, job_dir, "
                    "pid, pid_start, created, started) VALUES ('ghost', 'running', ?, '[]', 'cpu', 1, ?, ?, ?, ?, ?, ?)",
                    (str(QUICK), str(jm.root / "ghost"), str(jm.root / "jobs" / "99"), os.getpid(),
@@ -290,12 +296,16 @@ def test_gpu_jobs_without_a_gpu_are_refused_with_the_reason(jm):
     assert jm.list() == [] and not (jm.root / "gpu").exists()
 
 
-def test_two_gpu_job_is_accepted_where_two_gpus_are_visible(jm, monkeypatch):
+def test_two_gpu_job_is_accepted_where_two_gpus_are_visible(tmp_path, monkeypatch):
     """The refusal came from a flag check (core.training.trainer.SUPPORTS_TORCHRUN) that nothing
-    defined; with two GPUs visible a 2-GPU job is accepted and launches torchrun."""
-    import torch
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    defined; with two GPUs visible a 2-GPU job is accepted and launches torchrun. GPUs are
+    counted in the training interpreter (the jobs process never imports torch): here one
+    whose torch shows two."""
+    python = tmp_path / "python-with-2-gpus"
+    python.write_text(f"#!{sys.executable}\nimport sys, torch\ntorch.cuda.is_available = lambda: True\n"
+                      "torch.cuda.device_count = lambda: 2\nassert sys.argv[1] == '-c'\nexec(sys.argv[2])\n")
+    python.chmod(0o755)
+    jm = JobManager(tmp_path / "ckpts", python=str(python))
     monkeypatch.setattr(JobManager, "start_queued", lambda self: [])   # accepted, not started here
     job = jm.submit(QUICK, TINY, name="two-gpus", device="cuda", gpus=2)
     assert job.state == "queued" and job.gpus == 2
@@ -352,7 +362,7 @@ def test_worker_rebuilds_the_command_and_refuses_altered_rows(jm):
     moved = jm.submit(QUICK, TINY, name="moved", device="cpu")
     assert tampered.state == moved.state == "queued"
     pwned = jm.root / "PWNED"
-    with jm._db() as db:
+    with jm.store.connect() as db:
         db.execute("UPDATE jobs SET command = ? WHERE id = ?", (json.dumps(["touch", str(pwned)]), tampered.id))
         db.execute("UPDATE jobs SET checkpoint = ? WHERE id = ?", (str(jm.root.parent / "elsewhere"), moved.id))
     jm.cancel(blocker.id, grace_s=2)                      # frees the slot: "tampered" starts
@@ -485,7 +495,7 @@ def test_bad_jobs_root_and_cli_exit_2(tmp_path, monkeypatch, capsys):
     afile.write_text("x")
     monkeypatch.setenv("MINBERT_JOBS_ROOT", str(afile))
     with pytest.raises(ConfigError, match=r"\$MINBERT_JOBS_ROOT=.*a directory \(this path is a file\)"):
-        core.jobs.manager.default_root()
+        core.jobs.store.default_root()
     monkeypatch.setenv("MINBERT_JOBS_ROOT", str(tmp_path / "root"))
     monkeypatch.setenv("MINBERT_MAX_RUNNING_JOBS", "lots")
     assert main(["list"]) == 2
@@ -508,9 +518,9 @@ def test_a_recipe_too_big_for_the_machine_is_refused_at_submission(jm, monkeypat
     with pytest.raises(ConfigError, match=r"model\.sst\.layers = 1000000: out of range"):
         jm.submit(QUICK, ["model.sst.layers=1000000"], name="huge")
     assert jm.list() == [] and not (jm.root / "huge").exists()
-    from core.jobs.manager import _memory_for
-    assert _memory_for("slurm", {"mem": "32G", "gpus_per_node": 4}, 4) == (8 * 2**30, "the Slurm job's --mem 32G per process")
-    assert _memory_for("slurm", {}, 1) == (None, "")
+    from core.jobs.submission import memory_for
+    assert memory_for("slurm", {"mem": "32G", "gpus_per_node": 4}, 4) == (8 * 2**30, "the Slurm job's --mem 32G per process")
+    assert memory_for("slurm", {}, 1) == (None, "")
 
 
 def test_server_listens_locally_and_hides_error_details():

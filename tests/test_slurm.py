@@ -27,7 +27,10 @@ from safetensors.torch import load_file
 import conftest
 from conftest import REPO, TINY, dropout_free_encoder
 from core.errors import JobError
-from core.jobs.manager import JobManager, SlurmBackend, main, token_pids
+from core.jobs.backends import SlurmBackend
+from core.jobs.cli import main
+from core.jobs.manager import JobManager
+from core.jobs.procs import token_pids
 from core.jobs.slurm import Resources, SlurmClient, SlurmJob, batch_script, load_cluster, map_state, time_limit_seconds
 from slurm_cluster import LocalSlurm, SlurmUnavailable
 

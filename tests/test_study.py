@@ -31,7 +31,7 @@ def write_plan(tmp_path: Path) -> Path:
 
 
 class FakeTrainer:
-    """Stands in for the subprocesses: `core.training.trainer` writes a finished metrics.json and a
+    """Stands in for the subprocesses: `python -m core.train` writes a finished metrics.json and a
     weights file; `analysis.geometry sample` writes embeddings.json."""
 
     def __init__(self, fail: set[str] = frozenset()):
@@ -56,7 +56,7 @@ class FakeTrainer:
         return 0
 
     def trainings(self) -> list[list[str]]:
-        return [c for c in self.calls if "core.training.trainer" in c]
+        return [c for c in self.calls if "core.train" in c]
 
 
 def test_runs_every_row_and_seed_once_then_skips_them(tmp_path):
@@ -73,7 +73,7 @@ def test_runs_every_row_and_seed_once_then_skips_them(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "embeddings.json", "metrics.json"]
     lines = read_results(plan.out / "results.jsonl")
     assert len(lines) == 4 and lines[0]["commit"] and lines[3]["dev"]["sts_pearson"] == pytest.approx(0.4)
-    assert lines[0]["embeddings"] is True and "core.training.trainer" in lines[0]["command"]
+    assert lines[0]["embeddings"] is True and "-m core.train " in lines[0]["command"]
     # a restart runs nothing
     again = FakeTrainer()
     assert run_study(load_plan(write_plan(tmp_path)), runner=again, log=lambda *a: None) == []
@@ -96,7 +96,9 @@ def test_killed_runs_resume_or_restart_and_failures_do_not_stop_the_rest(tmp_pat
     plan = load_plan(write_plan(tmp_path))
     (plan.out / "base-s0" / "resume").mkdir(parents=True)
     (plan.out / "base-s0" / "resume" / "state.json").write_text("{}")   # killed after a resume state
-    (plan.out / "base-s1").mkdir()                                       # killed before any
+    (plan.out / "base-s1").mkdir()                                       # killed before any:
+    (plan.out / "base-s1" / "train_log.jsonl").write_text('{"event": "start"}\n')   # a run the trainer keeps
+    (plan.out / "faster-s0").mkdir()   # an empty directory holds no run: nothing to resume or overwrite
     (plan.out / "results.jsonl").write_text('{"row": "faster", "seed": 0')   # a line cut short by a kill
     fake = FakeTrainer(fail={"faster-s1"})
     with pytest.raises(MinbertError, match="faster-s1"):
@@ -327,10 +329,10 @@ def test_a_row_whose_config_changed_is_rerun_not_reused_and_gone_rows_retire(tmp
     from core.experiments.study import current_results, retire, superseded
     plan = load_plan(write_plan(tmp_path))
 
-    class RealConfig(FakeTrainer):     # writes the resolved config, as core.training.trainer does
+    class RealConfig(FakeTrainer):     # writes the resolved config, as python -m core.train does
         def __call__(self, cmd, log_path):
             code = super().__call__(cmd, log_path)
-            if "core.training.trainer" in cmd and code == 0:
+            if "core.train" in cmd and code == 0:
                 out = Path(cmd[cmd.index("--out") + 1])
                 row = plan.row(out.name.rsplit("-s", 1)[0])
                 (out / "config.json").write_text(json.dumps({"config": row.config}))

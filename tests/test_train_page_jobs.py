@@ -90,7 +90,7 @@ def test_slurm_backend_form_defaults_from_cluster_yaml(root, monkeypatch, tmp_pa
 def test_jobs_table_shows_the_slurm_id_and_resume_restarts_a_failed_job(root):
     jm = JobManager(root)
     now = time.time()
-    with jm._db() as db:
+    with jm.store.connect() as db:
         for i, (name, backend, cluster_id) in enumerate((("local-run", "local", None), ("cluster-run", "slurm", "4242")),
                                                         start=1):
             (root / "jobs" / str(i)).mkdir(parents=True)

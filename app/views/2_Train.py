@@ -10,7 +10,7 @@ import streamlit as st
 from app.common import QUORA_CAPTION, MinbertError, eta_text, fmt_duration, job_manager, page_setup
 from app.content import recipe_time, recipes_by_time
 from core.config.schema import Config
-from core.jobs.manager import access_mode, check_access, check_app_overrides
+from core.jobs.access import access_mode, check_access, check_app_overrides
 from core.config.recipes import FieldSpec, list_recipes, parse_override_lines, recipe_fields, to_overrides
 
 page_setup("Train", ":material/model_training:")
@@ -25,7 +25,7 @@ MAIN_FIELDS = ["train.tasks", "train.epochs", "train.steps_per_epoch", "train.ba
                "model.pooling", "model.max_len"]
 # The job name and the device selector replace name and train.device; model.encoder,
 # data.dir (paths on the server) and stages are not settable from the app
-# (core.jobs.manager.check_app_overrides refuses them in extra overrides too).
+# (core.jobs.access.check_app_overrides refuses them in extra overrides too).
 HIDDEN_FIELDS = {"name", "train.device", "model.encoder", "data.dir", "stages"}
 MODE = access_mode()
 

@@ -63,6 +63,7 @@ import yaml
 from core.paths import REPO
 from core.config.schema import read_yaml_mapping
 from core.errors import ConfigError, MinbertError, run_command
+from core.jobs.launch import resume_mode, trainer_args
 from core.tasks import QUORA_NOTE
 from core.train_log import read_jsonl
 
@@ -86,7 +87,6 @@ class Row:
     claim: str = ""
     expect: str | None = None          # what the report found vs the baseline: better / worse / same
     report: str = ""
-    unavailable: str | None = None     # why this code cannot run the row yet (skipped)
     source: str = ""                   # where the report states this row's result (section / table)
     report_result: str = ""            # the report's own number(s) for this row, from its text
     budget: list[str] = field(default_factory=list)   # the report's declared CPU-budget overrides
@@ -253,11 +253,6 @@ def _resolve(plan: Plan, row: Row, names: set[str]) -> None:
     except MinbertError as e:
         raise ConfigError(f"{plan.path}: row {row.name!r}: {e}") from None
     row.config = config.to_dict()
-    try:
-        from core.training.trainer import check_model_support
-        check_model_support(config)
-    except MinbertError as e:
-        row.unavailable = str(e)
 
 
 def _geometry_entries(path: Path, raw: Any, names: set[str]) -> list[GeometryEntry]:
@@ -368,13 +363,11 @@ def run_dir(plan: Plan, row: Row, seed: int) -> Path:
 
 
 def train_command(plan: Plan, row: Row, seed: int, python: str = sys.executable) -> list[str]:
-    """The ``python -m core.train`` command of one run (without --resume / --overwrite)."""
+    """The ``python -m core.train`` command of one run (without --resume / --overwrite),
+    built by the one builder of trainer command lines (:func:`core.jobs.launch.trainer_args`)."""
     directory = run_dir(plan, row, seed)
     out = str(directory.relative_to(REPO)) if directory.is_relative_to(REPO) else str(directory)
-    cmd = [python, "-m", "core.train", "--config", row.recipe, "--out", out, "--seed", str(seed), "--no-progress"]
-    for o in plan.common + row.overrides:
-        cmd += ["--set", o]
-    return cmd
+    return [python, *trainer_args(row.recipe, out, seed=seed, overrides=plan.common + row.overrides)]
 
 
 def shell_command(cmd: Sequence[str]) -> str:
@@ -438,12 +431,7 @@ def run_one(plan: Plan, row: Row, seed: int, keep_weights: bool = False,
     log_path = plan.out / "logs" / f"{directory.name}.log"
     t0 = time.time()
     if _finished(directory) is None:
-        if (directory / "resume" / "state.json").is_file():
-            mode = ["--resume"]
-        elif directory.exists():
-            mode = ["--overwrite"]
-        else:
-            mode = []
+        mode = resume_mode(directory)   # the one resume-or-overwrite rule (core/jobs/launch.py)
         log(f"[study] {directory.name}: {'resuming' if mode == ['--resume'] else 'training'} "
             f"(log: {log_path.relative_to(plan.out)})")
         code = runner(cmd + mode, log_path)
@@ -482,9 +470,6 @@ def run_study(plan: Plan, only: Sequence[str] | None = None, seeds: Sequence[int
     log(f"[study] {len(todo)} run(s) to do, {len(done)} done ({plan.out / 'results.jsonl'})")
     new, failed = [], []
     for i, (row, seed) in enumerate(todo):
-        if row.unavailable:
-            log(f"[study] {row.name}-s{seed} skipped: {row.unavailable}")
-            continue
         if dry_run:
             log(f"{row.name}-s{seed}: {shell_command(train_command(plan, row, seed))}")
             continue

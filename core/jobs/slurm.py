@@ -2,7 +2,8 @@
 Slurm's job states, through the plain Slurm commands ``sbatch``, ``squeue``/``scontrol``
 and ``scancel`` (see ``docs/backends.md`` for why not submitit).
 
-:class:`core.jobs.manager.JobManager` owns the jobs; this module only knows Slurm:
+The job manager (:mod:`core.jobs.manager`) owns the jobs and :class:`core.jobs.backends.SlurmBackend`
+runs them through this module, which only knows Slurm:
 
 * :class:`Resources`: what a job asks Slurm for (nodes, GPUs per node, CPUs per task,
   memory, time limit, partition), validated before anything is submitted, with defaults
@@ -11,8 +12,9 @@ and ``scancel`` (see ``docs/backends.md`` for why not submitit).
 * :func:`batch_script`: the ``sbatch`` script of a job, rebuilt from the job's fields on
   every (re)submission. One ``srun`` task per node; more than one process per node (or
   more than one node) runs ``torchrun`` on every node with a c10d rendezvous on the
-  job's first node. The script passes ``--resume`` to the trainer when the checkpoint
-  holds resume state, so a job that Slurm requeues (preemption, ``scontrol requeue``,
+  job's first node. The trainer's arguments and the script's resume-or-overwrite test
+  come from :mod:`core.jobs.launch` (the one owner of both rules): ``--resume`` when the
+  checkpoint holds resume state, so a job that Slurm requeues (preemption, ``scontrol requeue``,
   node failure with ``--requeue``) continues where it was.
 * :func:`map_state`: Slurm's job states (squeue(1), "JOB STATE CODES") onto the app's
   ``queued | running | succeeded | failed | cancelled``.
@@ -38,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from core.errors import JobError
+from core.jobs.launch import launcher, resume_mode_shell, trainer_args
 
 CLUSTER_FILE = "cluster.yaml"
 BACKENDS = ("local", "slurm")
@@ -47,8 +50,6 @@ EXIT_FILE = "slurm-exit-{}"     # in the job directory, per Slurm job id: the tr
 # squeue(1) / scontrol(1) job state names, grouped by what the app shows.
 PENDING_STATES = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
                             "RESV_DEL_HOLD"})
-RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING", "STOPPED",
-                            "SUSPENDED"})
 FAILED_STATES = frozenset({"FAILED", "NODE_FAIL", "BOOT_FAIL", "TIMEOUT", "PREEMPTED", "OUT_OF_MEMORY",
                            "DEADLINE", "SPECIAL_EXIT", "REVOKED"})
 # Ends that are not the recipe's fault: requeued automatically for a job submitted with
@@ -318,23 +319,20 @@ def batch_script(*, job_id: int, job_dir: Path, checkpoint: Path, config_path: P
               f"CKPT={q(str(checkpoint))}",
               "# resume state in the checkpoint (a requeued, preempted or resumed job): continue from it;",
               "# an earlier attempt without resume state: start again.",
-              "MODE=()",
-              'if [ -f "$CKPT/resume/state.json" ]; then MODE=(--resume);',
-              'elif [ -f "$CKPT/train_log.jsonl" ]; then MODE=(--overwrite); fi',
+              *resume_mode_shell("CKPT", "MODE"),
               f'echo "[job {int(job_id)}] Slurm job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on '
               f'$SLURM_JOB_NODELIST ${{MODE[*]}}"']
-    train = ["-m", "core.train", "--config", q(str(config_path)), "--out", '"$CKPT"', "--no-progress", '"${MODE[@]}"']
+    train = trainer_args(q(str(config_path)), '"$CKPT"', mode=['"${MODE[@]}"'])
     # srun does not inherit sbatch's --cpus-per-task since Slurm 22.05: ask again
     srun = ["srun", "--kill-on-bad-exit=1", f"--cpus-per-task={r.cpus_per_task}"]
     if r.nodes == 1 and procs_per_node == 1:
         lines.append(" ".join([*srun, q(python), *train]))
     else:
+        torchrun = launcher(q(python), procs_per_node, before=['--nnodes="$SLURM_JOB_NUM_NODES"'],
+                            after=["--rdzv_backend=c10d", '--rdzv_endpoint="$HEAD:$PORT"', '--rdzv_id="$SLURM_JOB_ID"'])
         lines += ['HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
                   f"PORT=$(( {cluster.rdzv_port} + SLURM_JOB_ID % 1000 ))",
-                  " ".join([*srun, "--ntasks-per-node=1", q(python), "-m",
-                            "torch.distributed.run", '--nnodes="$SLURM_JOB_NUM_NODES"',
-                            f"--nproc_per_node={int(procs_per_node)}", "--rdzv_backend=c10d",
-                            '--rdzv_endpoint="$HEAD:$PORT"', '--rdzv_id="$SLURM_JOB_ID"', *train])]
+                  " ".join([*srun, "--ntasks-per-node=1", *torchrun, *train])]
     lines += ["RC=$?",
               f'echo "$RC" > {q(str(job_dir))}/"slurm-exit-$SLURM_JOB_ID"',
               f'echo "[job {int(job_id)}] trainer exited with code $RC"',
@@ -426,7 +424,3 @@ class SlurmClient:
         _CACHE.pop((os.environ.get("SLURM_CONF", ""), str(job_id)), None)
         if out.returncode != 0 and "Invalid job id" not in out.stderr:
             raise JobError(f"scancel failed for Slurm job {job_id}: {(out.stderr or out.stdout).strip()}")
-
-    @staticmethod
-    def forget(job_id: str) -> None:
-        _CACHE.pop((os.environ.get("SLURM_CONF", ""), str(job_id)), None)
