@@ -47,7 +47,8 @@ N_SENTIMENT = N_CLASSES["sst"]
 
 
 class MultitaskBert(nn.Module):
-    # recipe options this model builds (core.training.trainer.check_model_support refuses the others)
+    # recipe options this model builds (core.training.stages.check_model_support refuses the others;
+    # it can never refuse today: this set goes with it)
     SUPPORTS = frozenset({"task_pooling", "shared_projection", "pooled_heads"})
 
     def __init__(self, config: Config, encoder: BertModel, tokenizer, tasks: Sequence[str] | None = None):
