@@ -61,7 +61,7 @@ def test_yaml_errors_name_the_file(tmp_path):
 def test_option_help_lives_in_the_field_metadata_and_reaches_help_and_the_form():
     from core.config.schema import format_option_help, option_help
     from core.config.recipes import recipe_fields
-    from core.training.trainer import make_parser
+    from core.training.cli import make_parser
     helps = option_help()
     # every leaf field of the recipe has its one line
     fields = recipe_fields(Config())

@@ -70,10 +70,10 @@ def meant_to_train(trainer: Trainer, stage) -> dict[int, str]:
 
 def objective(trainer: Trainer, batches: dict[str, list[int]], seed: int = 1234) -> float:
     """The stage's objective on fixed batches with fixed dropout masks (and SMART noise)."""
-    trainer._train_mode(trainer.stage.train)
+    trainer.objective.train_mode()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return sum(trainer._task_objective(t, idx, len(idx), {})[1].item() for t, idx in batches.items())
+        return sum(trainer.objective(t, idx, len(idx), {})[1].item() for t, idx in batches.items())
 
 
 @contextlib.contextmanager

@@ -226,22 +226,23 @@ def test_optimizer_groups_come_from_the_loss_graph_and_leave_no_trace(tiny_encod
 def test_majority_checkpoint_rule_two_of_three():
     """Report 000 §5.2: after each epoch's evaluation the model is saved if it is better on
     two of the three tasks (here 'majority'; 'mean' compares the mean score)."""
-    trainer = Trainer.__new__(Trainer)
-    trainer.streams = {"sst": None, "qqp": None, "sts": None}
-    trainer.best = {"sst_acc": 0.50, "qqp_acc": 0.70, "sts_pearson": 0.60}
-    trainer.best_score = (0.50 + 0.70 + 0.60) / 3
+    from core.training.evaluation import CheckpointSelection
+    selection = CheckpointSelection()
+    tasks = ["sst", "qqp", "sts"]
+    selection.best = {"sst_acc": 0.50, "qqp_acc": 0.70, "sts_pearson": 0.60}
+    selection.best_score = (0.50 + 0.70 + 0.60) / 3
     one_of_three = {"sst_acc": 0.60, "qqp_acc": 0.69, "sts_pearson": 0.59}     # mean 0.6267 > 0.6
     two_of_three = {"sst_acc": 0.51, "qqp_acc": 0.69, "sts_pearson": 0.61}     # mean 0.6033
     mean = lambda m: sum(m.values()) / 3
-    assert trainer._improves("mean", mean(one_of_three), one_of_three)
-    assert not trainer._improves("majority", mean(one_of_three), one_of_three)
-    assert trainer._improves("majority", mean(two_of_three), two_of_three)
-    assert trainer._improves("last", 0.0, one_of_three)
-    trainer.streams = {"sts": None}                                             # one task: better on it
-    assert trainer._improves("majority", 0.61, {"sts_pearson": 0.61})
-    assert not trainer._improves("majority", 0.59, {"sts_pearson": 0.59})
-    trainer.best = None                                                         # the first epoch is saved
-    assert trainer._improves("majority", 0.1, {"sts_pearson": 0.1})
+    assert selection.improves("mean", mean(one_of_three), one_of_three, tasks)
+    assert not selection.improves("majority", mean(one_of_three), one_of_three, tasks)
+    assert selection.improves("majority", mean(two_of_three), two_of_three, tasks)
+    assert selection.improves("last", 0.0, one_of_three, tasks)
+    tasks = ["sts"]                                                             # one task: better on it
+    assert selection.improves("majority", 0.61, {"sts_pearson": 0.61}, tasks)
+    assert not selection.improves("majority", 0.59, {"sts_pearson": 0.59}, tasks)
+    selection.best = None                                                       # the first epoch is saved
+    assert selection.improves("majority", 0.1, {"sts_pearson": 0.1}, tasks)
 
 
 def test_epoch_fraction_shortens_every_epoch_keeping_the_task_proportions(tiny_encoder, tmp_path):

@@ -13,7 +13,8 @@ from core.data.datasets import load_subset
 from core.errors import ConfigError, MinbertError
 from core.losses.functions import task_loss
 from core.model.multitask import MultitaskBert
-from core.training.trainer import Trainer, main
+from core.training.cli import main
+from core.training.trainer import Trainer
 
 
 def _config(*extra: str) -> Config:
@@ -148,7 +149,7 @@ def test_resume_gives_each_data_parallel_rank_its_own_generator():
     """A resumed rank continues from its own saved generator (same world size); with
     another world size, or an old single-state resume file, rank 0 takes the saved state
     and the other ranks get distinct, reproducible ones (never rank 0's masks)."""
-    from core.training.trainer import select_rank_rng
+    from core.training.state import select_rank_rng
     states = [{"cpu": torch.Generator().manual_seed(s).get_state()} for s in (11, 22)]
     saved = {"torch_rng": states[0]["cpu"], "rng_per_rank": states}
     for rank in (0, 1):

@@ -464,6 +464,7 @@ class Config:
                                 f"({', '.join(needs)})")
                         raise ConfigError(f"{where}{hint} needs sentence embeddings of both sides: "
                                           f"set model.{task}.mode to bi or cosine (got {mode!r})")
+                self._check_sts_head_trained(where, train)
             if train.objective == "supervised" and train.freeze_encoder:
                 sts = self.model.sts
                 weightless = (sts.mode == "cosine" and sts.arch in ("mlp", "pooled_linear")
@@ -473,6 +474,19 @@ class Config:
                        f"train for STS (the cosine head has no weights): use sts mode bi or cross, "
                        f"or unfreeze the encoder")
         return self
+
+    def _check_sts_head_trained(self, where: str, train: "TrainConfig") -> None:
+        """An STS loss of ``mse_cosine`` alone (MNRL aside) reads the two sentence vectors,
+        never the head's output: a bi head's MLP or a hybrid head's combiner and cross
+        branch, which make the STS prediction, would stay as initialised."""
+        mode = self.model.sts.mode
+        names = {t.name for t in train.task_losses("sts")}
+        if "sts" in train.tasks and mode in ("bi", "hybrid") and "mse_cosine" in names and names <= {"mse_cosine", "mnrl"}:
+            raise ConfigError(
+                f"{where}train.losses.sts is mse_cosine alone, which trains the sentence vectors (cos(u, v)) "
+                f"but never the {mode} head that makes the STS prediction: add the head's own loss "
+                f"(train.losses.sts: [{{name: mse}}, {{name: mse_cosine}}]) or set model.sts.mode to cosine "
+                f"(whose prediction is that cosine)")
 
     # ------------------------------------------------------------------ stages
     def stage_plan(self) -> list[tuple[str, TrainConfig]]:

@@ -1,5 +1,6 @@
-"""Sentence-embedding objectives: their training sets, built from the task data, and
-their loss on a batch (``train.objective``). The losses themselves are in core/losses/functions.py.
+"""Sentence-embedding objectives (``train.objective``): their training sets, built from the
+task data, and their batches encoded by the model (:func:`objective_loss`). The loss math
+on the embeddings is core/losses/objectives.py's (formulas in core/losses/functions.py).
 
 ``mnrl`` (reports 003, 004)
     Positive pairs: Quora duplicates and STS pairs scoring ``>= contrastive.sts_positive``
@@ -43,7 +44,7 @@ import torch.nn.functional as F
 from core.config.schema import ContrastiveConfig
 from core.data.datasets import TaskData
 from core.errors import DataError
-from core.losses.functions import mnrl_loss, simcse_sup_loss, simcse_unsup_loss, symmetric_mnrl_loss, triplet_loss
+from core.losses.objectives import embedding_objective_loss, objective_parts
 
 
 @dataclass
@@ -312,27 +313,11 @@ def encode_many(model, inputs: Sequence[dict[str, torch.Tensor]]) -> list[torch.
 
 def objective_loss(model, objective: str, batch: dict[str, dict[str, torch.Tensor]],
                    cfg: ContrastiveConfig, gather=None, n_global: int | None = None) -> torch.Tensor:
-    """The objective's loss on one batch of a :class:`ContrastiveSet` (parts padded).
-    ``gather``: data parallel, the in-batch candidates of every rank (see mnrl_loss);
-    ``n_global``: data parallel, the global batch's size (the triplet loss is a sum over
-    the global batch's anchors, so this share's sum is rescaled to the trainer's
-    mean-based share weighting, ``DistContext.loss_scale``)."""
-    if objective == "simcse_unsup":   # same sentences twice: dropout makes the two views
-        view1, view2 = encode_many(model, [batch["a"], batch["a"]])
-        return simcse_unsup_loss(view1, view2, cfg.temperature, gather=gather)
-    if objective == "mnrl":
-        anchors, positives = encode_many(model, [batch["a"], batch["p"]])
-        fn = symmetric_mnrl_loss if cfg.symmetric else mnrl_loss
-        return fn(anchors, positives, cfg.scale, gather=gather)
-    if objective == "simcse_sup":
-        anchors, positives, negatives = encode_many(model, [batch["a"], batch["p"], batch["n"]])
-        return simcse_sup_loss(anchors, positives, negatives, cfg.temperature, gather=gather)
-    if objective == "triplet":
-        keys = ["a", "p"] + [f"n{k}" for k in range(sum(1 for part in batch if part[:1] == "n"))]
-        anchors, positives, *negatives = encode_many(model, [batch[k] for k in keys])
-        loss = triplet_loss(anchors, positives, torch.stack(negatives, dim=1), cfg.margin)
-        return loss if n_global is None else loss * (n_global / len(anchors))
-    raise ValueError(f"{objective!r} is not a sentence-embedding objective")
+    """The objective's loss on one batch of a :class:`ContrastiveSet` (parts padded): its
+    parts encoded by ``model`` in one call, then the formula on the embeddings
+    (core/losses/objectives.py; ``gather``, ``n_global``: data parallel, as there)."""
+    embeddings = encode_many(model, [batch[k] for k in objective_parts(objective, batch)])
+    return embedding_objective_loss(objective, embeddings, cfg, gather=gather, n_global=n_global)
 
 
 # ------------------------------------------------------- triplet margin calibration

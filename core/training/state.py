@@ -10,7 +10,8 @@
   A run killed at any moment and resumed ends with the same weights as an
   uninterrupted one (bitwise on CPU).
 
-The stepping loop that uses these is in core/training/trainer.py; the event log in core/train_log.py.
+The stepping loop that uses these is in core/training/trainer.py (saving and restoring the
+resume state: core/training/checkpointing.py); the event log in core/train_log.py.
 """
 from __future__ import annotations
 
