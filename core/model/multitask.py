@@ -304,6 +304,6 @@ class MultitaskBert(nn.Module):
 # app/content.py, analysis/checkpoints.py, core/evaluation/evaluator.py,
 # core/training/state.py, tests/test_reliability_checkpoints.py,
 # tests/test_e2e_first_visit.py); this block goes when they import from the new homes.
-from core.model.checkpoint import (COMPLETE_MARKER, PRETRAINED, SHIPPED, SHIPPED_DIR,  # noqa: E402,F401
+from core.model.checkpoint import (COMPLETE_MARKER, PRETRAINED, SHIPPED, SHIPPED_DIR,  # noqa: F401
                                    checkpoint_tasks, read_checkpoint_meta, read_checkpoint_weights)
 TaskFeatures = TaskTokens   # the earlier name; core/training/state.py still imports it
