@@ -7,6 +7,7 @@ not replaced without ``--overwrite``; ``--resume`` needs ``resume/state.json``).
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,16 @@ def test_one_builder_orders_the_trainer_arguments():
     assert trainer_args("c.yaml", "out", seed=2, overrides=["a=1", "b=2"], mode=["--resume"]) == [
         "-m", "core.train", "--config", "c.yaml", "--out", "out", "--seed", "2", "--no-progress",
         "--set", "a=1", "--set", "b=2", "--resume"]
+
+
+def test_submitting_a_job_never_imports_torch_in_the_jobs_process(tmp_path):
+    """Layer rule (docs/layout.md): the job system launches the trainer as a process and
+    never loads torch itself - not at import, not while checking and creating a job."""
+    code = ("import sys; from core.jobs.cli import main; from core.jobs.manager import JobManager; "
+            "JobManager.start_queued = lambda self: []; "
+            f"jm = JobManager({str(tmp_path / 'root')!r}); "
+            f"job = jm.submit({str(REPO / 'configs' / 'quick.yaml')!r}, ['data.limit=8'], device='cpu'); "
+            "jm.refresh(); jm.cancel(job.id); print(job.state, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["queued", "False"]

@@ -153,7 +153,7 @@ class Job:
         """A job from its database row. The row is data someone may have altered: a
         column of the wrong type (SQLite keeps whatever it is given) or JSON that does not
         parse becomes its empty value and the job's message says which column was
-        damaged; it never raises (the worker refuses to run such a job: ``_paths``)."""
+        damaged; it never raises (the worker refuses to run such a job: :meth:`JobStore.paths`)."""
         d = dict(row)
         damaged = []
         for name, kind, default in _JSON_COLUMNS:
