@@ -219,7 +219,8 @@ class SmartConfig:
 
 @dataclass
 class ContrastiveConfig:
-    """Sentence-embedding objectives (core/training/contrastive.py): MNRL, SimCSE, triplets."""
+    """Sentence-embedding objectives (sets: core/training/contrastive.py; losses: core/losses/objectives.py):
+    MNRL, SimCSE, triplets."""
     scale: float = opt(20.0, help="MNRL: cosine similarities are multiplied by this (sentence-transformers: 20).")
     temperature: float = opt(0.05, help="SimCSE: cosine similarities are divided by this (report 003: 0.05).")
     sts_positive: float = opt(4.0, help="STS pairs scoring >= this are positive pairs.")

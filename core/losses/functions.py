@@ -19,7 +19,8 @@ returns a scalar:
   optionally symmetric and with the batch's negative pairs as hard negatives; added to a
   pair task's own loss, or its only loss (report 004, experiment 3).
 
-Sentence-embedding objectives (by ``train.objective``; data built in core/training/contrastive.py):
+Sentence-embedding objectives (by ``train.objective``; data built and encoded in
+core/training/contrastive.py, each objective's choice of formula in core/losses/objectives.py):
 
 * :func:`mnrl_loss` - multiple negatives ranking loss (Henderson et al. 2017; reports 003,
   004): ``scale * cos(a_i, p_j)`` over the batch, cross-entropy with target ``j = i``,
