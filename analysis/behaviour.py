@@ -54,7 +54,7 @@ import pandas as pd
 import yaml
 
 from core.paths import REPO
-from core.data.datasets import PAIR_TASKS, TASK_LABELS, canonical_task
+from core.tasks import PAIR_TASKS, TASK_LABELS, canonical_task
 from core.errors import MinbertError, run_command
 
 SUITE_PATH = REPO / "data" / "behaviour" / "suite.yaml"

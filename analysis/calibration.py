@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.predictions import check_frame
-from core.data.datasets import canonical_task
+from core.tasks import canonical_task
 from core.errors import MinbertError
 
 N_BINS = 10

@@ -25,7 +25,7 @@ from pathlib import Path
 from core.paths import REPO
 from core.evaluation.cache import checkpoint_fingerprint, forget_fingerprints, model_fingerprint
 from core.errors import CheckpointError
-from core.model.multitask import PRETRAINED, SHIPPED, SHIPPED_DIR
+from core.model.checkpoint import PRETRAINED, SHIPPED, SHIPPED_DIR
 
 # Where the app looks for checkpoints; the env var lets tests and deployments point elsewhere.
 CHECKPOINTS_ENV = "MINBERT_CHECKPOINTS"

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from core.evaluation.cache import read_array, texts_fingerprint, write_array
-from core.data.datasets import canonical_task, load_task, texts_for_ids
+from core.data.datasets import load_task, texts_for_ids
+from core.tasks import canonical_task
 from core.evaluation.evaluator import cosine_scores
 from core.errors import MinbertError, run_cli
 

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.predictions import check_frame
-from core.data.datasets import TASK_LABELS, canonical_task
+from core.tasks import TASK_LABELS, canonical_task
 from core.errors import MinbertError
-from core.evaluation.metrics import accuracy, confusion_matrix, macro_f1, pearson, precision_recall_f1, spearman
+from core.evaluation.metrics import (accuracy, confusion_matrix, macro_f1, pearson, precision_recall_f1,
+                                     spearman)
 
 NEGATION = re.compile(r"\b(?:not|no|never|nobody|nothing|none|neither|nor|nowhere|cannot|without)\b|n't",
                       re.IGNORECASE)

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data.datasets import TASK_LABELS, canonical_task, texts_for_ids
+from core.data.datasets import texts_for_ids
+from core.tasks import TASK_LABELS, TASK_SPECS, canonical_task
 from core.errors import DataError, MinbertError
-from core.tasks import TASK_SPECS
 
 REQUIRED = {
     "sst": ["id", "sentence", "label", "pred", "confidence"],

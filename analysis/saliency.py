@@ -55,7 +55,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core.data.datasets import TASK_LABELS, TASK_NAMES, canonical_task
+from core.data.inputs import check_input_text
+from core.tasks import TASK_LABELS, TASK_NAMES, canonical_task
 from core.errors import MinbertError
 
 METHODS = ("ig", "grad_x_input", "occlusion")
@@ -140,6 +141,7 @@ def _check_inputs(model, task: str, text_a, text_b) -> str | None:
     """Validate the texts; returns ``text_b`` (``None`` for sentiment)."""
     if not isinstance(text_a, str) or not text_a.strip():
         raise MinbertError("the first sentence is empty: type a sentence to analyse")
+    check_input_text(text_a, "the first sentence")     # the predict API's rule (core.data.inputs)
     if task == "sst":
         if text_b is not None and (not isinstance(text_b, str) or text_b.strip()):
             raise MinbertError("sentiment reads one sentence: leave the second sentence empty")
@@ -151,7 +153,7 @@ def _check_inputs(model, task: str, text_a, text_b) -> str | None:
         raise MinbertError(f"{TASK_NAMES[task]} compares two sentences: give a second sentence (text_b)")
     if not isinstance(text_b, str) or not text_b.strip():
         raise MinbertError("the second sentence is empty: type a sentence to compare with")
-    return text_b
+    return check_input_text(text_b, "the second sentence")
 
 
 def _parts(model, task: str, text_a: str, text_b: str | None) -> dict[str, dict[str, torch.Tensor]]:

@@ -41,9 +41,8 @@ from scipy import stats
 
 from analysis.mistakes import SLICES, add_slices, slice_order
 from analysis.predictions import check_frame, load_predictions
-from core.data.datasets import canonical_task
+from core.tasks import TASKS, canonical_task
 from core.errors import MinbertError
-from core.tasks import TASKS
 
 N_RESAMPLES = 2000       # resamples of the dev set per interval
 SEED = 0                 # the resampling seed (the same indices for every metric of a task)

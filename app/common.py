@@ -21,12 +21,11 @@ import streamlit as st
 
 from analysis.checkpoints import (PRETRAINED, SHIPPED, checkpoint_hash, checkpoints_root, has_weights,
                                   list_checkpoints, resolve_checkpoint, results_tasks, weights_missing)
-from core.data.datasets import TASK_NAMES
+from core.tasks import QUORA_NOTE, TASK_NAMES, TASK_TITLES
 from core.errors import MinbertError
 from core.jobs.manager import Job, JobManager, fmt_duration  # noqa: F401  (one duration format, core's)
-from core.model.multitask import checkpoint_tasks as _served_by_checkpoint
+from core.model.checkpoint import checkpoint_tasks as _served_by_checkpoint
 from core.experiments.study import STUDY_PLAN, load_plan
-from core.tasks import QUORA_NOTE, TASK_TITLES
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTER_RECIPE = ROOT / "configs" / "starter.yaml"

@@ -22,9 +22,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from core.data.datasets import TASK_LABELS
-from core.model.multitask import PRETRAINED, SHIPPED
-from core.tasks import METRIC_NAMES, TASKS
+from core.tasks import METRIC_NAMES, TASKS, TASK_LABELS
+from core.model.checkpoint import PRETRAINED, SHIPPED
 
 SENTIMENT_LABELS = TASK_LABELS["sst"]
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 from urllib.parse import urlencode
 
-from core.data.datasets import PAIR_TASKS, canonical_task
+from core.tasks import PAIR_TASKS, canonical_task
 from core.errors import MinbertError
 
 # page key -> (page file for st.page_link / st.switch_page, URL path Streamlit gives it)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from analysis import behaviour as B
-from core.data.datasets import TASK_LABELS
+from core.tasks import TASK_LABELS
 
 SUITE = B.load_suite()
 

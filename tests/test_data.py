@@ -12,22 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.data.datasets import (
-    N_CLASSES,
-    TASK_LABELS,
-    TASKS,
-    Encoded,
-    SkippedRow,
-    bucket_batches,
-    canonical_task,
-    encode_pairs,
-    encode_texts,
-    load_task,
-    load_tasks,
-    pad_batch,
-    sorted_batches,
-    task_file,
-)
+from core.data.datasets import (SkippedRow, Tokenized, bucket_batches, encode_pairs, encode_texts, load_task,
+                                load_tasks, pad_batch, sorted_batches, task_file)
+from core.tasks import N_CLASSES, TASK_LABELS, TASKS, canonical_task
 from core.errors import DataError, MinbertError
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -307,7 +294,7 @@ TEXTS_B = ["Hi.", "Another sentence that is paired with the second one", "fine i
 
 def test_encode_texts_matches_tokenizer_padded_output(tokenizer):
     enc = encode_texts(tokenizer, TEXTS, max_len=128)
-    assert isinstance(enc, Encoded) and len(enc) == 3
+    assert isinstance(enc, Tokenized) and len(enc) == 3
     for ids in enc.input_ids:
         assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
         assert ids.count(tokenizer.sep_token_id) == 1

@@ -19,7 +19,7 @@ import pytest
 from app.serve import start_server, stop_server
 from conftest import CHROMIUM, type_a_sentence
 from core.errors import MinbertError
-from core.model.multitask import SHIPPED, SHIPPED_DIR
+from core.model.checkpoint import SHIPPED, SHIPPED_DIR
 
 # url path of each page (st.navigation derives it from the file name) and a text it shows
 PAGES = {"": "minBERT Studio", "Predict": "Predict", "Train": "Train", "Compare": "Compare checkpoints",

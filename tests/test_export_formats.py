@@ -1,4 +1,4 @@
-"""``python -m core.serving.export RUN OUT --format hf|sentence-transformers`` (issue #26): the
+"""``python -m core.tools.export RUN OUT --format hf|sentence-transformers`` (issue #26): the
 directory loads offline in transformers / sentence-transformers and embeds as the run
 does (cosine >= 0.9999); the minbert publication path keeps working."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from conftest import REPO, write_tiny_encoder
 from core.errors import MinbertError
-from core.serving.export import EXPORT_INFO, export_encoder, main
+from core.tools.export import EXPORT_INFO, export_encoder, main
 from core.model.multitask import MultitaskBert
 
 TEXTS = ["The worst film I have seen this year.", "A gorgeous, witty, seductive movie.", "ok",

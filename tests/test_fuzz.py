@@ -186,7 +186,7 @@ def test_no_exported_cell_starts_a_formula(cells, numbers):
     and the text is the same after the one leading quote added to neutralise it."""
     import pandas as pd
 
-    from core.serving.predict import csv_export_bytes
+    from core.data.inputs import csv_export_bytes
     n = min(len(cells), len(numbers))
     df = pd.DataFrame({"text": cells[:n], "score": numbers[:n], cells[0] or "name": cells[:n]})
     out = list(csv.reader(io.StringIO(csv_export_bytes(df).decode("utf-8"), newline="")))

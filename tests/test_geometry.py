@@ -157,7 +157,7 @@ def test_projection_legend_keeps_class_order_and_distinct_colors():
     """Sentiment classes in label order on a diverging scale (the extremes far apart);
     every class its own color; classes missing from the palette still drawn."""
     from analysis.plots import category_colors, projection_figure
-    from core.data.datasets import TASK_LABELS
+    from core.tasks import TASK_LABELS
     names = TASK_LABELS["sst"]
     palette = category_colors(names, ordinal=True)
     assert list(palette) == list(names) and len(set(palette.values())) == 5

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 from core.model.bert import BertConfig, BertModel, packaged_model_dir
 from core.config.schema import Config
 from core.errors import MinbertError
-from core.serving.predict import predict_one, read_csv_upload
+from core.data.inputs import read_csv_upload
+from core.serving.predict import predict_one
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])

@@ -8,6 +8,7 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 PACKAGES = ("core", "analysis", "app")
@@ -68,7 +69,7 @@ def test_the_checker_finds_a_loop_and_a_private_import(tmp_path):
 
 def test_no_import_loop_and_no_private_imports():
     graph, private = import_graph(REPO)
-    assert "core.model.multitask" in graph and "core.model.precision" in graph["core.model.multitask"]   # the graph is real
+    assert "core.model.multitask" in graph and "core.model.checkpoint" in graph["core.model.multitask"]   # the graph is real
     assert cycles(graph) == []
     assert private == []
 
@@ -164,3 +165,72 @@ def test_every_core_package_has_a_face_that_says_what_it_owns():
     for init in sorted((REPO / "core").glob("*/__init__.py")):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc) > 40, f"{init.relative_to(REPO)}: say what the package owns"
+
+
+# --------------------------------------------------------------------------- aliases
+API_DOC = REPO / "docs" / "api.md"
+SHIM_NODES = (ast.Expr, ast.Import, ast.ImportFrom, ast.If)    # docstring, imports, the __main__ guard
+
+
+def read_aliases(text: str) -> list[tuple[str, str, str]]:
+    """docs/api.md's table of entry points and aliases: (public name, kind, code module)."""
+    block = re.search(r"<!-- aliases.*?-->(.*?)<!-- /aliases -->", text, re.S)
+    assert block, "docs/api.md has no alias table between <!-- aliases --> and <!-- /aliases -->"
+    rows = []
+    for line in block.group(1).strip().splitlines()[2:]:
+        name, kind, code = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        rows.append((name, kind, code))
+    return rows
+
+
+def shim_path(name: str, kind: str) -> Path:
+    module = name.split()[-1] if kind == "command" else name.split()[1]
+    path = REPO.joinpath(*module.split("."))
+    return path / "__main__.py" if path.is_dir() and kind == "command" else (
+        path / "__init__.py" if path.is_dir() else path.with_suffix(".py"))
+
+
+def test_every_entry_point_and_alias_of_the_table_works_and_holds_no_code(capsys):
+    import importlib
+    import runpy
+    import sys
+
+    rows = read_aliases(API_DOC.read_text())
+    assert ("python -m core.train", "command", "core.training.trainer") in rows    # the table is real
+    for name, kind, code in rows:
+        shim = shim_path(name, kind)
+        tree = ast.parse(shim.read_text())
+        extra = [type(n).__name__ for n in tree.body if not isinstance(n, SHIM_NODES)
+                 and not (isinstance(n, ast.Assign) and [t.id for t in n.targets] == ["__all__"])]
+        assert extra in ([], ["FunctionDef"]), f"{shim.relative_to(REPO)} holds code: {extra}"
+        if extra:   # a package face may resolve its public name lazily (core.model), nothing else
+            assert [n.name for n in tree.body if isinstance(n, ast.FunctionDef)] == ["__getattr__"]
+        assert code in shim.read_text(), f"{shim.relative_to(REPO)} does not front {code}"
+        if kind == "command":
+            argv = sys.argv
+            sys.argv = [name.split()[-1], "--help"]
+            try:
+                with pytest.raises(SystemExit) as done:
+                    runpy.run_module(name.split()[-1], run_name="__main__", alter_sys=True)
+            finally:
+                sys.argv = argv
+            assert done.value.code in (0, None) and "usage:" in capsys.readouterr().out, name
+        else:
+            module, attr = name.split()[1], name.split()[-1]
+            assert getattr(importlib.import_module(module), attr) is getattr(importlib.import_module(code), attr)
+
+
+def test_core_has_no_alias_but_the_table():
+    """A re-export (``# noqa: F401``) or a module that only hands names on is an alias; the
+    public ones are the table of docs/api.md, every other name has one home."""
+    shims = {shim_path(n, k) for n, k, _ in read_aliases(API_DOC.read_text())}
+    found = []
+    for path in sorted((REPO / "core").rglob("*.py")):
+        text = path.read_text()
+        if path in shims or path.name == "__main__.py":
+            continue
+        found += [f"{path.relative_to(REPO)}:{i}" for i, line in enumerate(text.splitlines(), 1) if "noqa: F401" in line]
+        body = [n for n in ast.parse(text).body if not isinstance(n, ast.Expr)]
+        if path.name != "__init__.py" and body and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body):
+            found.append(f"{path.relative_to(REPO)}: only imports")
+    assert found == []

@@ -9,7 +9,8 @@ from core.model.bert import BertConfig, BertModel, load_tokenizer
 from core.config.schema import Config, HeadConfig, PromptConfig
 from core.errors import ConfigError
 from core.model.heads import DeepFFN, TokenBiLSTM, TokenCNN
-from core.model.multitask import Encoding, MultitaskBert, TaskHead
+from core.model.heads import Encoding, TaskHead
+from core.model.multitask import MultitaskBert
 from core.model.prompts import encode_prompted, prompt_texts
 
 
@@ -88,7 +89,7 @@ def test_task_head_architectures(arch, uses_tokens, mode):
     out = head(enc, enc if mode in ("bi", "cosine") else None)
     assert out.shape == ((3,) if mode == "cosine" else (3, 3))
     if arch == "deep_ffn":
-        assert isinstance(head.mlp, DeepFFN) and len(head.mlp.net) == 2 * 4 + 1
+        assert isinstance(head.ffn, DeepFFN) and len(head.ffn.net) == 2 * 4 + 1
 
 
 _TOKENIZER = []

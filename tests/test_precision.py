@@ -1,4 +1,4 @@
-"""The bf16 inference path and the rule that picks it (core/model/precision.py, core/serving/quantize.py).
+"""The bf16 inference path and the rule that picks it (core/model/precision.py, core/tools/quantize.py).
 
 Tolerances: bf16 keeps 8 significant bits (relative rounding 2**-9 = 0.2 % per matmul
 input) and autocast accumulates in fp32 and keeps the residual stream, LayerNorm and

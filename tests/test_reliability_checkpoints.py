@@ -19,7 +19,8 @@ from core import atomic
 from core.model.bert import BertModel
 from core.config.schema import Config
 from core.errors import CheckpointError, MinbertError, ModelLoadError
-from core.model.multitask import COMPLETE_MARKER, MultitaskBert, read_checkpoint_meta
+from core.model.checkpoint import COMPLETE_MARKER, read_checkpoint_meta
+from core.model.multitask import MultitaskBert
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -125,7 +126,7 @@ def test_v1_checkpoint_without_marker_still_loads(model, tmp_path):
 
 
 def test_shipped_checkpoint_if_present_loads():
-    from core.model.multitask import SHIPPED_DIR
+    from core.model.checkpoint import SHIPPED_DIR
     if not (SHIPPED_DIR / "config.json").is_file():
         pytest.skip("checkpoints/minbert-multitask is not in this checkout")
     assert MultitaskBert.load(SHIPPED_DIR).predict_sentiment(["fine"]).shape == (1, 5)

@@ -145,3 +145,16 @@ def test_target_class_and_errors(tiny_model, pretrained):
         attribute(tiny_model, "sst", A, target=7)
     with pytest.raises(MinbertError, match="Unknown task"):
         attribute(tiny_model, "nli", A, B)
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200b", "\u200b \u2060", "caf\ud800"], ids=["zero-width", "format", "surrogate"])
+def test_saliency_refuses_what_the_predict_api_refuses(tiny_model, text):
+    """One readable-text rule (core.data.inputs.readable_problem): before it, saliency only
+    stripped whitespace, so zero-width-only text got attributions of [CLS] [SEP] alone and an
+    unpaired surrogate reached the tokenizer."""
+    with pytest.raises(MinbertError, match="the first sentence"):
+        attribute(tiny_model, "sst", text, method="grad_x_input")
+    with pytest.raises(MinbertError, match="the second sentence"):
+        attribute(tiny_model, "sts", A, text, method="grad_x_input")
+    with pytest.raises(MinbertError):
+        tiny_model.predict_sentiment([text])            # the same rule refuses it there

@@ -66,7 +66,7 @@ def test_shipped_model_reproduces_its_shipped_dev_predictions(task):
 
 
 def test_export_writes_half_precision_weights_that_predict_like_the_original(tiny_checkpoint, tmp_path):
-    from core.serving.export import export
+    from core.tools.export import export
     dst = tmp_path / "exported"
     metrics = export(tiny_checkpoint, dst, "float16", data_dir=REPO / "data", eval_limit=16)
     full = (tiny_checkpoint / "model.safetensors").stat().st_size

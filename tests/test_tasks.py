@@ -6,8 +6,6 @@ import math
 import numpy as np
 import pytest
 
-import core.data.datasets
-import core.tasks
 from core.errors import MinbertError
 from core.evaluation.metrics import task_metrics
 from core.tasks import METRIC_NAMES, PRIMARY, TASK_SPECS, canonical_task, mean_score, served_tasks
@@ -54,8 +52,3 @@ def test_names_and_aliases():
         canonical_task("ner")
 
 
-def test_data_module_reads_the_same_table():
-    """core.data.datasets keeps its names, as views of this table (not copies that could drift)."""
-    for name in ("TASKS", "TASK_NAMES", "TASK_LABELS", "TASK_FILES", "TASK_COLUMNS", "PAIR_TASKS", "N_CLASSES"):
-        assert getattr(core.data.datasets, name) is getattr(core.tasks, name), name
-    assert core.data.datasets.canonical_task is core.tasks.canonical_task

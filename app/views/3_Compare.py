@@ -18,7 +18,7 @@ from app.analysis_common import run_safely
 from app.common import (QUORA_CAPTION, ROOT, SHIPPED, STUDY_PLAN, checkpoints_root, fmt_duration, page_setup,
                         pick_run, run_tables, study_plan, study_texts)
 from app.content import chart_lines, confusion_spec, dot_spec, fmt_mean_sd, run_group, subset_short
-from core.data.datasets import TASK_LABELS
+from core.tasks import TASK_LABELS
 from core.errors import MinbertError
 from core.experiments.study import check_run, read_results
 

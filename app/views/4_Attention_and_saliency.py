@@ -23,7 +23,7 @@ from app.analysis_common import (EXAMPLE_KEY, TASK_TITLES, checkpoint_choices, h
 from app.common import checkpoint_key, offered_tasks, page_setup
 from app.exports import show_figure, show_table
 from app.links import LinkError, example_links, example_params, linked_example, show_query
-from core.data.datasets import TASK_LABELS
+from core.tasks import TASK_LABELS
 
 page_setup("Attention and saliency", ":material/visibility:")
 st.title(":material/visibility: Attention & saliency")

@@ -23,7 +23,7 @@ from app.analysis_common import (DATA_DIR, TASK_TITLES, MinbertError, checkpoint
 from app.common import checkpoint_tasks, offered_tasks, page_setup, resolve_checkpoint
 from app.exports import show_figure, show_table
 from app.links import example_links, linked_models
-from core.data.datasets import TASK_LABELS
+from core.tasks import TASK_LABELS
 
 page_setup("Errors", ":material/bug_report:")
 st.title(":material/bug_report: Errors")

@@ -34,7 +34,8 @@ from app.analysis_common import (DATA_DIR, TASK_TITLES, checkpoint_choices, has_
 from app.common import ROOT, STUDY_PLAN, page_setup, resolve_checkpoint, study_plan, study_texts
 from app.exports import show_figure, show_table
 from app.links import example_links, linked_models
-from core.data.datasets import TASK_LABELS, texts_for_ids
+from core.data.datasets import texts_for_ids
+from core.tasks import TASK_LABELS
 from core.experiments.study import GEOMETRY_NOTE, geometry_rows, read_results
 
 page_setup("Embeddings", ":material/scatter_plot:")

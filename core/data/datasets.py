@@ -63,9 +63,9 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 # --------------------------------------------------------------------------- constants
 
 # The task table lives in core/tasks.py (names, labels, columns, files, metrics); these
-# are its views under the names this module has always exported.
-from core.tasks import (N_CLASSES, PAIR_TASKS, STS_RANGE, TASK_ALIASES, TASK_COLUMNS,  # noqa: E402
-                        TASK_FILES, TASK_LABELS, TASK_NAMES, TASKS, canonical_task)
+# this module reads it (importers take the task names from core.tasks, their one home).
+from core.tasks import (N_CLASSES, PAIR_TASKS, STS_RANGE, TASK_COLUMNS, TASK_FILES, TASKS,  # noqa: E402
+                        canonical_task)
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
@@ -523,8 +523,6 @@ class Tokenized:
         return pad_batch(sub.input_ids, sub.token_type_ids, pad_id=pad_id)
 
 
-Encoded = Tokenized   # the earlier name (it holds token ids, not encoder outputs)
-
 
 def _check_max_len(max_len: int, minimum: int) -> None:
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < minimum:
@@ -702,22 +700,11 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 __all__ = [
-    "TASKS",
     "SPLITS",
-    "TASK_NAMES",
-    "TASK_ALIASES",
-    "TASK_LABELS",
-    "N_CLASSES",
-    "STS_RANGE",
-    "PAIR_TASKS",
-    "TASK_COLUMNS",
-    "TASK_FILES",
     "Example",
     "SkippedRow",
     "TaskData",
     "Tokenized",
-    "Encoded",
-    "canonical_task",
     "task_file",
     "load_task",
     "load_tasks",

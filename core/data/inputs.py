@@ -27,7 +27,8 @@ import io
 
 import pandas as pd
 
-from core.data.datasets import PAIR_TASKS, TASK_NAMES, canonical_task, has_visible_text
+from core.data.datasets import has_visible_text
+from core.tasks import PAIR_TASKS, TASK_NAMES, canonical_task
 from core.errors import DataError, MinbertError
 
 # One text box / CSV cell of one text (sentiment, embeddings). Long texts are read whole,

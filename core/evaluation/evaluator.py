@@ -46,9 +46,9 @@ from core.data.datasets import TaskData, load_subset, load_task, texts_by_id
 from core.errors import MinbertError
 from core.paths import DATA_DIR
 from core.evaluation.metrics import pearson, spearman, task_metrics
-from core.model.multitask import checkpoint_tasks
+from core.model.checkpoint import checkpoint_tasks
+from core.model.multitask import MultitaskBert
 from core.model.precision import backend_name, resolve_mode
-from core.serving.predict import load_for_serving
 from core.tasks import QUORA_NOTE, TASK_SPECS, mean_score
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def evaluate_checkpoint(path, tasks=None, data_dir="data", split: str = "dev", l
     missing = [t for t in tasks if t not in outputs]
     if missing:
         t0 = time.perf_counter()
-        model = load_for_serving(str(path), device=device, quantize=None if mode == "fp32" else mode, warm=False)
+        model = MultitaskBert.load(str(path), device=device, quantize=None if mode == "fp32" else mode)
         profile["load_model_s"] = round(time.perf_counter() - t0, 3)
 
         def cached_embed(texts):
@@ -387,8 +387,8 @@ def main(argv=None) -> int:
             else Path("checkpoints/pretrained/predictions"))
         start = time.time()
         if args.split == "test":
-            model = load_for_serving(args.checkpoint, device=args.device,
-                                     quantize=None if precision == "fp32" else precision, warm=False)
+            model = MultitaskBert.load(args.checkpoint, device=args.device,
+                                       quantize=None if precision == "fp32" else precision)
             paths = write_submission(model, args.data_dir, out_dir, args.batch_size)
             result = {"files": [str(p) for p in paths]}
         else:

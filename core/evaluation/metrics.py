@@ -187,7 +187,7 @@ def task_metrics(task: str, y_true: Any, y_pred_or_scores: Any) -> dict[str, flo
 
     Long task names (``sentiment``, ``paraphrase``, ``similarity``) are accepted.
     """
-    from core.data.datasets import N_CLASSES, canonical_task  # local: keep metrics import-light
+    from core.tasks import N_CLASSES, canonical_task
 
     task = canonical_task(task)
     if task == "sts":

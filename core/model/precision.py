@@ -8,8 +8,8 @@
     cpu_flags()                # the CPU's relevant ISA flags (lscpu / /proc/cpuinfo)
 
 ``MultitaskBert.load(path, quantize="auto" | "int8" | "bf16")`` calls
-:func:`quantize_model`; ``python -m core.serving.quantize CHECKPOINT`` compares the dev metrics of
-every path (core/serving/quantize.py).
+:func:`quantize_model`; ``python -m core.tools.quantize CHECKPOINT`` compares the dev metrics of
+every path (core/tools/quantize.py).
 
 The rule is the one the bench uses for bf16 training: a CUDA GPU that supports bf16, or
 a CPU that advertises AVX-512 BF16 or AMX-BF16. On other CPUs bf16 autocast is emulated

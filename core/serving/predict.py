@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.data.datasets import PAIR_TASKS, TASK_LABELS, TASK_NAMES, canonical_task
+from core.tasks import PAIR_TASKS, TASK_LABELS, TASK_NAMES, canonical_task
 from core.data.inputs import MAX_BATCH_WINDOWS, MAX_TEXT_CHARS, MAX_WINDOWS, check_text, readable_problem
 from core.errors import DataError, MinbertError
 from core.model import windows as model_windows
@@ -36,7 +36,6 @@ from core.model.windows import MAX_READ_TOKENS
 # Kept only for tests/test_fuzz.py (csv_export_bytes) and tests/test_hypothesis_inputs.py
 # (read_csv_upload), which are not this module's owner's files: their home is
 # core/data/inputs.py; this line goes when those tests import from there.
-from core.data.inputs import csv_export_bytes, read_csv_upload  # noqa: F401
 
 SENTIMENT_LABELS = TASK_LABELS["sst"]
 

@@ -6,7 +6,7 @@
   or a sentence-embedding objective's set (core/training/contrastive.py) as one stream;
   its epoch plan's length and step budget (:class:`core.training.state.Stage`);
 * :func:`cache_frozen_encodings` - a frozen encoder's pooled vectors, computed once;
-* :func:`check_model_support`, :func:`set_encoder_dropout`, :func:`encoder_checksum`;
+* :func:`set_encoder_dropout`, :func:`encoder_checksum`;
 * :func:`describe_run` - the ``start`` event's description of the run.
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch
 
 from core.config.schema import Config, TrainConfig
 from core.data.datasets import TaskData, encode_texts, load_subset
-from core.errors import ConfigError
 from core.model.multitask import MultitaskBert, TaskTokens
 from core.tasks import TASKS
 from core.training.contrastive import build_set
@@ -100,23 +99,6 @@ def cache_frozen_encodings(model: MultitaskBert, stage: Stage, device: torch.dev
             vecs = model.map_batches(feats, lambda batch: model.encode(batch["a"], task=stream.task).pooled, 128)
             cache[part] = torch.from_numpy(vecs).to(device)
         stream.cache = cache
-
-
-def check_model_support(config: Config) -> None:
-    """Refuse recipe options the model code does not build yet, rather than train a model
-    that silently ignores them: per-task pooling, the shared projection and report 002's
-    pooled heads are built by ``MultitaskBert`` once it lists them in ``SUPPORTS``."""
-    supports = getattr(MultitaskBert, "SUPPORTS", frozenset())
-    m = config.model
-    wanted = {
-        "task_pooling": any(getattr(m, t).pooling not in (None, m.pooling) for t in TASKS),
-        "shared_projection": m.shared_projection is not None,
-        "pooled_heads": any(getattr(m, t).arch.startswith("pooled_") for t in TASKS),
-    }
-    missing = [name for name, used in wanted.items() if used and name not in supports]
-    if missing:
-        raise ConfigError(f"this recipe uses {', '.join(missing)}, which this version's model does not "
-                          f"build yet (core/model/multitask.py); remove those settings")
 
 
 def set_encoder_dropout(encoder: torch.nn.Module, p: float) -> None:

@@ -37,8 +37,8 @@ from core.training.evaluation import (CheckpointSelection, evaluate_stage, publi
 from core.training.objective import Objective
 from core.training.optim import make_optimizer, warmup_linear
 from core.training.param_groups import param_groups
-from core.training.stages import (StageBuilder, cache_frozen_encodings, check_model_support,  # noqa: F401
-                                  describe_run, encoder_checksum, load_data, set_encoder_dropout)
+from core.training.stages import (StageBuilder, cache_frozen_encodings, describe_run, encoder_checksum,
+                                  load_data, set_encoder_dropout)
 from core.training.state import Stage
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,6 @@ class Trainer:
     def setup(self) -> None:
         """Data, model, stages and counters (and the resume state's position)."""
         cfg = self.config
-        check_model_support(cfg)
         seed_everything(cfg.train.seed)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Dev metrics of a checkpoint in fp32 and in each fast inference path.
 
-    python -m core.serving.quantize CHECKPOINT [--modes fp32 bf16 int8] [--limit N] [--json]
+    python -m core.tools.quantize CHECKPOINT [--modes fp32 bf16 int8] [--limit N] [--json]
 
 The paths themselves (bf16 autocast, int8 dynamic quantization, the rule that picks one)
 live in core/model/precision.py; loading and warming a model for serving in core/serving/predict.py.
@@ -62,9 +62,9 @@ def compare_dev_metrics(checkpoint: str, data_dir: str = "data", limit: int | No
 
 
 def main(argv=None) -> int:
-    """python -m core.serving.quantize CHECKPOINT [--modes fp32 bf16 int8] [--limit N] [--json]."""
+    """python -m core.tools.quantize CHECKPOINT [--modes fp32 bf16 int8] [--limit N] [--json]."""
     import argparse
-    p = argparse.ArgumentParser(prog="python -m core.serving.quantize",
+    p = argparse.ArgumentParser(prog="python -m core.tools.quantize",
                                 description="Dev metrics of a checkpoint in fp32 and in the fast CPU paths "
                                             "(bf16 where native, int8), the gaps, and embedding cosines.")
     p.add_argument("checkpoint", help="checkpoint directory, or 'pretrained' (zero-shot Quora / STS)")

@@ -1,8 +1,8 @@
 """Publish a trained checkpoint, or take its encoder out of the studio.
 
-    python -m core.serving.export checkpoints/best-run checkpoints/minbert-multitask [--dtype float16]
-    python -m core.serving.export RUN OUT --format hf                      # transformers.AutoModel
-    python -m core.serving.export RUN OUT --format sentence-transformers   # SentenceTransformer(OUT)
+    python -m core.tools.export checkpoints/best-run checkpoints/minbert-multitask [--dtype float16]
+    python -m core.tools.export RUN OUT --format hf                      # transformers.AutoModel
+    python -m core.tools.export RUN OUT --format sentence-transformers   # SentenceTransformer(OUT)
 
 ``--format minbert`` (the default; how the shipped model was made) writes DST with the
 weights in ``--dtype`` (float16 halves the size: MiniLM's 22.7M parameters take 45 MB),
@@ -206,7 +206,7 @@ def export_encoder(src: str | Path, dst: str | Path, fmt: str = "hf") -> dict:
         library = "transformers" if fmt == "hf" else "sentence-transformers"
         info = {"format": fmt, "exported_from": str(src), "pooling": pooling,
                 "max_len": model.config.model.max_len, "embedding_dim": int(ours.shape[1]), "normalized": False,
-                "task_heads": "not included (python -m core.serving.export RUN OUT keeps them)",
+                "task_heads": "not included (python -m core.tools.export RUN OUT keeps them)",
                 "transformers": transformers.__version__,
                 "check": agreement(ours, theirs, library)}
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2))
@@ -219,7 +219,7 @@ def export_encoder(src: str | Path, dst: str | Path, fmt: str = "hf") -> dict:
 
 def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")   # everything is local: never ask the hub
-    p = argparse.ArgumentParser(prog="python -m core.serving.export", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m core.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="a trained checkpoint directory (or minbert-multitask, pretrained)")
     p.add_argument("dst", help="where to write the export (an earlier export there is replaced)")
