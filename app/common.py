@@ -23,7 +23,7 @@ from analysis.checkpoints import (PRETRAINED, SHIPPED, checkpoint_hash, checkpoi
                                   list_checkpoints, resolve_checkpoint, results_tasks, weights_missing)
 from core.tasks import QUORA_NOTE, TASK_NAMES, TASK_TITLES
 from core.errors import MinbertError
-from core.jobs.manager import Job, JobManager, fmt_duration  # noqa: F401  (one duration format, core's)
+from core.jobs import Job, JobManager, fmt_duration  # fmt_duration: the one duration format, core's
 from core.model.checkpoint import checkpoint_tasks as _served_by_checkpoint
 from core.experiments.study import STUDY_PLAN, load_plan
 

@@ -82,9 +82,9 @@ def is_loopback(address: str) -> bool:
 
 def check_exposure(address: str, env: dict | None = None) -> None:
     """:class:`MinbertError` when ``address`` reaches beyond this machine while the Train
-    page's actions are open to anyone (core.jobs.manager.access_mode 'open'), unless
+    page's actions are open to anyone (core.jobs.access.access_mode 'open'), unless
     ``MINBERT_ALLOW_OPEN_TRAIN=1``. Also reads every MINBERT_* setting once."""
-    from core.jobs.manager import access_mode
+    from core.jobs.access import access_mode
     from core.settings import check_environment, env_bool
     check_environment(env)
     if is_loopback(address) or access_mode(env) != "open" or env_bool("MINBERT_ALLOW_OPEN_TRAIN", False, env):

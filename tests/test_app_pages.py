@@ -256,7 +256,7 @@ def test_train_opens_on_the_quickest_recipe_and_lists_them_by_time(empty_env):
 
 def test_eta_says_the_final_dev_evaluation_is_still_to_come():
     from app.common import eta_text
-    from core.jobs.manager import Progress
+    from core.jobs.progress import Progress
     running = Progress(phase="training", step=90, total_steps=100, eta_s=20.0)
     assert eta_text(running) == "about 20s of training left, then the final dev evaluation"
     timed = Progress(phase="training", step=90, total_steps=100, eta_s=48.0, eval_s=28.0)

@@ -316,7 +316,9 @@ SETTING_VALUES = st.one_of(st.text(max_size=20).filter(lambda t: "\x00" not in t
 @given(var=st.sampled_from(["MINBERT_MAX_RUNNING_JOBS", "MINBERT_MAX_QUEUED_JOBS", "MINBERT_READ_ONLY",
                             "MINBERT_SECRET", "MINBERT_JOBS_ROOT", "MINBERT_MEMORY_GB"]), value=SETTING_VALUES)
 def test_any_setting_value_is_used_or_one_config_error(var, value, tmp_path_factory):
-    from core.jobs import manager as jobs
+    from core.jobs.access import access_mode
+    from core.jobs.manager import JobManager
+    from core.jobs.store import default_root
     from core.config import limits
     root = tmp_path_factory.mktemp("env")
     saved = {v: os.environ.pop(v, None) for v in ("MINBERT_MAX_RUNNING_JOBS", "MINBERT_MAX_QUEUED_JOBS",
@@ -324,7 +326,7 @@ def test_any_setting_value_is_used_or_one_config_error(var, value, tmp_path_fact
                                                   "MINBERT_MEMORY_GB")}
     os.environ[var] = value
     try:
-        for read in (lambda: jobs.JobManager(root, sweep=False), jobs.access_mode, jobs.default_root,
+        for read in (lambda: JobManager(root, sweep=False), access_mode, default_root,
                      limits.machine_memory):
             try:
                 read()
@@ -357,7 +359,7 @@ def test_an_altered_job_row_never_breaks_listing_nor_kills_a_bystander(column, v
     from core.jobs.manager import JobManager, Job
     root = tmp_path_factory.mktemp("rows") / "ckpts"
     jm = JobManager(root, sweep=False)
-    with jm._db() as db:
+    with jm.store.connect() as db:
         db.execute("INSERT INTO jobs (name, state, recipe, overrides, device, gpus, checkpoint, job_dir, pid, "
                    "pid_start, train_pid, train_pid_start, created, started) VALUES "
                    "('row', 'running', ?, '[]', 'cpu', 1, ?, ?, ?, NULL, ?, NULL, ?, ?)",

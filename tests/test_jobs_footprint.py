@@ -1,4 +1,4 @@
-"""core/jobs/footprint.py counts parameters by arithmetic (no torch in the job system):
+"""core/config/footprint.py counts parameters by arithmetic (no torch in the job system):
 the count must equal the parameters of the model the recipe builds, here built on torch's
 "meta" device (nothing allocated) for every head layout the config offers. The reference is
 torch's own ``numel`` of the built modules, not the code under test."""
@@ -15,7 +15,7 @@ import torch
 from conftest import REPO
 from core.config.schema import Config
 from core.errors import ConfigError
-from core.jobs import footprint
+from core.config import footprint
 from core.model.bert import BertConfig, BertModel, read_bert_config, resolve_model_dir
 from core.model.multitask import MultitaskBert
 
@@ -89,7 +89,7 @@ def test_the_encoder_sizes_come_from_its_config_json_as_the_model_reads_them(tmp
 
 def test_the_estimate_needs_no_torch():
     """The job system's fit check runs without torch ever being imported."""
-    code = ("import sys; from core.config.schema import Config; from core.jobs.footprint import check_fits; "
+    code = ("import sys; from core.config.schema import Config; from core.config.footprint import check_fits; "
             "check_fits(Config(), 64 * 2**30); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import core.config.schema as config_module
-from core.jobs import footprint
+from core.config import footprint
 from core.config import limits
 from core.config.schema import Config, apply_overrides
 from core.errors import ConfigError
-from core.jobs.footprint import check_fits, count_parameters, estimate_training_memory
+from core.config.footprint import check_fits, count_parameters, estimate_training_memory
 from core.config.limits import RANGES, LENGTHS, SEED_MAX
 
 REPO = Path(__file__).resolve().parents[1]

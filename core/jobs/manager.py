@@ -40,10 +40,6 @@ from core.jobs.slurm import BACKENDS, Cluster, Resources, load_cluster
 from core.jobs.store import ACTIVE, CONFIG_NAME, RESUMABLE, SCRIPT_NAME, Job, JobStore, default_root, procs_of
 from core.paths import REPO
 from core.settings import env_int
-# Until app/common.py, app/serve.py, tests/test_fuzz.py and tests/test_app_pages.py import
-# these from their homes (core.jobs, core.jobs.access, core.jobs.progress): then delete.
-from core.jobs.access import access_mode, check_access, check_app_overrides  # noqa: F401
-from core.jobs.progress import Progress, fmt_duration  # noqa: F401
 
 # Roots this process has swept for dead workers (once per process: "at app start").
 _SWEPT: set[Path] = set()
@@ -86,10 +82,6 @@ class JobManager:
 
     def paths(self, job: Job) -> tuple[Path, Path]:
         return self.store.paths(job)
-
-    def _db(self):
-        """The store's connection (tests/test_fuzz.py writes rows through it)."""
-        return self.store.connect()
 
     def cluster(self) -> Cluster:
         """Site settings (``<root>/cluster.yaml`` and the environment)."""

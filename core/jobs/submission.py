@@ -2,7 +2,7 @@
 
 :func:`prepare` validates a request (device, processes per node, the backend and its
 Slurm resources, the recipe with its overrides, the GPUs this machine shows, whether
-the recipe fits in memory (:mod:`core.jobs.footprint`), whether the backend can take
+the recipe fits in memory (:mod:`core.config.footprint`), whether the backend can take
 jobs, the checkpoint name); anything wrong raises a :class:`core.errors.MinbertError`
 and nothing is created. :func:`create` then inserts the row, writes the job's files (and,
 for Slurm, submits it) before the transaction commits; any failure rolls it back and
@@ -27,7 +27,7 @@ from core.config.limits import machine_memory
 from core.config.schema import Config
 from core.errors import JobError, MinbertError
 from core.jobs.backends import Backend
-from core.jobs.footprint import check_fits
+from core.config.footprint import check_fits
 from core.jobs.slurm import Cluster, Resources, mem_bytes
 from core.jobs.store import CONFIG_NAME, MAX_PROCS_PER_NODE, NAME_RE, RESERVED_NAMES, Job, JobStore
 from core.paths import REPO
@@ -150,7 +150,7 @@ def prepare(cluster: Cluster, runner: Backend, python: str, config: str | Path, 
         check_gpus(gpus, python)
     memory, where = memory_for(backend, res, gpus)
     if memory is not None:
-        check_fits(cfg, memory, where)         # core/jobs/footprint.py: a recipe too big is refused here
+        check_fits(cfg, memory, where)         # core/config/footprint.py: a recipe too big is refused here
     reason = runner.unavailable()
     if reason:
         raise JobError(f"cannot submit to {backend}: {reason}")
