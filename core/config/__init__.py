@@ -1,1 +1,3 @@
-"""The one typed config object and what bounds it: schema (YAML -> Config), limits, recipes."""
+"""The one typed config object and what bounds it: ``schema`` (YAML -> Config, every option's
+help), ``limits`` (every option's declared range, the one override parser), ``recipes``
+(recipes as forms) and ``footprint`` (the memory a recipe needs to train, by arithmetic)."""
