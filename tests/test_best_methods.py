@@ -17,7 +17,7 @@ from core.config.schema import Config, HeadConfig
 from core.data.datasets import load_task
 from core.errors import ConfigError
 from core.losses.functions import sst_loss
-from core.model.multitask import Encoding, TaskHead
+from core.model.heads import Encoding, TaskHead
 
 from conftest import REPO, TINY
 
@@ -39,7 +39,7 @@ def test_hybrid_sts_head_starts_as_the_average_of_its_branches():
     # bi branch: 5 * cos(u, v): cos = 1 for row 0, 0 for row 1
     assert out["bi"].tolist() == pytest.approx([5.0, 0.0], abs=1e-6)
     # cross branch: sigmoid(linear(joint)) * 5
-    z = head.mlp(joint).reshape(-1)
+    z = head.ffn(joint).reshape(-1)
     assert out["cross"].tolist() == pytest.approx((torch.sigmoid(z) * 5).tolist(), abs=1e-6)
     # combiner initialized to (cross + bi) / 2
     expected = [(out["cross"][i].item() + out["bi"][i].item()) / 2 for i in range(2)]
@@ -108,7 +108,7 @@ def test_layer_decay_gives_each_encoder_layer_its_learning_rate(tmp_path):
     lr_of = {k: v / top for k, v in lr_of.items()}
     assert lr_of[id(bert.encoder.layer[0].attention.self.query.weight)] == pytest.approx(0.5 ** (L - 1))
     assert lr_of[id(bert.embeddings.word_embeddings.weight)] == pytest.approx(0.5 ** L)
-    assert lr_of[id(trainer.model.heads["sst"].mlp.net[-1].weight)] == pytest.approx(3.0)
+    assert lr_of[id(trainer.model.heads["sst"].ffn.net[-1].weight)] == pytest.approx(3.0)
     assert trainer.optimizer.defaults["lr"] == 1.0
     # every parameter the stage's loss reaches: all but the encoder's pooler, which no pooling reads
     unused = {n for n, p in trainer.model.named_parameters() if id(p) not in lr_of}

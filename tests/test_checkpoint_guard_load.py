@@ -4,7 +4,7 @@ and the ``python -m core.train`` command line, and a recipe too big for the mach
 ``core.training.trainer``.
 
 core/model/multitask.py and core/training/trainer.py call core/model/guard.py, core/atomic.py's
-``save_errors`` / ``check_free_space`` and core/training/footprint.py's ``check_fits``: each test
+``save_errors`` / ``check_free_space`` and core/config/footprint.py's ``check_fits``: each test
 here fails without those calls (they were written, marked xfail, before the calls were
 added). The guards themselves are tested directly in tests/test_checkpoint_guard.py,
 tests/test_reliability_checkpoints.py and tests/test_limits.py.
@@ -157,9 +157,9 @@ def test_train_cli_refuses_a_recipe_too_big_for_the_machine_before_building_it()
     address-space limit of 8 GB, so that without the check the build fails fast instead
     of taking the machine's memory."""
     script = ("import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30)); "
-              "sys.argv = sys.argv[1:]; runpy.run_module('core.training.trainer', run_name='__main__')")
+              "sys.argv = sys.argv[1:]; runpy.run_module('core.train', run_name='__main__')")
     out = subprocess.run(
-        [sys.executable, "-c", script, "core.training.trainer", "--config", "configs/quick.yaml", "--out", "/nonexistent/x",
+        [sys.executable, "-c", script, "core.train", "--config", "configs/quick.yaml", "--out", "/nonexistent/x",
          "--set", "model.sst.layers=64", "--set", "model.sst.hidden=65536", "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr[-3000:]
@@ -171,7 +171,6 @@ def test_load_of_a_damaged_checkpoint_is_a_model_or_one_checkpoint_error(saved, 
     MultitaskBert.load (today a COMPLETE nested 50,000 levels deep raises RecursionError
     from core/model/multitask.py's own reader)."""
     import test_fuzz
-    from core.errors import MinbertError
     values = ["NaN", "Infinity", "1e999", "9" * 5000, "[" * 50_000 + "]" * 50_000, '{"a": ' * 40 + "1" + "}" * 40,
               "", "{", '"x"', "[]", "-1", "true", '{"step": -1}', '["sst", "sst"]']
     wrong = []

@@ -49,10 +49,18 @@ def test_bf16_rule_reads_the_cpu_flags(flags):
 
 
 def test_bench_uses_the_one_rule():
-    from core.tools import bench
-    from core.serving import quantize
-    assert bench.bf16_is_fast is precision.bf16_is_fast
-    assert quantize.bf16_is_fast is precision.bf16_is_fast
+    """core.model.precision owns "is bf16 fast here": no other module of core/ decides it
+    (defines the function, or reads the CPU flags bf16 needs) on its own."""
+    import re
+
+    from conftest import REPO
+    own = REPO / "core" / "model" / "precision.py"
+    others = [p for p in sorted((REPO / "core").rglob("*.py")) if p != own
+              and re.search(r"def bf16_is_fast|def cpu_has_vnni|['\"]avx512_bf16['\"]|['\"]amx_bf16['\"]", p.read_text())]
+    assert others == []
+    for module in ("core/tools/bench.py", "core/tools/quantize.py"):
+        assert "from core.model.precision import" in (REPO / module).read_text() and \
+            "bf16_is_fast" in (REPO / module).read_text(), module
 
 
 def test_cpu_flags_lists_only_relevant_ones():

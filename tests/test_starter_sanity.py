@@ -26,7 +26,7 @@ def test_starter_calls_obvious_negatives_negative_and_raves_positive(tmp_path, o
     trainer = Trainer(cfg, tmp_path / "starter", progress=False)
     summary = trainer.run()
     sample = trainer.train_data["sst"].subset
-    assert sample is not None, ("the trainer read the first data.limit rows: core/training/trainer.py's _load_data must "
+    assert sample is not None, ("the trainer read the first data.limit rows: core/training/stages.py's load_data must "
                                 "load with core.data.datasets.load_subset (issue #26)")
     assert (sample.n, sample.of, sample.sampling) == (400, 8544, "stratified")
     assert summary["dev"]["subset"]["sst"]["n"] == 20          # the dev figures say they are a subset

@@ -75,7 +75,7 @@ def test_frozen_hybrid_head_on_cached_vectors_trains_its_branches(tiny_encoder, 
     loss, total = trainer.objective("sts", idx, len(idx), aux)
     # by hand, from the head's three outputs on the cached pooled vectors: the task's own
     # loss (MSE of the 0..5 score) on the combined output, + 0.5 x the same loss on each branch
-    from core.model.multitask import Encoding
+    from core.model.heads import Encoding
     a = Encoding(None, None, stream.cache["a"][idx], joint=Encoding(None, None, stream.cache["ab"][idx]))
     b = Encoding(None, None, stream.cache["b"][idx])
     torch.manual_seed(0)

@@ -389,13 +389,6 @@ class TaskHead(nn.Module):
         else:
             self.ffn = MLP(in_dim, out_dim, cfg.layers, cfg.hidden, cfg.dropout)
 
-    @property
-    def mlp(self) -> nn.Module | None:
-        """The earlier name of :attr:`ffn`, kept only while tests/test_best_methods.py and
-        tests/test_methods_heads.py read it (they are not the model's files); remove it
-        when they say ``ffn``. Stored ``mlp.*`` tensors are the key map's business."""
-        return self.ffn
-
     def vector(self, enc: Encoding) -> torch.Tensor:
         """One vector per sequence: the pooled one (read by a report-002 reader when the
         head has one), or the token-state reducer's."""

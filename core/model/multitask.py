@@ -47,10 +47,6 @@ N_SENTIMENT = N_CLASSES["sst"]
 
 
 class MultitaskBert(nn.Module):
-    # recipe options this model builds (core.training.stages.check_model_support refuses the others;
-    # it can never refuse today: this set goes with it)
-    SUPPORTS = frozenset({"task_pooling", "shared_projection", "pooled_heads"})
-
     def __init__(self, config: Config, encoder: BertModel, tokenizer, tasks: Sequence[str] | None = None):
         super().__init__()
         self.config = config
@@ -296,14 +292,3 @@ class MultitaskBert(nn.Module):
         for fast CPU inference (see core/model/precision.py; inference only). See
         core/model/checkpoint.py."""
         return checkpoint.load_checkpoint(cls, path, device, quantize)
-
-
-# ------------------------------------------------------------ moved names
-# Names whose home moved to core/model/checkpoint.py / batching.py when this module was
-# split (issue #23), kept only for importers outside the model's owner (app/common.py,
-# app/content.py, analysis/checkpoints.py, core/evaluation/evaluator.py,
-# core/training/state.py, tests/test_reliability_checkpoints.py,
-# tests/test_e2e_first_visit.py); this block goes when they import from the new homes.
-from core.model.checkpoint import (COMPLETE_MARKER, PRETRAINED, SHIPPED, SHIPPED_DIR,  # noqa: F401
-                                   checkpoint_tasks, read_checkpoint_meta, read_checkpoint_weights)
-TaskFeatures = TaskTokens   # the earlier name; core/training/state.py still imports it

@@ -67,7 +67,7 @@ import sys
 from core.config.schema import Config, format_option_help
 from core.errors import run_command
 from core.training.distributed import DistContext, init_distributed, shutdown
-from core.training.footprint import check_fits
+from core.config.footprint import check_fits
 from core.training.trainer import Trainer
 
 
@@ -113,7 +113,7 @@ def _train(args) -> int:
     dist = DistContext()
     try:
         config = build_config(args)
-        check_fits(config)   # core/training/footprint.py: a recipe too big for this machine stops here, not in an OOM
+        check_fits(config)   # core/config/footprint.py: a recipe too big for this machine stops here, not in an OOM
         # under torchrun (WORLD_SIZE > 1): join the process group, NCCL on CUDA, gloo on CPU
         dist = init_distributed(config.train.device)
         trainer = Trainer(config, args.out, resume=args.resume, progress=not args.no_progress,

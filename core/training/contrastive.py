@@ -329,7 +329,7 @@ def triplet_gap_sample(model, cset: ContrastiveSet, items: int, max_len: int, ba
     Eq. 1 (report 001) is non-zero at margin m iff its gap is below m."""
     from core.data.datasets import encode_texts
     from core.losses.functions import triplet_gaps
-    from core.model.multitask import TaskTokens
+    from core.model.batching import TaskTokens
     tok, gaps = model.tokenizer, []
     was_training = model.training
     model.train(dropout)

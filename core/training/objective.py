@@ -23,7 +23,8 @@ import torch
 from core.losses.functions import LossBatch, TaskLoss, build_task_losses
 from core.losses.smart import BregmanProximal, build_regularizers
 from core.losses.weighting import UncertaintyWeighting, dev_weights
-from core.model.multitask import Encoding, MultitaskBert
+from core.model.heads import Encoding
+from core.model.multitask import MultitaskBert
 from core.tasks import PRIMARY
 from core.training.contrastive import objective_loss
 from core.training.distributed import DistContext

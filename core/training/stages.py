@@ -15,7 +15,8 @@ import torch
 
 from core.config.schema import Config, TrainConfig
 from core.data.datasets import TaskData, encode_texts, load_subset
-from core.model.multitask import MultitaskBert, TaskTokens
+from core.model.batching import TaskTokens
+from core.model.multitask import MultitaskBert
 from core.tasks import TASKS
 from core.training.contrastive import build_set
 from core.training.schedules import steps_in_epoch

@@ -33,7 +33,7 @@ from core.config.schema import TrainConfig
 from core.training.contrastive import ContrastiveSet
 from core.data.datasets import bucket_batches
 from core.errors import MinbertError
-from core.model.multitask import TaskFeatures
+from core.model.batching import TaskTokens
 from core.training.schedules import balanced_batches, epoch_plan
 from core.train_log import json_default
 
@@ -49,7 +49,7 @@ class TaskStream:
     number) when used up. ``balanced``: each pass is drawn class-balanced with
     replacement (inverse label frequency, report 001) instead of a permutation."""
     task: str
-    features: TaskFeatures
+    features: TaskTokens
     labels: torch.Tensor
     batch_size: int
     seed: int
@@ -152,7 +152,7 @@ def save_resume_state(directory: Path, *, model, teacher, optimizer, scheduler, 
 def read_resume_state(directory: Path, device: torch.device) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """``(state.json, model weights, optimizer.pt)`` of a resume directory; a corrupt
     one raises :class:`MinbertError`."""
-    from core.model.multitask import read_checkpoint_weights
+    from core.model.checkpoint import read_checkpoint_weights
     try:
         state = json.loads((directory / "state.json").read_text())
         weights = read_checkpoint_weights(directory)
@@ -165,8 +165,12 @@ def read_resume_state(directory: Path, device: torch.device) -> tuple[dict, dict
 
 def load_teacher_state(directory: Path, teacher) -> None:
     from safetensors.torch import load_file
+
+    from core.model.checkpoint import current_key
     try:
-        teacher.model.load_state_dict(load_file(str(directory / "teacher.safetensors")))
+        stored = load_file(str(directory / "teacher.safetensors"))
+        # through the checkpoint key map, as every weights file (a state saved before a rename)
+        teacher.model.load_state_dict({current_key(k): v for k, v in stored.items()})
     except (OSError, RuntimeError, KeyError) as e:
         raise MinbertError(f"{directory} is corrupt and cannot be resumed from: {e}") from None
 

@@ -306,8 +306,3 @@ class Trainer:
         if self.dist.is_main:
             write_metrics(self.out, summary)
         return summary
-
-
-if __name__ == "__main__":   # ``python -m core.training.trainer``: the command line of core/training/cli.py
-    import runpy
-    runpy.run_module("core.training.cli", run_name="__main__", alter_sys=True)
