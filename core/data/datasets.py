@@ -297,69 +297,17 @@ def load_task(
     """
     task = canonical_task(task)
     split = _check_split(split)
-    file = Path(path) if path is not None else task_file(task, split, data_dir)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise DataError(f"limit must be a positive whole number or None, got {limit!r}.")
-
-    if not file.exists():
-        raise DataError(
-            f"Data file not found: {file}. Put the tab-separated {task} {split} file "
-            f"there, or pass the data_dir (or path) that holds it."
-        )
-    if not file.is_file():
-        raise DataError(f"Data path {file} is not a file; point it at the {task} {split} CSV.")
-
+    file = _checked_file(task, split, data_dir, path, limit)
     text_cols, label_col = TASK_COLUMNS[task]
     labelled = split != "test"
     data = TaskData(task=task, split=split, path=file)
 
     rows = _read_rows(file)  # a generator: the file opens on the first next()
     try:
-        try:
-            _, header = next(rows)
-        except StopIteration:
-            raise DataError(f"Data file {file} is empty; it needs a header row and data rows.")
-        header = [h.strip() for h in header]
-        required = ("id", *text_cols, *((label_col,) if labelled else ()))
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(
-                f"Data file {file} lacks the column(s) {', '.join(missing)} needed for "
-                f"{task}/{split}. Expected a tab-separated header with "
-                f"{', '.join(required)}; found {header}."
-            )
-        col = {name: header.index(name) for name in required}
-        n_fields = len(header)
-
+        col, n_fields = _header_columns(rows, file, task, split, labelled)
         for line, fields in rows:
-            if not fields:
-                data.skipped.append(SkippedRow(line, "blank line"))
-                continue
-            if len(fields) != n_fields:
-                data.skipped.append(
-                    SkippedRow(line, f"has {len(fields)} fields, expected {n_fields}")
-                )
-                continue
-            texts = [fields[col[name]].strip() for name in text_cols]
-            problems = [f"empty {name}" if not text else f"{name} has no visible characters"
-                        for name, text in zip(text_cols, texts) if not has_visible_text(text)]
-            label: int | float | None = None
-            if labelled:
-                label, label_problem = _parse_label(task, fields[col[label_col]])
-                if label_problem is not None:
-                    problems.append(label_problem)
-            if problems:
-                data.skipped.append(SkippedRow(line, ", ".join(problems)))
-                continue
-            ex_id = fields[col["id"]].strip() or fields[0].strip() or f"line{line}"
-            data.examples.append(
-                Example(
-                    id=ex_id,
-                    text_a=texts[0],
-                    text_b=texts[1] if len(texts) > 1 else None,
-                    label=label,
-                )
-            )
+            row = _parse_row(task, line, fields, col, n_fields, labelled)
+            (data.skipped if isinstance(row, SkippedRow) else data.examples).append(row)
             if limit is not None and len(data.examples) >= limit:
                 break
     except UnicodeDecodeError as exc:
@@ -368,23 +316,84 @@ def load_task(
         raise DataError(f"Could not read data file {file}: {exc}.")
     finally:
         rows.close()  # closes the file now, also when `limit` stopped reading early
+    _report_skipped(data, file, text_cols, label_col if labelled else None)
+    return data
 
+
+def _checked_file(task: str, split: str, data_dir, path, limit) -> Path:
+    """The file :func:`load_task` reads, refused with a DataError when it is not there
+    (or ``limit`` is not a positive whole number)."""
+    file = Path(path) if path is not None else task_file(task, split, data_dir)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be a positive whole number or None, got {limit!r}.")
+    if not file.exists():
+        raise DataError(
+            f"Data file not found: {file}. Put the tab-separated {task} {split} file "
+            f"there, or pass the data_dir (or path) that holds it."
+        )
+    if not file.is_file():
+        raise DataError(f"Data path {file} is not a file; point it at the {task} {split} CSV.")
+    return file
+
+
+def _header_columns(rows, file: Path, task: str, split: str, labelled: bool) -> tuple[dict[str, int], int]:
+    """The header row's index of every needed column, and its number of fields."""
+    text_cols, label_col = TASK_COLUMNS[task]
+    try:
+        _, header = next(rows)
+    except StopIteration:
+        raise DataError(f"Data file {file} is empty; it needs a header row and data rows.")
+    header = [h.strip() for h in header]
+    required = ("id", *text_cols, *((label_col,) if labelled else ()))
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(
+            f"Data file {file} lacks the column(s) {', '.join(missing)} needed for "
+            f"{task}/{split}. Expected a tab-separated header with "
+            f"{', '.join(required)}; found {header}."
+        )
+    return {name: header.index(name) for name in required}, len(header)
+
+
+def _parse_row(task: str, line: int, fields: list[str], col: dict[str, int], n_fields: int,
+               labelled: bool) -> Example | SkippedRow:
+    """One data row as an :class:`Example`, or the :class:`SkippedRow` that says why not."""
+    if not fields:
+        return SkippedRow(line, "blank line")
+    if len(fields) != n_fields:
+        return SkippedRow(line, f"has {len(fields)} fields, expected {n_fields}")
+    text_cols, label_col = TASK_COLUMNS[task]
+    texts = [fields[col[name]].strip() for name in text_cols]
+    problems = [f"empty {name}" if not text else f"{name} has no visible characters"
+                for name, text in zip(text_cols, texts) if not has_visible_text(text)]
+    label: int | float | None = None
+    if labelled:
+        label, label_problem = _parse_label(task, fields[col[label_col]])
+        if label_problem is not None:
+            problems.append(label_problem)
+    if problems:
+        return SkippedRow(line, ", ".join(problems))
+    ex_id = fields[col["id"]].strip() or fields[0].strip() or f"line{line}"
+    return Example(id=ex_id, text_a=texts[0], text_b=texts[1] if len(texts) > 1 else None, label=label)
+
+
+def _report_skipped(data: TaskData, file: Path, text_cols, label_col: str | None) -> None:
+    """A DataError when no row was valid; a warning that counts the skipped rows otherwise."""
     if not data.examples:
         reasons = "; ".join(str(s) for s in data.skipped[:_N_REASONS_SHOWN]) or "no data rows"
         raise DataError(
-            f"Data file {file} has no valid {task} rows ({data.n_skipped} skipped: {reasons}). "
+            f"Data file {file} has no valid {data.task} rows ({data.n_skipped} skipped: {reasons}). "
             f"Check that it is tab separated with columns {', '.join(('id', *text_cols))}"
-            f"{', ' + label_col if labelled else ''}."
+            f"{', ' + label_col if label_col else ''}."
         )
     if data.skipped:
         logger.warning(
             "%s: skipped %d malformed row(s) in %s (first: %s)",
-            f"{task}/{split}",
+            f"{data.task}/{data.split}",
             data.n_skipped,
             file,
             "; ".join(str(s) for s in data.skipped[:_N_REASONS_SHOWN]),
         )
-    return data
 
 
 def load_tasks(

@@ -228,9 +228,34 @@ def bench_encode(texts: list[str], repeats: int, device: torch.device, batch_siz
                  onnx: bool | None = None, st_batch_size: int = 32) -> dict:
     """Throughput of every encoder on ``texts``; each output compared with the exact fp32
     reference (transformers). Exported / quantized models are checked before timing."""
-    from core.model.multitask import MultitaskBert
     bf16 = bf16_is_fast(device) if bf16 is None else bf16
     onnx = device.type == "cpu" if onnx is None else onnx
+    run_reference = _reference_embed(device, batch_size, max_len)
+    models = _our_models(device, max_len, int8, bf16)
+    encoders = {"reference": run_reference}
+    for name, model in models.items():
+        encoders[name] = lambda texts, model=model: model.embed(texts, batch_size=batch_size)
+    checks: dict = {}
+    if st:
+        encoders["st_encode"] = _st_encoder(device, max_len, st_batch_size, run_reference(texts[:batch_size]),
+                                            texts[:batch_size])
+    tmp = None
+    if onnx:
+        tmp = _add_onnx_encoders(encoders, checks, models, device, max_len, batch_size)
+    for encode in encoders.values():   # first-call costs (allocator, kernel choice) are not throughput
+        encode(texts[:batch_size])
+    res = interleaved({name: (lambda encode=encode: encode(texts)) for name, encode in encoders.items()},
+                      repeats, device)
+    if tmp is not None:
+        tmp.cleanup()
+    out = {"n_sentences": len(texts), "batch_size": batch_size, "st_batch_size": st_batch_size,
+           "max_len": max_len, "repeats": repeats, "checks": checks}
+    out.update(_encode_figures(res, device, len(texts), [k for k in encoders if k.startswith("ours_")], int8))
+    return out
+
+
+def _reference_embed(device: torch.device, batch_size: int, max_len: int):
+    """The exact fp32 reference: transformers' BertModel, mean-pooled, batch by batch."""
     tokenizer, reference = _reference_encoder(device)
     reference.eval()
 
@@ -243,74 +268,79 @@ def bench_encode(texts: list[str], repeats: int, device: torch.device, batch_siz
             hidden = reference(**batch).last_hidden_state
             out.append(_mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy())
         return np.concatenate(out)
+    return run_reference
 
+
+def _our_models(device: torch.device, max_len: int, int8: bool, bf16: bool) -> dict:
+    """Our encoder in each inference path this run measures (fp32, int8 on CPU, bf16)."""
+    from core.model.multitask import MultitaskBert
+    from core.model.precision import quantize_model
     models = {"ours_fp32": MultitaskBert.load("pretrained", device=device)}
     if int8:
         models["ours_int8"] = MultitaskBert.load("pretrained", device="cpu", quantize="int8")
     if bf16:
-        from core.model.precision import quantize_model
         models["ours_bf16"] = quantize_model(MultitaskBert.load("pretrained", device=device), "bf16")
-    encoders = {"reference": run_reference}
-    for name, model in models.items():
+    for model in models.values():
         model.config.model.max_len = max_len
-        encoders[name] = lambda texts, model=model: model.embed(texts, batch_size=batch_size)
-    checks: dict = {}
-    probe = texts[:batch_size]
-    probe_ref = run_reference(probe)
-    if st:
-        st_model = _sentence_transformer(device, max_len)
-        encoders["st_encode"] = lambda texts: st_model.encode(texts, batch_size=st_batch_size,
-                                                              convert_to_numpy=True, show_progress_bar=False)
-        # same weights? (its pipeline ends in a Normalize module: compare unit vectors)
-        dev = _deviation(_normalized(encoders["st_encode"](probe)), _normalized(probe_ref))
-        if dev["max_abs_diff"] > 1e-4:
-            raise MinbertError(f"sentence-transformers on the packaged model disagrees with transformers "
-                               f"(max abs diff {dev['max_abs_diff']:.2e}): not the same model, not timing it")
-    tmp = None
-    if onnx:
-        from core.serving.onnx_export import (export_encoder, onnx_available, ort_embed, ort_session,
-                                      quantize_onnx_int8, verify_export)
-        why = onnx_available()
-        if why:
-            checks["onnx_skipped"] = why
-        else:
-            from core.model.precision import KEEP_FP32
-            tmp = tempfile.TemporaryDirectory(prefix="minbert-bench-onnx-")
-            fp32_model = models["ours_fp32"] if device.type == "cpu" else MultitaskBert.load("pretrained")
-            fp32_model.config.model.max_len = max_len
-            t = time.perf_counter()
-            path = export_encoder(fp32_model, Path(tmp.name) / "encoder.onnx")
-            checks["onnx_export_s"] = round(time.perf_counter() - t, 1)
-            variants = {"ort_fp32": (path, None),
-                        "ort_int8": (Path(tmp.name) / "int8.onnx", {}),
-                        "ort_int8_equal": (Path(tmp.name) / "int8_equal.onnx",
-                                           {"keep_fp32": KEEP_FP32, "per_channel": True})}
-            for name, (p, qargs) in variants.items():
-                if qargs is not None:
-                    checks[f"{name}_quantization"] = quantize_onnx_int8(path, p, **qargs)
-                session = ort_session(p)
-                # before timing: exact fp32 must match at every length; int8 is recorded
-                checks[f"{name}_verify"] = verify_export(session, fp32_model,
-                                                         atol=1e-4 if qargs is None else None)
-                encoders[name] = lambda texts, session=session: ort_embed(session, fp32_model, texts, batch_size)
-    for encode in encoders.values():   # first-call costs (allocator, kernel choice) are not throughput
-        encode(texts[:batch_size])
-    res = interleaved({name: (lambda encode=encode: encode(texts)) for name, encode in encoders.items()},
-                      repeats, device)
-    if tmp is not None:
-        tmp.cleanup()
-    ref = res["outputs"]["reference"]
-    times = res["times"]
-    out = {"n_sentences": len(texts), "batch_size": batch_size, "st_batch_size": st_batch_size,
-           "max_len": max_len, "repeats": repeats,
-           "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
+    return models
+
+
+def _st_encoder(device: torch.device, max_len: int, st_batch_size: int, probe_ref: np.ndarray, probe: list[str]):
+    """sentence-transformers' ``encode`` on the packaged model, checked to be the same model
+    as the reference before it is timed (its pipeline ends in a Normalize module: unit vectors)."""
+    st_model = _sentence_transformer(device, max_len)
+
+    def encode(texts):
+        return st_model.encode(texts, batch_size=st_batch_size, convert_to_numpy=True, show_progress_bar=False)
+    dev = _deviation(_normalized(encode(probe)), _normalized(probe_ref))
+    if dev["max_abs_diff"] > 1e-4:
+        raise MinbertError(f"sentence-transformers on the packaged model disagrees with transformers "
+                           f"(max abs diff {dev['max_abs_diff']:.2e}): not the same model, not timing it")
+    return encode
+
+
+def _add_onnx_encoders(encoders: dict, checks: dict, models: dict, device: torch.device, max_len: int,
+                       batch_size: int):
+    """ONNX Runtime fp32 and two int8 variants of our encoder, each verified before timing;
+    returns the temporary folder of the exported files (None when ONNX is not available)."""
+    from core.model.multitask import MultitaskBert
+    from core.model.precision import KEEP_FP32
+    from core.serving.onnx_export import (export_encoder, onnx_available, ort_embed, ort_session,
+                                          quantize_onnx_int8, verify_export)
+    why = onnx_available()
+    if why:
+        checks["onnx_skipped"] = why
+        return None
+    tmp = tempfile.TemporaryDirectory(prefix="minbert-bench-onnx-")
+    fp32_model = models["ours_fp32"] if device.type == "cpu" else MultitaskBert.load("pretrained")
+    fp32_model.config.model.max_len = max_len
+    t = time.perf_counter()
+    path = export_encoder(fp32_model, Path(tmp.name) / "encoder.onnx")
+    checks["onnx_export_s"] = round(time.perf_counter() - t, 1)
+    variants = {"ort_fp32": (path, None),
+                "ort_int8": (Path(tmp.name) / "int8.onnx", {}),
+                "ort_int8_equal": (Path(tmp.name) / "int8_equal.onnx", {"keep_fp32": KEEP_FP32, "per_channel": True})}
+    for name, (p, qargs) in variants.items():
+        if qargs is not None:
+            checks[f"{name}_quantization"] = quantize_onnx_int8(path, p, **qargs)
+        session = ort_session(p)
+        # before timing: exact fp32 must match at every length; int8 is recorded
+        checks[f"{name}_verify"] = verify_export(session, fp32_model, atol=1e-4 if qargs is None else None)
+        encoders[name] = lambda texts, session=session: ort_embed(session, fp32_model, texts, batch_size)
+    return tmp
+
+
+def _encode_figures(res: dict, device: torch.device, n: int, ours: list[str], int8: bool) -> dict:
+    """Times, ratios and deviations from the reference of one interleaved encode run; the
+    best path is the fastest of ours within BEST_MIN_COSINE of exact fp32."""
+    ref, times = res["outputs"]["reference"], res["times"]
+    out = {"seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
            "cpu_seconds": {k: [round(t, 3) for t in v] for k, v in res["cpu_times"].items()},
            "cpu_time_ratio": {k: round(v, 3) for k, v in res["cpu_speedup"].items() if k != "reference"},
-           "sentences_per_s": {k: round(len(texts) / v, 1) for k, v in res["median"].items()},
+           "sentences_per_s": {k: round(n / v, 1) for k, v in res["median"].items()},
            **_memory(res, device),
            "ratio_fp32": round(res["speedup"]["ours_fp32"], 3),
-           "fp32_max_abs_diff": float(np.abs(res["outputs"]["ours_fp32"] - ref).max()),
-           "checks": checks}
+           "fp32_max_abs_diff": float(np.abs(res["outputs"]["ours_fp32"] - ref).max())}
     deviation = {}
     for name, value in res["outputs"].items():
         if name == "reference":
@@ -322,16 +352,15 @@ def bench_encode(texts: list[str], repeats: int, device: torch.device, batch_siz
     if int8:
         out.update(int8_mean_cosine=deviation["ours_int8"]["mean_cosine"],
                    int8_min_cosine=deviation["ours_int8"]["min_cosine"])
-    ours = [k for k in encoders if k.startswith("ours_")]
     out["ratio_best"] = max(out[f"ratio_{k.removeprefix('ours_')}"] for k in ours)
     qualified = [k for k in ours if deviation[k]["min_cosine"] >= BEST_MIN_COSINE]
     best = min(qualified, key=lambda k: res["median"][k])
     out["best_path"] = best
     out["best_path_rule"] = f"fastest of ours with min cosine >= {BEST_MIN_COSINE} to exact fp32"
-    if st:
+    if "st_encode" in times:
         out["ratio_vs_st"] = round(_pair_ratio(times, "st_encode", "ours_fp32"), 3)
         out["ratio_best_vs_st"] = round(_pair_ratio(times, "st_encode", best), 3)
-    if "ort_int8" in encoders:
+    if "ort_int8" in times:
         ort_int8 = min(("ort_int8", "ort_int8_equal"), key=lambda k: res["median"][k])
         out["ort_int8_fastest"] = ort_int8
         out["ratio_vs_ort_int8"] = round(_pair_ratio(times, ort_int8, best), 3)
@@ -362,6 +391,39 @@ class _ReferenceClassifier(torch.nn.Module):
 OURS_TRAIN_OVERRIDES = ["train.optimizer=torch_adamw"]
 
 
+def _reference_training(cfg, texts: list[str], labels: torch.Tensor, device: torch.device, batch_size: int):
+    """The plain PyTorch baseline of a training step: transformers' BertModel and a linear
+    classifier, torch.optim.AdamW, the recipe's learning rates, weight decay and clipping;
+    returns one step on given indices and one shuffled pass over the examples."""
+    train, n_examples = cfg.train, len(texts)
+    tokenizer, encoder = _reference_encoder(device)
+    torch.manual_seed(train.seed)
+    reference = _ReferenceClassifier(encoder, 5, cfg.model.sst.dropout).to(device).train()
+    optimizer = torch.optim.AdamW(
+        [{"params": reference.encoder.parameters(), "lr": train.lr},
+         {"params": reference.classifier.parameters(), "lr": train.head_lr or train.lr}],
+        lr=train.lr, weight_decay=train.weight_decay)
+    rng = random.Random(train.seed)
+
+    def reference_step(idx: list[int]) -> None:
+        batch = tokenizer([texts[j] for j in idx], padding=True, truncation=True,
+                          max_length=cfg.model.max_len, return_tensors="pt").to(device)
+        loss = F.cross_entropy(reference(**batch), labels[idx].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(reference.parameters(), train.grad_clip)
+        optimizer.step()
+
+    def reference_pass() -> int:
+        order = list(range(n_examples))
+        rng.shuffle(order)
+        for i in range(0, n_examples, batch_size):
+            reference_step(order[i:i + batch_size])
+        return n_examples
+    return reference_step, reference_pass
+
+
 def bench_train(n_examples: int, repeats: int, device: torch.device, batch_size: int = 32,
                 recipe: Path = DEFAULT_RECIPE, overrides: list[str] | None = None,
                 data_dir: str | Path = REPO / "data", precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict:
@@ -386,31 +448,7 @@ def bench_train(n_examples: int, repeats: int, device: torch.device, batch_size:
         texts, labels = list(data.texts_a), torch.as_tensor(data.labels)
         assert len(texts) == n_examples, (len(texts), n_examples)
 
-        tokenizer, encoder = _reference_encoder(device)
-        torch.manual_seed(train.seed)
-        reference = _ReferenceClassifier(encoder, 5, cfg.model.sst.dropout).to(device).train()
-        optimizer = torch.optim.AdamW(
-            [{"params": reference.encoder.parameters(), "lr": train.lr},
-             {"params": reference.classifier.parameters(), "lr": train.head_lr or train.lr}],
-            lr=train.lr, weight_decay=train.weight_decay)
-        rng = random.Random(train.seed)
-
-        def reference_step(idx: list[int]) -> None:
-            batch = tokenizer([texts[j] for j in idx], padding=True, truncation=True,
-                              max_length=cfg.model.max_len, return_tensors="pt").to(device)
-            loss = F.cross_entropy(reference(**batch), labels[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(reference.parameters(), train.grad_clip)
-            optimizer.step()
-
-        def reference_pass() -> int:
-            order = list(range(n_examples))
-            rng.shuffle(order)
-            for i in range(0, n_examples, batch_size):
-                reference_step(order[i:i + batch_size])
-            return n_examples
+        reference_step, reference_pass = _reference_training(cfg, texts, labels, device, batch_size)
 
         def ours_pass(trainer: Trainer) -> int:
             return sum(trainer.train_step()["examples"] for _ in range(steps))
@@ -582,54 +620,10 @@ def format_table(r: dict) -> str:
              f"{m['cpu_capability']}), torch {m['torch']}" + (f", {m['gpu']}" if "gpu" in m else ""),
              f"CPU: {m.get('cpu', '?')}; flags: {' '.join(r.get('cpu_flags') or m.get('cpu_flags') or []) or 'none'}"
              f" (bf16 native: {'yes' if m.get('bf16_native') else 'no'})", ""]
-    row = "{:<38} {:>12} {:>9} {:>11} {:>10} {:>10} {:>11}"
     if "encode" in r:
-        e = r["encode"]
-        lines += [f"encode: {e['n_sentences']} STS dev sentences, batch {e['batch_size']} "
-                  f"(sentence-transformers {e.get('st_batch_size', 32)}), max_len {e.get('max_len', 128)}, "
-                  f"median of {e['repeats']}",
-                  row.format("method", "sentences/s", "vs ref", "CPU-time x", "peak MB", "max |dev|", "min cosine")]
-        dev = e.get("deviation", {})
-        for k, label in ENCODE_LABELS.items():
-            if k not in e["sentences_per_s"]:
-                continue
-            ratio = 1.0 if k == "reference" else e[f"ratio_{k.removeprefix('ours_')}"]
-            d = dev.get(k)
-            lines.append(row.format(label, e["sentences_per_s"][k], f"{ratio:.2f}x",
-                                    f"{e['cpu_time_ratio'].get(k, 1.0):.2f}x", _mem(e, k),
-                                    f"{d['max_abs_diff']:.1e}" if d else "(exact)",
-                                    f"{d['min_cosine']:.4f}" if d else "1.0000"))
-        lines.append("  deviations are from the exact fp32 reference (sentence-transformers: of unit vectors)")
-        if "ratio_vs_st" in e:
-            lines.append(f"  ours fp32 / sentence-transformers encode: {e['ratio_vs_st']:.2f}x")
-        if "ratio_vs_ort_int8" in e:
-            lines.append(f"  best path ({e['best_path']}: {e['best_path_rule']}) / ONNX Runtime int8 "
-                         f"({e['ort_int8_fastest']}, the faster one): {e['ratio_vs_ort_int8']:.2f}x; "
-                         f"vs default {e['ratio_vs_ort_int8_default']:.2f}x, vs equal-accuracy "
-                         f"{e['ratio_vs_ort_int8_equal']:.2f}x; ours fp32 / ORT fp32 {e['ratio_vs_ort_fp32']:.2f}x")
-        if "ort_fp32_verify" in e.get("checks", {}):
-            v = e["checks"]["ort_fp32_verify"]
-            lines.append(f"  ONNX export checked before timing at lengths {list(v['lengths'])}: "
-                         f"max |ORT - ours fp32| {v['max_abs_diff']:.1e}, min cosine {v['min_cosine']:.6f}")
-        if "onnx_skipped" in e.get("checks", {}):
-            lines.append(f"  ONNX Runtime skipped: {e['checks']['onnx_skipped']}")
-        lines.append("")
+        lines += _encode_lines(r["encode"]) + [""]
     if "train" in r:
-        t = r["train"]
-        row5 = "{:<34} {:>14} {:>10} {:>12} {:>12}"
-        lines += [f"train: {t['n_examples']} SST examples x {t['repeats']} passes, batch {t['batch_size']}, "
-                  f"max_len {t['max_len']}; reference {t['reference_optimizer']}, ours {t['optimizer']}",
-                  row5.format("method", "examples/s", "vs ref", "CPU-time x", "peak MB")]
-        lines.append(row5.format("plain loop (random batches)", t["examples_per_s"]["reference"], "1.00x",
-                                 "1.00x", _mem(t, "reference")))
-        for precision in ("fp32", "bf16"):
-            if f"ours_{precision}" in t["examples_per_s"]:
-                lines.append(row5.format(f"ours train_step {precision} (buckets)",
-                                         t["examples_per_s"][f"ours_{precision}"],
-                                         f"{t[f'ratio_{precision}']:.2f}x",
-                                         f"{t['cpu_time_ratio'][f'ours_{precision}']:.2f}x",
-                                         _mem(t, f"ours_{precision}")))
-        lines.append("")
+        lines += _train_lines(r["train"]) + [""]
     if "latency" in r:
         la = r["latency"]
         parts = [f"{p} p50 {la[f'{p}_p50_ms']} ms, p95 {la[f'{p}_p95_ms']} ms"
@@ -650,6 +644,60 @@ def format_table(r: dict) -> str:
         lines.append("")
     lines.append(f"process peak RSS {r['peak_rss_mb']} MB, bench wall time {r['wall_time_s']} s")
     return "\n".join(lines)
+
+
+def _encode_lines(e: dict) -> list[str]:
+    """The encode section of :func:`format_table`."""
+    row = "{:<38} {:>12} {:>9} {:>11} {:>10} {:>10} {:>11}"
+    lines: list[str] = []
+    lines += [f"encode: {e['n_sentences']} STS dev sentences, batch {e['batch_size']} "
+              f"(sentence-transformers {e.get('st_batch_size', 32)}), max_len {e.get('max_len', 128)}, "
+              f"median of {e['repeats']}",
+              row.format("method", "sentences/s", "vs ref", "CPU-time x", "peak MB", "max |dev|", "min cosine")]
+    dev = e.get("deviation", {})
+    for k, label in ENCODE_LABELS.items():
+        if k not in e["sentences_per_s"]:
+            continue
+        ratio = 1.0 if k == "reference" else e[f"ratio_{k.removeprefix('ours_')}"]
+        d = dev.get(k)
+        lines.append(row.format(label, e["sentences_per_s"][k], f"{ratio:.2f}x",
+                                f"{e['cpu_time_ratio'].get(k, 1.0):.2f}x", _mem(e, k),
+                                f"{d['max_abs_diff']:.1e}" if d else "(exact)",
+                                f"{d['min_cosine']:.4f}" if d else "1.0000"))
+    lines.append("  deviations are from the exact fp32 reference (sentence-transformers: of unit vectors)")
+    if "ratio_vs_st" in e:
+        lines.append(f"  ours fp32 / sentence-transformers encode: {e['ratio_vs_st']:.2f}x")
+    if "ratio_vs_ort_int8" in e:
+        lines.append(f"  best path ({e['best_path']}: {e['best_path_rule']}) / ONNX Runtime int8 "
+                     f"({e['ort_int8_fastest']}, the faster one): {e['ratio_vs_ort_int8']:.2f}x; "
+                     f"vs default {e['ratio_vs_ort_int8_default']:.2f}x, vs equal-accuracy "
+                     f"{e['ratio_vs_ort_int8_equal']:.2f}x; ours fp32 / ORT fp32 {e['ratio_vs_ort_fp32']:.2f}x")
+    if "ort_fp32_verify" in e.get("checks", {}):
+        v = e["checks"]["ort_fp32_verify"]
+        lines.append(f"  ONNX export checked before timing at lengths {list(v['lengths'])}: "
+                     f"max |ORT - ours fp32| {v['max_abs_diff']:.1e}, min cosine {v['min_cosine']:.6f}")
+    if "onnx_skipped" in e.get("checks", {}):
+        lines.append(f"  ONNX Runtime skipped: {e['checks']['onnx_skipped']}")
+    return lines
+
+
+def _train_lines(t: dict) -> list[str]:
+    """The train section of :func:`format_table`."""
+    lines: list[str] = []
+    row5 = "{:<34} {:>14} {:>10} {:>12} {:>12}"
+    lines += [f"train: {t['n_examples']} SST examples x {t['repeats']} passes, batch {t['batch_size']}, "
+              f"max_len {t['max_len']}; reference {t['reference_optimizer']}, ours {t['optimizer']}",
+              row5.format("method", "examples/s", "vs ref", "CPU-time x", "peak MB")]
+    lines.append(row5.format("plain loop (random batches)", t["examples_per_s"]["reference"], "1.00x",
+                             "1.00x", _mem(t, "reference")))
+    for precision in ("fp32", "bf16"):
+        if f"ours_{precision}" in t["examples_per_s"]:
+            lines.append(row5.format(f"ours train_step {precision} (buckets)",
+                                     t["examples_per_s"][f"ours_{precision}"],
+                                     f"{t[f'ratio_{precision}']:.2f}x",
+                                     f"{t['cpu_time_ratio'][f'ours_{precision}']:.2f}x",
+                                     _mem(t, f"ours_{precision}")))
+    return lines
 
 
 def make_parser() -> argparse.ArgumentParser:
