@@ -70,6 +70,9 @@ def test_predict_serves_all_three_tasks_from_the_shipped_model(browser, tmp_path
         other.type("What a charming, clever and sexy film.", delay=10)
         pg.get_by_text("paraphrase probability").first.wait_for()
         pg.get_by_text("/ 5").first.wait_for()
+        # the pair's results come first and the first sentence's sentiment card after them
+        # (issue 26), in the same script run: wait until it is drawn too
+        pg.wait_for_function("document.querySelectorAll('[data-testid=\"stMetric\"]').length >= 3")
         metrics = pg.locator('[data-testid="stMetric"]').all_inner_texts()
         assert len(metrics) == 3 and all(SHIPPED in m for m in metrics), metrics
         assert not pg.locator('[data-testid="stException"]').count()

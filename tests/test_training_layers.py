@@ -29,12 +29,3 @@ def test_training_imports_no_serving_jobs_or_experiments():
     found = {p.name: sorted(m for m in _imports(p) if m.startswith(banned))
              for p in (REPO / "core" / "training").glob("*.py")}
     assert {name: mods for name, mods in found.items() if mods} == {}
-
-
-def test_the_trainer_module_still_runs_the_command_line():
-    """``python -m core.training.trainer`` (tests and old scripts) is ``python -m core.train``."""
-    import subprocess
-    import sys
-    out = subprocess.run([sys.executable, "-m", "core.training.trainer", "--help"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and "usage: python -m core.train" in out.stdout and "--max-steps" in out.stdout
