@@ -168,3 +168,24 @@ def stop_server(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# The page is busy while a script runs or a placeholder is left in the main column.
+BUSY = ('[data-testid="stStatusWidget"], [data-testid="stSpinner"], '
+        '[data-testid="stMain"] [data-testid="stSkeleton"]')
+
+
+def wait_settled(pg, quiet_s: float = 1.0, timeout_s: float = 300.0) -> None:
+    """Wait until a Playwright page of the app has settled: nothing :data:`BUSY` for
+    ``quiet_s`` seconds in a row (tests, screenshots, page timings). TimeoutError after
+    ``timeout_s`` seconds."""
+    deadline, since = time.time() + timeout_s, None
+    while time.time() < deadline:
+        if pg.locator(BUSY).count():
+            since = None
+        elif since is None:
+            since = time.time()
+        elif time.time() - since >= quiet_s:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the page was still running after {timeout_s:.0f} s")

@@ -61,7 +61,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.serve import start_server, stop_server  # noqa: E402
+from app.serve import start_server, stop_server, wait_settled  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -136,21 +136,8 @@ def checkpoint_root(name: str, tmp: Path) -> Path:
 # ----------------------------------------------------------------------- server
 # ---------------------------------------------------------------------- browser
 def settle(pg, quiet_s: float = 2.0, timeout_s: float = 600.0) -> None:
-    """Wait until the script run is over: no "Running…" status widget and no spinner
-    for ``quiet_s`` seconds in a row."""
-    busy = ('[data-testid="stStatusWidget"], [data-testid="stSpinner"], '
-            '[data-testid="stMain"] [data-testid="stSkeleton"]')
-    deadline = time.time() + timeout_s
-    quiet_since = None
-    while time.time() < deadline:
-        if pg.locator(busy).count():
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.time()
-        elif time.time() - quiet_since >= quiet_s:
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"the page was still running after {timeout_s:.0f} s")
+    """Wait until the script run is over (app.serve.wait_settled, 2 s quiet by default)."""
+    wait_settled(pg, quiet_s, timeout_s)
 
 
 def no_exception(pg, page: str) -> None:

@@ -17,12 +17,11 @@ Playwright is missing.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from app.serve import start_server, stop_server
+from app.serve import start_server, stop_server, wait_settled
 from conftest import CHROMIUM, REPO
 from core.errors import MinbertError
 from core.data.inputs import MAX_TEXT_CHARS
@@ -33,7 +32,6 @@ if not Path(CHROMIUM).is_file():
                 allow_module_level=True)
 
 CHECKPOINTS = REPO / "checkpoints"
-BUSY = '[data-testid="stStatusWidget"], [data-testid="stMain"] [data-testid="stSkeleton"]'
 SCALE = 100   # runs at least: the study at its largest had 107
 KEPT = ("metrics.json", "config.json", "predictions")
 
@@ -101,20 +99,6 @@ def server(tmp_path_factory):
     stop_server(proc)
 
 
-def settled(pg, quiet_s: float = 1.0, timeout_s: float = 300.0) -> None:
-    """No script run and no placeholder for ``quiet_s`` seconds in a row."""
-    deadline, since = time.time() + timeout_s, None
-    while time.time() < deadline:
-        if pg.locator(BUSY).count():
-            since = None
-        elif since is None:
-            since = time.time()
-        elif time.time() - since >= quiet_s:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the page was still running after {timeout_s:.0f} s")
-
-
 CHART = '[data-testid="stVegaLiteChart"]'
 
 
@@ -123,7 +107,7 @@ def open_compare(pg, url: str) -> None:
     pg.get_by_text("minBERT Studio").first.wait_for()
     pg.goto(f"{url}/Compare")
     pg.locator(f"{CHART} svg").first.wait_for()
-    settled(pg)
+    wait_settled(pg)
 
 
 def axis_labels(pg) -> list[int]:
@@ -141,7 +125,7 @@ def test_compare_shows_every_run_readably(scaled, browser):
     open_compare(pg, url)
     pg.locator(".st-key-cmp_all").get_by_text("All", exact=False).click()
     pg.locator(".st-key-cmp_seeds").get_by_text("Every seed").click()
-    settled(pg)
+    wait_settled(pg)
     pg.get_by_text(f"{lines} lines, {runs} runs").wait_for()
     assert lines in axis_labels(pg), (axis_labels(pg), lines)      # one label per line, none per run
     legend = pg.locator(CHART).first.locator(".role-legend-label text").all_inner_texts()
@@ -178,7 +162,7 @@ def test_a_3000_character_review_gets_a_prediction(server, browser):
     box.press("Control+Enter")
     pg.locator('[data-testid="stMetric"]').first.wait_for()
     pg.get_by_text("windows of").first.wait_for()
-    settled(pg)
+    wait_settled(pg)
     note = pg.get_by_text("Read all").first.inner_text()
     assert "windows" in note, note
     assert pg.locator('[data-testid="stMetric"]').count() == 1
