@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import (PRETRAINED, ROOT, TASK_TITLES, MinbertError, default_models, has_weights, load_model,
+from core.paths import DATA_DIR
+from app.common import (PRETRAINED, TASK_TITLES, MinbertError, default_models, has_weights, load_model,
                         model_choices, picker_choices, results_only_checkpoints, weights_missing)
 
-DATA_DIR = ROOT / "data"
 SALIENCY_PAGE = "views/4_Attention_and_saliency.py"
 EXAMPLE_KEY = "analysis_example"  # {"task", "text_a", "text_b", "checkpoint"} handed to page 4
 

@@ -21,13 +21,14 @@ import streamlit as st
 
 from analysis.checkpoints import (PRETRAINED, SHIPPED, checkpoint_hash, checkpoints_root, has_weights,
                                   list_checkpoints, resolve_checkpoint, results_tasks, weights_missing)
+from core.paths import REPO
 from core.tasks import QUORA_NOTE, TASK_NAMES, TASK_TITLES
 from core.errors import MinbertError
 from core.jobs import Job, JobManager, fmt_duration  # fmt_duration: the one duration format, core's
 from core.model.checkpoint import checkpoint_tasks as _served_by_checkpoint
 from core.experiments.study import STUDY_PLAN, load_plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO   # the repository root: core.paths owns it
 STARTER_RECIPE = ROOT / "configs" / "starter.yaml"
 QUORA_CAPTION = f":material/info: {QUORA_NOTE}"
 
